@@ -1,0 +1,1 @@
+"""Benchmarks: real workers against the simulator, and the naive script they replace."""

@@ -1,0 +1,448 @@
+"""The ``orchestrator`` command: submit, run, watch, export and settle batches of activations."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import store
+from orchestrator.client import LegitSMSClient
+from orchestrator.config import Settings, load_settings
+from orchestrator.db import transaction
+from orchestrator.embedded import EmbeddedBroker, ensure_embedded
+from orchestrator.errors import (
+    ConfigError,
+    JobNotFound,
+    OrchestratorError,
+    ProviderError,
+    ProviderRejected,
+    SpecError,
+)
+from orchestrator.export import write_csv
+from orchestrator.jobrun import ExitCode, LocalWorkers, Progress, child_env, wait_for_job
+from orchestrator.logs import configure_logging
+from orchestrator.models import State
+from orchestrator.runtime import Nudge
+from orchestrator.sandbox_cli import sandbox_command
+from orchestrator.spec import load_job_spec, resolve_job
+from orchestrator.wiring import make_client, make_database, make_runtime, make_throttle
+
+app = typer.Typer(
+    help="Batch activation orchestrator for the LegitSMS V2 API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class Context:
+    """What the global options chose."""
+
+    config: Path | None
+    log_level: str | None
+
+    def settings(self) -> Settings:
+        settings = load_settings(self.config)
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        configure_logging(self.log_level or settings.log_level, secret=key)
+        return settings
+
+
+def _ctx(ctx: typer.Context) -> Context:
+    obj = ctx.obj
+    assert isinstance(obj, Context)
+    return obj
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(int(code))
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Turn our exceptions into a one-line message and a documented exit code."""
+    try:
+        yield
+    except (SpecError, ConfigError) as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    except JobNotFound as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    except ProviderRejected as exc:
+        _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
+    except ProviderError as exc:
+        _fail(ExitCode.UNAVAILABLE, f"the provider could not be reached: {exc}")
+    except OrchestratorError as exc:
+        _fail(ExitCode.UNAVAILABLE, str(exc))
+
+
+@contextmanager
+def _broker(settings: Settings) -> Iterator[str]:
+    """The Redis URL to use: REDIS_URL, or the embedded server (started here if needed)."""
+    embedded: EmbeddedBroker | None = None
+    url = settings.redis_url
+    if not url:
+        embedded = ensure_embedded(settings.data_path)
+        url = embedded.url
+    os.environ["REDIS_URL"] = url  # read by workers.broker, in this process and in children
+    try:
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _client(settings: Settings, redis_url: str) -> LegitSMSClient:
+    """A client that waits its turn under the shared rate limit."""
+    return make_client(settings, make_throttle(settings, redis_url, patient=True))
+
+
+def _send(nudges: list[Nudge]) -> None:
+    from workers.actors import send  # late: the broker must be configured first
+
+    send(nudges)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Settings file (default: $ORCHESTRATOR_CONFIG or ./config.yaml)."
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error (default: the settings').")
+    ] = None,
+) -> None:
+    """Batch activation orchestrator for the LegitSMS V2 API."""
+    ctx.obj = Context(config=config, log_level=log_level)
+
+
+def _submit(settings: Settings, job_file: Path, redis_url: str) -> tuple[int, int]:
+    """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots)."""
+    spec = load_job_spec(job_file)  # a bad file stops here, before any network call
+    engine = make_database(settings)
+    with _client(settings, redis_url) as client:
+        resolved = resolve_job(spec, client, str(job_file))
+    with transaction(engine) as session:
+        job, slot_ids = store.create_job(session, resolved, source=job_file.read_text())
+    from orchestrator.runtime import Action
+
+    _send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])
+    assert job.id is not None
+    return job.id, len(slot_ids)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    job_file: Annotated[Path, typer.Argument(help="The job's YAML file.")],
+) -> None:
+    """Put a job on the queue for the workers (see `worker`), and print its id."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            job_id, slots = _submit(settings, job_file, url)
+    out.print(f"submitted job {job_id} ({slots} numbers)")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    job_file: Annotated[Path, typer.Argument(help="The job's YAML file.")],
+    export: Annotated[
+        Path | None, typer.Option("--export", "-o", help="Write the job's CSV here when it ends.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Local worker processes to start; 0 when workers run elsewhere."),
+    ] = None,
+) -> None:
+    """Submit a job, work it with local workers, wait until every number ended, export."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            job_id, slots = _submit(settings, job_file, url)
+            err.print(f"job {job_id}: {slots} numbers submitted", highlight=False)
+            count = settings.worker_processes if workers is None else workers
+            local = _start_workers(settings, url, count)
+            try:
+                final = _watch(settings, job_id, local)
+            except KeyboardInterrupt:
+                _fail(
+                    ExitCode.INTERRUPTED, f"interrupted; job {job_id} goes on with the next workers"
+                )
+            finally:
+                if local is not None:
+                    local.stop()
+        if export is not None:
+            rows = _export(settings, [job_id], export)
+            err.print(f"wrote {rows} rows to {export}", highlight=False)
+    out.print(f"job {job_id}: {final.line()}", highlight=False)
+    raise typer.Exit(int(final.exit_code()))
+
+
+def _start_workers(settings: Settings, redis_url: str, count: int) -> LocalWorkers | None:
+    if count <= 0:
+        return None
+    from workers.runner import worker_argv
+
+    return LocalWorkers(worker_argv(settings.worker_threads), count, child_env(redis_url))
+
+
+def _watch(settings: Settings, job_id: int, local: LocalWorkers | None) -> Progress:
+    engine = make_database(settings)
+    tick = local.keep_alive if local is not None else (lambda: None)
+    if not err.is_terminal:
+        last: list[str] = []
+
+        def report(progress: Progress) -> None:
+            line = progress.line()
+            if not last or last[-1] != line:
+                last.append(line)
+                err.print(f"job {job_id}: {line}", highlight=False)
+
+        return wait_for_job(engine, job_id, on_progress=report, tick=tick, interval=1.0)
+    with err.status(f"job {job_id}: starting") as status:
+
+        def show(progress: Progress) -> None:
+            status.update(f"job {job_id}: {progress.line()}")
+
+        return wait_for_job(engine, job_id, on_progress=show, tick=tick, interval=0.5)
+
+
+def _export(settings: Settings, job_ids: list[int], path: Path) -> int:
+    engine = make_database(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with transaction(engine) as session:
+        rows = store.export_rows(session, job_ids)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        count = write_csv(rows, handle)
+    tmp.replace(path)
+    return count
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    processes: Annotated[
+        int | None, typer.Option(help="Worker processes (default: settings').")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads per process (default: settings').")
+    ] = None,
+) -> None:
+    """Work the queue until stopped (SIGTERM or Ctrl-C)."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        settings.require_api_key()
+        count = processes or settings.worker_processes
+        per = threads or settings.worker_threads
+        with _broker(settings):
+            from workers.runner import run_processes, run_worker, worker_argv
+
+            if count > 1:
+                raise typer.Exit(run_processes(count, worker_argv(per)))
+            raise typer.Exit(run_worker(threads=per, sweep_interval=settings.sweep_interval))
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job: Annotated[
+        str | None, typer.Argument(help="A job id or name (default: recent jobs).")
+    ] = None,
+) -> None:
+    """Show recent jobs, or one job's slots by state and target."""
+    from orchestrator.jobrun import read_progress
+    from orchestrator.status_view import job_table, jobs_table
+
+    with _guard():
+        settings = _ctx(ctx).settings()
+        engine = make_database(settings)
+        with transaction(engine) as session:
+            if job is None:
+                out.print(jobs_table(session))
+                return
+            row = store.get_job(session, job)
+            assert row.id is not None
+            out.print(job_table(session, row))
+        out.print(read_progress(engine, row.id).line(), highlight=False)
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="A job id or name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV file to write.")],
+) -> None:
+    """Write a job's CSV: one row per number with its fate."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        engine = make_database(settings)
+        with transaction(engine) as session:
+            job_id = store.get_job(session, job).id
+        assert job_id is not None
+        rows = _export(settings, [job_id], output)
+    out.print(f"wrote {rows} rows to {output}")
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context, job: Annotated[str, typer.Argument(help="A job id or name.")]
+) -> None:
+    """Stop buying for a job and cancel (refund) its orders that have no code yet."""
+    from orchestrator.sweep import sweep
+
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            rt = make_runtime(settings, url, patient=True)
+            with transaction(rt.engine) as session:
+                row = store.get_job(session, job)
+                requested = store.request_job_cancel(session, row)
+            if not requested:
+                _fail(ExitCode.BAD_INPUT, f"job {row.id} has already ended")
+            _send(sweep(rt))
+    out.print(f"job {row.id}: cancel requested; workers cancel its open orders")
+
+
+@app.command("sweep")
+def sweep_command(ctx: typer.Context) -> None:
+    """Re-drive every unfinished slot whose message was lost (for cron; workers also do it)."""
+    from orchestrator.sweep import sweep
+
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            nudges = sweep(make_runtime(settings, url, patient=True))
+            _send(nudges)
+    out.print(f"re-sent {len(nudges)} nudges")
+
+
+@app.command()
+def resolve(
+    ctx: typer.Context,
+    activation: Annotated[int, typer.Argument(help="The in-doubt slot's activation id.")],
+    order_id: Annotated[
+        str | None,
+        typer.Option(help="The order the provider did make for it (see your dashboard)."),
+    ] = None,
+    not_bought: Annotated[
+        bool, typer.Option("--not-bought", help="The provider made no order for it.")
+    ] = False,
+) -> None:
+    """Settle an in-doubt purchase by hand: attach the real order, or release it."""
+    from orchestrator.doubt import resolve_in_doubt
+
+    if (order_id is None) == (not not_bought):
+        _fail(ExitCode.BAD_INPUT, "give exactly one of --order-id ID or --not-bought")
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            rt = make_runtime(settings, url, patient=True)
+            _send(resolve_in_doubt(rt, activation, order_id=order_id))
+    out.print(f"slot {activation} resolved")
+
+
+@app.command()
+def balance(ctx: typer.Context) -> None:
+    """Print the wallet balance."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url, _client(settings, url) as client:
+            out.print(str(client.balance()))
+
+
+@app.command()
+def services(ctx: typer.Context) -> None:
+    """List the services (apps) and their ids."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url, _client(settings, url) as client:
+            rows = client.services()
+    table = Table("id", "service")
+    for service in rows:
+        table.add_row(str(service.id), service.name)
+    out.print(table)
+
+
+@app.command()
+def prices(
+    ctx: typer.Context, service: Annotated[str, typer.Argument(help="A service name or id.")]
+) -> None:
+    """List live prices, stock and success rates per country for a service."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url, _client(settings, url) as client:
+            known = client.services()
+            match = [s for s in known if str(s.id) == service or s.name.lower() == service.lower()]
+            if not match:
+                _fail(ExitCode.BAD_INPUT, f"no service {service!r}; see `orchestrator services`")
+            rows = client.prices(match[0].id)
+    table = Table("country id", "country", "cost", "stock", "success %")
+    for price in sorted(rows.values(), key=lambda p: p.cost):
+        table.add_row(
+            str(price.country_id), price.country, str(price.cost), str(price.count), str(price.rate)
+        )
+    out.print(table)
+
+
+@app.command()
+def demo(
+    export: Annotated[Path, typer.Option("--export", "-o", help="Where to write the CSV.")] = Path(
+        "out/example.csv"
+    ),
+    job_file: Annotated[Path, typer.Option("--job", help="The job to run.")] = Path(
+        "jobs/example.yaml"
+    ),
+) -> None:
+    """Run the example job end to end against a local simulator, on the embedded defaults."""
+    from orchestrator.demo import demo_environment
+
+    with demo_environment() as env:
+        os.environ.update(env)
+        args = ["run", str(job_file), "--export", str(export)]
+        code = _invoke(args)
+    raise typer.Exit(code)
+
+
+def _invoke(args: list[str]) -> int:
+    """Run another command of this app in-process; its exit code."""
+    try:
+        result = app(args, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    return result if isinstance(result, int) else 0
+
+
+app.command("sandbox", help="Serve the LegitSMS API simulator (for demos and tests).")(
+    sandbox_command
+)
+
+
+def main() -> None:
+    """Entry point of the ``orchestrator`` command."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(int(ExitCode.INTERRUPTED))
+
+
+def _unused(*_: Any) -> None:  # pragma: no cover
+    State  # noqa: B018

@@ -1,0 +1,153 @@
+"""SQLModel tables: Job, Target, Activation (one row per number to buy) and Event (the audit trail).
+
+Money is stored as integer micro-dollars (``*_micros``) so that budget arithmetic in SQL is
+exact on SQLite and PostgreSQL alike; ``money.py`` converts to and from ``Decimal``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and always read back timezone-aware (SQLite drops zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _ts(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _micros(default: int | None = 0, *, nullable: bool = False) -> Any:
+    return Field(default=default, sa_column=Column(BigInteger(), nullable=nullable))
+
+
+class JobStatus(StrEnum):
+    """Where a job stands as a whole."""
+
+    ACTIVE = "active"  # some slot has not ended yet
+    FINISHED = "finished"  # every slot ended
+    CANCELLED = "cancelled"  # every slot ended after the user cancelled the job
+
+
+class State(StrEnum):
+    """The life of one slot: at most one order, and every order ends.
+
+    planned -> ordering -> waiting -> received
+                   |          |
+                   |          +-> cancelling -> cancelled | received | expired
+                   +-> failed (nothing bought) | in_doubt (maybe bought; a human decides)
+    """
+
+    PLANNED = "planned"  # not bought yet
+    ORDERING = "ordering"  # claimed; POST /order may be on the wire
+    WAITING = "waiting"  # bought; polling for the code
+    CANCELLING = "cancelling"  # bought, no code wanted any more; cancel pending or refused
+    RECEIVED = "received"  # code stored
+    CANCELLED = "cancelled"  # cancelled at the provider and refunded
+    EXPIRED = "expired"  # the provider expired it without a code and without a refund
+    FAILED = "failed"  # never bought: no stock, price above cap, budget, funds, job cancelled
+    IN_DOUBT = "in_doubt"  # a purchase whose outcome is unknown; never re-bought automatically
+
+
+FINAL_STATES = frozenset(
+    {State.RECEIVED, State.CANCELLED, State.EXPIRED, State.FAILED, State.IN_DOUBT}
+)
+LIVE_STATES = frozenset(State) - FINAL_STATES
+
+
+class Job(SQLModel, table=True):
+    """One submitted job file."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    source: str = Field(sa_column=Column(Text(), nullable=False))  # the job file, as submitted
+    status: JobStatus = Field(default=JobStatus.ACTIVE, index=True)
+    budget_micros: int | None = _micros(None, nullable=True)
+    reserved_micros: int = _micros()  # sum of the slots' reservations; never above the budget
+    code_timeout: float
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    cancel_requested_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+class Target(SQLModel, table=True):
+    """One entry of a job file's ``targets`` list, resolved to ids."""
+
+    __table_args__ = (UniqueConstraint("job_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    position: int
+    service_id: int
+    service_name: str
+    countries: str  # JSON list of [id, name] pairs, in the user's order of preference
+    quantity: int
+    max_price_micros: int = _micros()
+
+
+class Activation(SQLModel, table=True):
+    """One number to buy: a slot planned up front, so a slot can be bought at most once."""
+
+    __table_args__ = (UniqueConstraint("job_id", "slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    target_id: int = Field(foreign_key="target.id", index=True)
+    slot: int
+    state: State = Field(default=State.PLANNED, index=True)
+    service_id: int
+    country_id: int | None = None
+    country_name: str | None = None
+    cap_micros: int = _micros()
+    reserved_micros: int = _micros()  # budget held: the cap while unsure, the cost once known
+    order_id: str | None = Field(default=None, unique=True)
+    phone: str | None = None
+    cost_micros: int | None = _micros(None, nullable=True)
+    code: str | None = None
+    attempts: int = 0  # purchase attempts that provably bought nothing (no stock, throttled)
+    cancel_attempts: int = 0
+    cancel_reason: str | None = None
+    error: str | None = None
+    next_action_at: datetime | None = _ts(index=True)  # when the next nudge is due
+    claimed_at: datetime | None = _ts()
+    ordered_at: datetime | None = _ts()
+    code_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class Event(SQLModel, table=True):
+    """One line of the audit trail: what happened to a job or a slot, and when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    activation_id: int | None = Field(default=None, foreign_key="activation.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str
+    detail: str = ""  # JSON object

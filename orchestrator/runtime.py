@@ -1,0 +1,110 @@
+"""What the lifecycle functions work with: settings, database, provider, clock, and their nudges."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Engine
+
+from orchestrator import store
+from orchestrator.client import LegitSMSClient, Throttle
+from orchestrator.config import Settings
+from orchestrator.db import transaction
+from orchestrator.models import Activation, utcnow
+from orchestrator.provider import Price
+
+DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
+
+
+class Action(StrEnum):
+    """The actor a nudge wakes."""
+
+    PLACE = "place"
+    CHECK = "check"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """A message to send: wake ``action`` for one slot after ``delay`` seconds."""
+
+    action: Action
+    activation_id: int
+    delay: float = 0.0
+
+
+class PriceCache:
+    """Live prices per service, kept ``ttl`` seconds: a batch costs one /prices call per service."""
+
+    def __init__(self, fetch: Callable[[int], dict[int, Price]], ttl: float) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[float, dict[int, Price]]] = {}
+
+    def get(self, service_id: int) -> dict[int, Price]:
+        with self._lock:
+            entry = self._entries.get(service_id)
+            if entry is not None and time.monotonic() - entry[0] < self._ttl:
+                return entry[1]
+        prices = self._fetch(service_id)  # outside the lock: other services need not wait
+        with self._lock:
+            self._entries[service_id] = (time.monotonic(), prices)
+        return prices
+
+    def mark_out_of_stock(self, service_id: int, country_id: int) -> None:
+        """Remember a no_stock answer until the next refresh."""
+        with self._lock:
+            entry = self._entries.get(service_id)
+            if entry is not None and country_id in entry[1]:
+                prices = dict(entry[1])
+                prices[country_id] = replace(prices[country_id], count=0)
+                self._entries[service_id] = (entry[0], prices)
+
+
+@dataclass
+class Runtime:
+    """One process's collaborators, built once and passed to every lifecycle function."""
+
+    settings: Settings
+    engine: Engine
+    client: LegitSMSClient
+    throttle: Throttle | None = None
+    clock: Callable[[], datetime] = utcnow
+    prices: PriceCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
+
+    def is_due(self, when: datetime | None) -> bool:
+        """Whether a nudge for ``when`` may act now; an early one is a stale duplicate."""
+        return when is None or when <= self.after(DUE_TOLERANCE)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def after(self, seconds: float) -> datetime:
+        return self.clock() + timedelta(seconds=seconds)
+
+    @property
+    def claim_lease(self) -> float:
+        """How long an ``ordering`` claim may last before its outcome counts as unknown.
+
+        At least as long as the longest POST /order the client can make, retries included.
+        """
+        s = self.settings
+        return max(s.claim_lease, 4 * s.connect_timeout + s.read_timeout + 10)
+
+
+def defer(rt: Runtime, act: Activation, action: Action, delay: float) -> list[Nudge]:
+    """Put off the slot's next step by ``delay`` seconds, if it is still where it was read."""
+    with transaction(rt.engine) as session:
+        if not store.reschedule(session, act, rt.after(delay)):
+            return []
+    assert act.id is not None
+    return [Nudge(action, act.id, delay)]

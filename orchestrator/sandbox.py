@@ -1,0 +1,609 @@
+"""A faithful simulator of the LegitSMS V2 API over real HTTP, seeded, with faults on demand."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+from orchestrator.durations import parse_duration
+from orchestrator.errors import ConfigError
+from orchestrator.sandbox_ledger import Ledger, OrderState, SandboxOrder, money
+
+API_PREFIX = "/wp-json/legitsms/v2"
+DEMO_API_KEY = "sk_test_sandbox"
+Clock = Callable[[], float]
+Action = Callable[[int, dict[str, str], float], "Reply"]
+
+
+@dataclass(frozen=True)
+class SandboxCountry:
+    """A country the sandbox sells numbers in; ``dial_code`` starts every phone number."""
+
+    id: int
+    name: str
+    dial_code: str
+
+
+@dataclass(frozen=True)
+class SandboxOffer:
+    """Price, starting stock and advertised success rate (percent) of one service in one country."""
+
+    cost: Decimal
+    count: int
+    rate: int
+
+
+@dataclass(frozen=True)
+class SandboxService:
+    """A service with its offers, keyed by country id."""
+
+    id: int
+    name: str
+    offers: Mapping[int, SandboxOffer]
+
+
+DEFAULT_COUNTRIES = (
+    SandboxCountry(1, "United States", "1"),
+    SandboxCountry(16, "United Kingdom", "44"),
+    SandboxCountry(36, "Canada", "1"),
+    SandboxCountry(43, "Germany", "49"),
+    SandboxCountry(6, "Indonesia", "62"),
+    SandboxCountry(22, "India", "91"),
+)
+
+_DEFAULT_TABLE: tuple[tuple[int, str, dict[int, tuple[str, int, int]]], ...] = (
+    # UK Facebook is sold out on purpose, so demos meet a count of 0.
+    (1010, "Facebook", {1: ("0.55", 6400, 70), 16: ("0.50", 0, 68), 22: ("0.15", 21000, 60)}),
+    (1005, "Google", {1: ("0.90", 5120, 78), 16: ("0.85", 2050, 75), 36: ("0.95", 420, 74)}),
+    (1003, "Telegram", {1: ("1.80", 2210, 64), 16: ("1.55", 980, 67), 43: ("1.90", 150, 69)}),
+    (924, "Tiktok/Douyin", {1: ("0.35", 9120, 72), 16: ("0.30", 4410, 70), 6: ("0.12", 22000, 66)}),
+    (1012, "Whatsapp", {1: ("2.66", 3868, 56), 16: ("1.95", 1204, 61), 22: ("0.48", 15230, 44)}),
+)
+
+DEFAULT_SERVICES = tuple(
+    SandboxService(sid, name, {c: SandboxOffer(Decimal(p), n, r) for c, (p, n, r) in rows.items()})
+    for sid, name, rows in _DEFAULT_TABLE
+)
+
+_PROBABILITIES = ("fault_5xx", "fault_429", "fault_slow", "fault_non_json", "fault_drop_order")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How the sandbox behaves; every field has a default that reads like the real provider.
+
+    ``never_ratio`` None means each order misses its code with probability ``1 - rate/100``
+    of its offer, so the advertised success rate is the real one. Faults are probabilities
+    per API request.
+    """
+
+    seed: int = 0
+    api_keys: tuple[str, ...] = (DEMO_API_KEY,)
+    balance: Decimal = Decimal("1000.00")
+    countries: tuple[SandboxCountry, ...] = DEFAULT_COUNTRIES
+    services: tuple[SandboxService, ...] = DEFAULT_SERVICES
+    code_delay: tuple[float, float] = (2.0, 20.0)
+    never_ratio: float | None = None
+    rate_limit: float = 0.0
+    cancel_min_age: float = 120.0
+    expiry: float = 1200.0
+    fault_5xx: float = 0.0
+    fault_429: float = 0.0
+    fault_slow: float = 0.0
+    fault_non_json: float = 0.0
+    fault_drop_order: float = 0.0
+    slow_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.api_keys or not all(self.api_keys):
+            raise ConfigError("sandbox: api_keys must hold at least one non-empty key")
+        low, high = self.code_delay
+        if not 0 <= low <= high:
+            raise ConfigError(f"sandbox: code_delay must be 0 <= min <= max, got {low}-{high}")
+        for name in (*_PROBABILITIES, "never_ratio"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ConfigError(f"sandbox: {name} must be between 0 and 1, got {value}")
+        known = {country.id for country in self.countries}
+        for service in self.services:
+            if unknown := set(service.offers) - known:
+                raise ConfigError(f"sandbox: service {service.id} sells in unknown {unknown}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SandboxConfig:
+        """Build from a YAML/JSON mapping; a ``sandbox:`` section is used if there is one."""
+        if isinstance(data.get("sandbox"), Mapping):
+            data = data["sandbox"]
+        names = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - names):
+            raise ConfigError(f"sandbox: unknown settings {', '.join(map(str, unknown))}")
+        try:
+            values: dict[str, Any] = {k: _convert(k, v) for k, v in data.items()}
+        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            raise ConfigError(f"sandbox: {exc}") from exc
+        return cls(**values)
+
+
+def parse_code_delay(value: Any) -> tuple[float, float]:
+    """Read a code delay written as "MIN-MAX", [MIN, MAX] or one number of seconds."""
+    if isinstance(value, str):
+        parts: list[Any] = [part.strip() for part in value.split("-")]
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        parts = [value]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise ValueError(f"code_delay must be MIN-MAX seconds, got {value!r}")
+    return parse_duration(parts[0]), parse_duration(parts[1])
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name == "balance":
+        return Decimal(str(value))
+    if name == "api_keys":
+        return (value,) if isinstance(value, str) else tuple(str(key) for key in value)
+    if name == "code_delay":
+        return parse_code_delay(value)
+    if name in ("cancel_min_age", "expiry", "slow_seconds"):
+        return parse_duration(value)
+    if name == "countries":
+        return tuple(
+            SandboxCountry(int(c["id"]), str(c["name"]), str(c["dial_code"])) for c in value
+        )
+    if name == "services":
+        return tuple(
+            SandboxService(
+                int(s["id"]),
+                str(s["name"]),
+                {
+                    int(cid): SandboxOffer(
+                        Decimal(str(o["cost"])), int(o["count"]), int(o.get("rate", 100))
+                    )
+                    for cid, o in (s.get("prices") or {}).items()
+                },
+            )
+            for s in value
+        )
+    if name == "seed":
+        return int(value)
+    return None if value is None else float(value)
+
+
+class Headers(Protocol):
+    """The one thing the simulator asks of request headers (``email.message.Message`` has it)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the HTTP layer should do with one request."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json; charset=UTF-8"
+    retry_after: int | None = None
+    delay: float = 0.0
+    drop: bool = False
+
+
+def _json(status: int, payload: Any) -> Reply:
+    return Reply(status, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def _error(status: int, code: str, message: str, retry_after: int | None = None) -> Reply:
+    payload = {"code": code, "message": message, "data": {"status": status}}
+    return Reply(status, _json(status, payload).body, retry_after=retry_after)
+
+
+_HTML = "text/html; charset=UTF-8"
+_HTML_5XX = "<html><head><title>{0} {1}</title></head><body><center><h1>{0} {1}</h1></center>"
+_HTML_MAINTENANCE = (
+    "<!DOCTYPE html><html><head><title>Maintenance</title></head>"
+    "<body><h1>Briefly unavailable for scheduled maintenance. Check back in a minute.</h1>"
+    "</body></html>"
+)
+_NO_ROUTE = "No route was found matching the URL and request method."
+
+
+class Simulator:
+    """The provider's behaviour, free of HTTP: one ``handle`` call per request, under one lock."""
+
+    def __init__(self, config: SandboxConfig, *, clock: Clock = time.time) -> None:
+        self.config = config
+        self.ledger = Ledger(accounts=len(config.api_keys), balance=config.balance)
+        self._lock = self.ledger.lock
+        self._clock = clock
+        # Two streams, so switching faults on does not change which orders get codes.
+        self._rng = random.Random(config.seed)
+        self._fault_rng = random.Random(f"faults:{config.seed}")
+        self._accounts = {key: index for index, key in enumerate(config.api_keys)}
+        self._countries = {country.id: country for country in config.countries}
+        self._services = {service.id: service for service in config.services}
+        self._stock = {(s.id, c): o.count for s in config.services for c, o in s.offers.items()}
+        self._buckets: dict[int, tuple[float, float]] = {}
+        self._next_order_id = self._rng.randrange(10_000_000, 90_000_000)
+        services = [{"id": str(s.id), "name": s.name} for s in config.services]
+        self._services_reply = _json(200, {"status": "success", "services": services})
+        self._routes: dict[tuple[str, str], Action] = {
+            ("GET", "/balance"): self._balance,
+            ("GET", "/services"): lambda account, params, now: self._services_reply,
+            ("GET", "/prices"): self._prices,
+            ("POST", "/order"): self._order,
+            ("GET", "/status"): self._status,
+            ("POST", "/set_status"): self._set_status,
+        }
+
+    def handle(self, method: str, target: str, body: bytes, headers: Headers) -> Reply:
+        """Answer one request; ``target`` is the path with its query string."""
+        url = urlsplit(target)
+        if not url.path.startswith(API_PREFIX + "/"):
+            return self._admin(method, url.path, url.query)
+        route = url.path[len(API_PREFIX) :].rstrip("/")
+        endpoint, action = f"{method} {route}", self._routes.get((method, route))
+        params = _params(url.query, body, headers.get("Content-Type") or "")
+        key = headers.get("X-API-KEY") or (params or {}).get("api_key")
+        with self._lock:
+            now = self._clock()
+            if action is None:
+                endpoint, reply = "other", _error(404, "rest_no_route", _NO_ROUTE)
+            elif (fault := self._upstream_fault()) is not None:
+                reply = fault
+            else:
+                reply = self._act(action, endpoint, params, key, now)
+            self.ledger.record(endpoint, 0 if reply.drop else reply.status, now)
+            return reply
+
+    def _admin(self, method: str, path: str, query: str) -> Reply:
+        if method == "GET" and path == "/_sandbox/ledger":
+            return _json(200, self.ledger.snapshot(self._clock()))
+        if method == "GET" and path == "/_sandbox/requests":
+            offset = _int(dict(parse_qsl(query)).get("offset")) or 0
+            return _json(200, self.ledger.requests_json(offset))
+        return _error(404, "rest_no_route", _NO_ROUTE)
+
+    def _act(
+        self,
+        action: Action,
+        endpoint: str,
+        params: dict[str, str] | None,
+        key: str | None,
+        now: float,
+    ) -> Reply:
+        account = self._accounts.get(key) if key else None
+        if account is None:
+            reply = _error(401, "invalid_key", "Invalid API Key")
+        elif (wait := self._throttle(account, now)) is not None:
+            reply = _error(429, "rate_limited", "Too many requests", retry_after=wait)
+        elif params is None:
+            reply = _error(400, "rest_invalid_json", "Invalid JSON body passed.")
+        else:
+            reply = action(account, params, now)
+        config, rng = self.config, self._fault_rng
+        # Dropping only a sale that went through is the case that costs money unseen.
+        made_order = endpoint == "POST /order" and reply.status == 200
+        if made_order and config.fault_drop_order and rng.random() < config.fault_drop_order:
+            self.ledger.record_fault("drop_order")
+            return Reply(reply.status, drop=True)
+        if config.fault_slow and rng.random() < config.fault_slow:
+            self.ledger.record_fault("slow")
+            return replace(reply, delay=config.slow_seconds)
+        return reply
+
+    def _upstream_fault(self) -> Reply | None:
+        """Faults of the proxy in front of the provider: they answer without acting."""
+        config, rng = self.config, self._fault_rng
+        if config.fault_5xx and rng.random() < config.fault_5xx:
+            self.ledger.record_fault("5xx")
+            status = rng.choice((502, 503))
+            page = _HTML_5XX.format(status, HTTPStatus(status).phrase)
+            return Reply(status, page.encode(), _HTML)
+        if config.fault_429 and rng.random() < config.fault_429:
+            self.ledger.record_fault("429")
+            return _error(429, "rate_limited", "Too many requests", retry_after=1)
+        if config.fault_non_json and rng.random() < config.fault_non_json:
+            self.ledger.record_fault("non_json")
+            return Reply(200, _HTML_MAINTENANCE.encode(), _HTML)
+        return None
+
+    def _throttle(self, account: int, now: float) -> int | None:
+        """Token bucket per key holding one second of burst; returns Retry-After seconds."""
+        rate = self.config.rate_limit
+        if rate <= 0:
+            return None
+        burst = max(1.0, rate)
+        tokens, last = self._buckets.get(account, (burst, now))
+        tokens = min(burst, tokens + max(0.0, now - last) * rate)
+        if tokens >= 1:
+            self._buckets[account] = (tokens - 1, now)
+            return None
+        self._buckets[account] = (tokens, now)
+        return max(1, math.ceil((1 - tokens) / rate))
+
+    def _balance(self, account: int, params: dict[str, str], now: float) -> Reply:
+        return _json(200, {"balance": money(self.ledger.balance(account)), "currency": "USD"})
+
+    def _prices(self, account: int, params: dict[str, str], now: float) -> Reply:
+        service = self._services.get(_int(params.get("service")) or -1)
+        if service is None or not service.offers:
+            return _error(400, "missing_params", "Service code required")
+        prices = {
+            str(cid): {
+                "country": self._countries[cid].name,
+                "id": cid,
+                "cost": float(offer.cost),
+                "count": self._stock[service.id, cid],
+                "rate": offer.rate,
+            }
+            for cid, offer in service.offers.items()
+        }
+        return _json(200, {"status": "success", "prices": prices})
+
+    def _order(self, account: int, params: dict[str, str], now: float) -> Reply:
+        if not params.get("service") or not params.get("country"):
+            return _error(400, "missing_params", "Country and service required")
+        sid, cid = _int(params["service"]), _int(params["country"])
+        service = self._services.get(sid) if sid is not None else None
+        offer = service.offers.get(cid) if service is not None and cid is not None else None
+        if service is None or offer is None or cid is None or self._stock[service.id, cid] <= 0:
+            return _error(404, "no_stock", "Out of stock")
+        if self.ledger.balance(account) < offer.cost:
+            return _error(402, "insufficient_funds", "Balance low")
+        rng, config = self._rng, self.config
+        never = config.never_ratio if config.never_ratio is not None else 1 - offer.rate / 100
+        misses = rng.random() < never
+        delay = rng.uniform(*config.code_delay)
+        order = SandboxOrder(
+            order_id=str(self._next_order_id),
+            account=account,
+            service_id=service.id,
+            country_id=cid,
+            phone=self._countries[cid].dial_code + str(rng.randrange(2_000_000_000, 9_999_999_999)),
+            cost=offer.cost,
+            created_at=now,
+            expires_at=now + config.expiry,
+            code=f"{rng.randrange(1_000_000):06d}",
+            # A code due at or after expiry would never be readable: the order has expired.
+            code_due_at=None if misses or delay >= config.expiry else now + delay,
+        )
+        self._next_order_id += 1
+        self._stock[service.id, cid] -= 1
+        self.ledger.charge(order)
+        return _json(
+            200,
+            {
+                "status": "success",
+                "order_id": order.order_id,
+                "phone": order.phone,
+                "cost": float(order.cost),
+                "msg": "Waiting for SMS",
+            },
+        )
+
+    def _mine(self, account: int, order_id: str) -> SandboxOrder | None:
+        order = self.ledger.order(order_id)
+        return order if order is not None and order.account == account else None
+
+    def _status(self, account: int, params: dict[str, str], now: float) -> Reply:
+        if not params.get("order_id"):
+            return _error(400, "missing_params", "Order ID required")
+        order = self._mine(account, params["order_id"])
+        if order is None:
+            return _error(404, "not_found", "Order not found")
+        if order.code_available_at(now) is None:
+            return _json(200, {"status": "STATUS_WAIT_CODE"})
+        if order.code_read_at is None:
+            order.code_read_at = now
+        return _json(200, {"status": "STATUS_OK", "code": order.code})
+
+    def _set_status(self, account: int, params: dict[str, str], now: float) -> Reply:
+        if not params.get("order_id") or params.get("status") != "8":
+            return _error(400, "missing_params", "Order ID and status 8 required")
+        order = self._mine(account, params["order_id"])
+        if order is None:
+            return _error(404, "not_found", "Order not found")
+        state = order.state(now)
+        if state is OrderState.RECEIVED:
+            return _error(400, "cannot_cancel", "Code already received")
+        if state is not OrderState.WAITING:
+            return _error(400, "cancel_failed", "Order expired or already finished")
+        if now - order.created_at < self.config.cancel_min_age:
+            return _error(400, "cancel_failed", "Order cannot be cancelled yet")
+        self.ledger.refund(order, now)
+        return _json(200, {"status": "success", "message": "Order cancelled and refunded"})
+
+
+def _int(value: str | None) -> int | None:
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _params(query: str, body: bytes, content_type: str) -> dict[str, str] | None:
+    """Query string merged with a form or JSON body, as WordPress does; None for bad JSON."""
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if not body.strip():
+        return params
+    if "json" in content_type or body.lstrip().startswith(b"{"):
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(decoded, dict):
+            return None
+        params.update({str(k): str(v) for k, v in decoded.items() if v is not None})
+    else:
+        params.update(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+    return params
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    # Benchmarks open many connections at once; the default backlog of 5 drops SYNs.
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+        self.simulator = simulator
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def close_connections(self) -> None:
+        """Cut kept-alive connections, whose threads would otherwise wait for their clients."""
+        with self.connections_lock:
+            for connection in self.connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self.connections.clear()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up (timeouts, faults) is normal here, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Header and body go out in one write, but keep small answers from waiting on Nagle.
+    disable_nagle_algorithm = True
+    # An idle kept-alive connection is closed after this, so stray clients cannot pin threads.
+    timeout = 120
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
+
+    def _serve(self) -> None:
+        length = self.headers.get("Content-Length", "").strip()
+        body = self.rfile.read(int(length)) if length.isdigit() else b""
+        reply = self.server.simulator.handle(self.command, self.path, body, self.headers)
+        if reply.drop:
+            self.close_connection = True
+            return
+        if reply.delay:
+            time.sleep(reply.delay)
+        head = [
+            f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
+            f"Content-Type: {reply.content_type}",
+            f"Content-Length: {len(reply.body)}",
+        ]
+        if reply.retry_after is not None:
+            head.append(f"Retry-After: {reply.retry_after}")
+        if self.close_connection:
+            head.append("Connection: close")
+        try:
+            self.wfile.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + reply.body)
+        except OSError:
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: thousands of requests a second would drown the terminal."""
+
+
+class SandboxServer:
+    """The simulator behind a real HTTP server; binds on construction, serves after ``start``."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config or SandboxConfig()
+        self.simulator = Simulator(self.config, clock=clock)
+        self._httpd = _HTTPServer((host, port), self.simulator)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        """The books, for in-process tests; other processes read ``/_sandbox/ledger``."""
+        return self.simulator.ledger
+
+    @property
+    def root_url(self) -> str:
+        """Scheme, host and port, where the admin endpoints live."""
+        host, port = self._httpd.server_address[:2]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else str(host)
+        return f"http://{shown}:{port}"
+
+    @property
+    def url(self) -> str:
+        """The base URL a client is given, API prefix included."""
+        return self.root_url + API_PREFIX
+
+    def start(self) -> SandboxServer:
+        """Serve on a daemon thread."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="legitsms-sandbox",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def serve(self) -> None:
+        """Serve on this thread until ``stop`` is called from another (or Ctrl-C)."""
+        self._httpd.serve_forever(poll_interval=0.05)
+
+    def stop(self) -> None:
+        """Stop serving, cut open connections and release the port."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.close_connections()
+        self._httpd.server_close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve_forever(
+    config: SandboxConfig,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    ready: Callable[[SandboxServer], None] | None = None,
+) -> None:
+    """Serve in the foreground until Ctrl-C; ``ready`` is called once the port is bound."""
+    server = SandboxServer(config, host, port)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

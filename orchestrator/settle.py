@@ -1,0 +1,177 @@
+"""Bring a bought order to its end: poll for the code, and cancel for a refund when none comes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlmodel import Session
+
+from orchestrator import store
+from orchestrator.db import transaction
+from orchestrator.errors import CancelFailed, CannotCancel, NotFound, ProviderError, Throttled
+from orchestrator.models import Activation, Job, State
+from orchestrator.runtime import Action, Nudge, Runtime, defer
+
+log = structlog.get_logger(__name__)
+
+CANCEL_RETRY_SECONDS = 15.0  # after a refusal, ask again this much later (the provider's pace)
+SKEW_SECONDS = 1.0  # send a cancel this long after the minimum age, for clock differences
+
+
+def check(rt: Runtime, activation_id: int) -> list[Nudge]:
+    """Poll a waiting order once; store its code, or schedule the next poll or the cancel."""
+    with transaction(rt.engine) as session:
+        act = store.get_activation(session, activation_id)
+        if act is None or act.state is not State.WAITING or not rt.is_due(act.next_action_at):
+            return []
+        job = session.get(Job, act.job_id)
+        assert job is not None and act.order_id is not None
+        deadline = cancel_at(rt, act, job)
+        if job.cancel_requested_at is not None:
+            return _start_cancel(rt, session, act, "job_cancelled")
+        if rt.now() >= deadline:
+            return _start_cancel(rt, session, act, "timeout")
+
+    try:
+        status = rt.client.status(act.order_id)
+    except Throttled as exc:
+        return defer(rt, act, Action.CHECK, _until(rt, deadline, exc.retry_after))
+    except NotFound:
+        return _end(
+            rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
+        )
+    except ProviderError as exc:
+        log.warning("poll_failed", activation_id=act.id, error=str(exc))
+        return defer(rt, act, Action.CHECK, _until(rt, deadline, rt.settings.poll_interval))
+    if status.code is not None:
+        return _store_code(rt, act, status.code)
+    return defer(rt, act, Action.CHECK, _until(rt, deadline, rt.settings.poll_interval))
+
+
+def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
+    """Ask the provider to cancel and refund an order; reconcile any refusal through /status."""
+    with transaction(rt.engine) as session:
+        act = store.get_activation(session, activation_id)
+        if act is None or act.state is not State.CANCELLING:
+            return []
+        if not rt.is_due(act.next_action_at):
+            return []
+        assert act.order_id is not None and act.ordered_at is not None
+    allowed_at = act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
+    if rt.now() < allowed_at:
+        return defer(rt, act, Action.CANCEL, (allowed_at - rt.now()).total_seconds())
+
+    try:
+        rt.client.cancel(act.order_id)
+    except CannotCancel:
+        return _reconcile(rt, act, replayed=False)
+    except CancelFailed as exc:
+        return _reconcile(rt, act, replayed=exc.replayed)
+    except NotFound:
+        return _end(
+            rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
+        )
+    except Throttled as exc:
+        return defer(rt, act, Action.CANCEL, exc.retry_after)
+    except ProviderError as exc:
+        log.warning("cancel_failed", activation_id=act.id, error=str(exc))
+        return _refused(rt, act, str(exc))
+    log.info("order_cancelled", activation_id=act.id, order_id=act.order_id)
+    return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
+
+
+def cancel_at(rt: Runtime, act: Activation, job: Job) -> datetime:
+    """When a code-less order is given up: the job's timeout, within what the provider allows."""
+    assert act.ordered_at is not None
+    s = rt.settings
+    wait = min(max(job.code_timeout, s.cancel_min_age), s.cancel_deadline)
+    return act.ordered_at + timedelta(seconds=wait)
+
+
+def _reconcile(rt: Runtime, act: Activation, *, replayed: bool) -> list[Nudge]:
+    """A refused cancel: read /status rather than guess what became of the order."""
+    assert act.order_id is not None
+    try:
+        status = rt.client.status(act.order_id)
+    except Throttled as exc:
+        return defer(rt, act, Action.CANCEL, exc.retry_after)
+    except NotFound:
+        return _end(
+            rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
+        )
+    except ProviderError as exc:
+        return _refused(rt, act, str(exc))
+    if status.code is not None:
+        return _store_code(rt, act, status.code)
+    if replayed:
+        # Our first cancel went through but its answer was lost; the replay met its effect.
+        return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
+    if _past_expiry(rt, act):
+        return _end(rt, act, State.EXPIRED, "order_expired", error="expired before a cancel took")
+    return _refused(rt, act, "cancel refused; order still waiting")
+
+
+def _refused(rt: Runtime, act: Activation, why: str) -> list[Nudge]:
+    if _past_expiry(rt, act):
+        return _end(rt, act, State.EXPIRED, "order_expired", error=f"never cancelled: {why}")
+    assert act.ordered_at is not None
+    expiry = act.ordered_at + timedelta(seconds=rt.settings.provider_expiry)
+    delay = max(1.0, min(CANCEL_RETRY_SECONDS, (expiry - rt.now()).total_seconds() / 2))
+    with transaction(rt.engine) as session:
+        store.move(
+            session,
+            act,
+            State.CANCELLING,
+            event="cancel_refused",
+            cancel_attempts=act.cancel_attempts + 1,
+            error=why,
+            next_action_at=rt.after(delay),
+        )
+    assert act.id is not None
+    return [Nudge(Action.CANCEL, act.id, delay)]
+
+
+def _start_cancel(rt: Runtime, session: Session, act: Activation, reason: str) -> list[Nudge]:
+    assert act.ordered_at is not None and act.id is not None
+    allowed_at = act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
+    delay = max(0.0, (allowed_at - rt.now()).total_seconds())
+    moved = store.move(
+        session,
+        act,
+        State.CANCELLING,
+        event="cancel_due",
+        cancel_reason=reason,
+        next_action_at=rt.after(delay),
+    )
+    return [Nudge(Action.CANCEL, act.id, delay)] if moved else []
+
+
+def _store_code(rt: Runtime, act: Activation, code: str) -> list[Nudge]:
+    log.info("code_received", activation_id=act.id, order_id=act.order_id)
+    return _end(rt, act, State.RECEIVED, "code_received", code=code, code_at=rt.now())
+
+
+def _end(
+    rt: Runtime,
+    act: Activation,
+    to: State,
+    event: str,
+    reserve: int | None = None,
+    **values: Any,
+) -> list[Nudge]:
+    with transaction(rt.engine) as session:
+        if store.move(session, act, to, event=event, reserve=reserve, **values):
+            store.finish_job_if_done(session, act.job_id)
+    return []
+
+
+def _past_expiry(rt: Runtime, act: Activation) -> bool:
+    assert act.ordered_at is not None
+    return rt.now() >= act.ordered_at + timedelta(seconds=rt.settings.provider_expiry)
+
+
+def _until(rt: Runtime, deadline: datetime, seconds: float) -> float:
+    """``seconds``, but no later than the deadline (so the cancel is never late)."""
+    return max(0.0, min(seconds, (deadline - rt.now()).total_seconds()))

@@ -1,0 +1,462 @@
+"""The job file: its schema, how it is loaded and checked, and how its names become provider ids."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from orchestrator.durations import parse_duration
+from orchestrator.errors import SpecError
+from orchestrator.provider import Catalog, Price, Service
+
+DEFAULT_CODE_TIMEOUT = 600.0
+MONEY_PLACES = 4
+_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
+# The name ends up in file names: no separators, no leading dot or dash, no "..".
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DURATION_HINT = "a duration like 45s, 10m, 1.5m, 1h30m or a number of seconds"
+
+Loc = tuple[int | str, ...]
+
+
+def _shown(value: object) -> str:
+    """Describe a value read from the file, briefly, for an error message."""
+    if isinstance(value, bool):
+        # YAML 1.1 reads yes/no/on/off (and the country code NO) as booleans.
+        return f"{str(value).lower()} (a boolean; quote it if you meant text)"
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def parse_money(value: object) -> Decimal:
+    """Return ``value`` as an exact amount of money greater than 0, with at most 4 decimals.
+
+    Accepts ints, floats, numeric strings and Decimals; a float goes through ``str()`` so 1.1
+    stays 1.1 and not 1.100000000000000088817841970012523233890533447265625. Raises
+    ``ValueError`` for booleans, zero, negatives, NaN, infinities and anything not a number.
+    """
+    # ValueError, not TypeError, throughout: pydantic turns only ValueError into a field error.
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"must be an amount of money like 1.50, got {_shown(value)}")  # noqa: TRY004
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"must be an amount of money like 1.50, got {_shown(value)}") from None
+    if not amount.is_finite():
+        raise ValueError(f"must be a finite amount of money, got {_shown(value)}")
+    if amount <= 0:
+        raise ValueError(f"must be more than 0, got {_shown(value)}")
+    try:
+        exact = amount.quantize(_QUANTUM)
+    except InvalidOperation:
+        raise ValueError(f"is too large to be an amount of money, got {_shown(value)}") from None
+    if exact != amount:
+        raise ValueError(f"must have at most {MONEY_PLACES} decimal places, got {_shown(value)}")
+    exponent = amount.as_tuple().exponent
+    # Keep what the user wrote ("1.50"), except forms that would print oddly ("1E+2", "1.50000").
+    if isinstance(exponent, int) and exponent > 0:
+        return amount.quantize(Decimal(1))
+    return exact if isinstance(exponent, int) and exponent < -MONEY_PLACES else amount
+
+
+def _parse_quantity(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a whole number of at least 1, got {_shown(value)}")
+    return value
+
+
+def _parse_name(value: object) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f" (it becomes part of file names), got {_shown(value)}"
+        )
+    return value
+
+
+def _parse_ref(value: object) -> int | str:
+    """An id (an int, or digits as text) or a name, as given for a service or a country."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return int(text) if text.isascii() and text.isdigit() else text
+    raise ValueError(f"must be a name or a numeric id, got {_shown(value)}")
+
+
+def _parse_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"must be {_DURATION_HINT}, got {_shown(value)}")  # noqa: TRY004
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be longer than 0 seconds, got {_shown(value)}")
+    return seconds
+
+
+def _parse_schedule(value: object) -> str:
+    text = " ".join(value.split()) if isinstance(value, str) else ""
+    # Five fields only: croniter would also take a sixth (seconds) and seventh (year) field,
+    # which other cron tools read differently; "@daily" and friends are unambiguous.
+    if not (text.startswith("@") or len(text.split()) == 5) or not croniter.is_valid(text):
+        raise ValueError(
+            "must be a cron expression of five fields (minute hour day month weekday) like"
+            f' "0 3 * * *", or @hourly/@daily/@weekly/@monthly, got {_shown(value)}'
+        )
+    return text
+
+
+Money = Annotated[Decimal, PlainValidator(parse_money)]
+Ref = Annotated[int | str, PlainValidator(_parse_ref)]
+
+
+class TargetSpec(BaseModel):
+    """One target of a job file: how many numbers of a service, from where, at what cap."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: Ref
+    country: Ref | None = None
+    countries: list[Ref] | None = Field(default=None, min_length=1)
+    quantity: Annotated[int, PlainValidator(_parse_quantity)]
+    max_price: Money
+
+    @model_validator(mode="after")
+    def _one_of_country_or_countries(self) -> TargetSpec:
+        if self.country is not None and self.countries is not None:
+            raise ValueError("has both country and countries; give only one of them")
+        if self.country is None and self.countries is None:
+            raise ValueError("needs a country (or a countries list)")
+        return self
+
+    @property
+    def country_refs(self) -> list[int | str]:
+        """The countries as written, in the user's order of preference."""
+        return [self.country] if self.country is not None else list(self.countries or [])
+
+
+class JobSpec(BaseModel):
+    """A job file as written: validated, but with names not yet resolved to ids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, PlainValidator(_parse_name)]
+    budget: Money | None = None
+    code_timeout: Annotated[float, PlainValidator(_parse_timeout)] = DEFAULT_CODE_TIMEOUT
+    schedule: Annotated[str, PlainValidator(_parse_schedule)] | None = None
+    targets: list[TargetSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A target with its service and countries as the provider knows them."""
+
+    index: int
+    service_id: int
+    service_name: str
+    countries: list[tuple[int, str]]
+    quantity: int
+    max_price: Decimal
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    """A job ready to plan: every name replaced by the provider's id, durations in seconds."""
+
+    name: str
+    budget: Decimal | None
+    code_timeout: float
+    schedule: str | None
+    targets: list[ResolvedTarget]
+
+    @property
+    def total_quantity(self) -> int:
+        """How many numbers the job buys if every purchase succeeds."""
+        return sum(target.quantity for target in self.targets)
+
+    @property
+    def max_spend(self) -> Decimal:
+        """The most the targets could cost at their caps (the budget may cap it lower)."""
+        return sum((target.quantity * target.max_price for target in self.targets), Decimal(0))
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    """Read, parse and validate the job file at ``path``, without touching the network.
+
+    Raises ``SpecError`` naming the file, the field and the problem. When there are several
+    problems, all are reported at once, in file order: ``field`` is the first one's, and
+    ``problem`` holds the first problem, then one indented ``field: problem`` line per other.
+    """
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SpecError(shown, "", "no such file") from None
+    except IsADirectoryError:
+        raise SpecError(shown, "", "is a directory, not a job file") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(shown, "", f"is not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise SpecError(shown, "", f"cannot be read: {exc.strerror or exc}") from None
+    data, root = _parse_yaml(text, shown)
+    return _validate(data, shown, root)
+
+
+def validate_job_spec(data: object, path: str) -> JobSpec:
+    """Validate an already-parsed job (a mapping); ``path`` only labels the errors."""
+    return _validate(data, path, None)
+
+
+def resolve_job(spec: JobSpec, catalog: Catalog, path: str) -> ResolvedJob:
+    """Replace service and country names or ids by what the provider lists, checking each.
+
+    Calls ``catalog.services()`` once and ``catalog.prices()`` once per distinct service.
+    Every unknown service or country is reported in one ``SpecError`` (as in
+    ``load_job_spec``), with close matches suggested. Provider failures propagate as-is.
+    """
+    services = catalog.services()
+    prices_by_service: dict[int, dict[int, Price]] = {}
+    problems: list[tuple[str, str]] = []
+    targets: list[ResolvedTarget] = []
+    for index, target in enumerate(spec.targets):
+        where = f"targets[{index}]"
+        try:
+            service = _find_service(target.service, services)
+        except ValueError as exc:
+            problems.append((f"{where}.service", str(exc)))
+            continue
+        if service.id not in prices_by_service:
+            prices_by_service[service.id] = catalog.prices(service.id)
+        prices = prices_by_service[service.id]
+        if target.country is not None:
+            fields = [(f"{where}.country", target.country)]
+        else:
+            fields = [(f"{where}.countries[{i}]", ref) for i, ref in enumerate(target.country_refs)]
+        countries: list[tuple[int, str]] = []
+        for field, ref in fields:
+            try:
+                country = _find_country(ref, service, prices)
+            except ValueError as exc:
+                problems.append((field, str(exc)))
+                continue
+            if country in countries:
+                problems.append((field, f"lists {country[1]} ({country[0]}) a second time"))
+                continue
+            countries.append(country)
+        targets.append(
+            ResolvedTarget(
+                index=index,
+                service_id=service.id,
+                service_name=service.name,
+                countries=countries,
+                quantity=target.quantity,
+                max_price=target.max_price,
+            )
+        )
+    if problems:
+        raise _spec_error(path, problems)
+    return ResolvedJob(
+        name=spec.name,
+        budget=spec.budget,
+        code_timeout=spec.code_timeout,
+        schedule=spec.schedule,
+        targets=targets,
+    )
+
+
+def _find_service(ref: int | str, services: list[Service]) -> Service:
+    if isinstance(ref, int):
+        for service in services:
+            if service.id == ref:
+                return service
+        known = [(service.id, service.name) for service in services]
+        raise ValueError(f"no service has id {ref}{_listed(known, 'services')}")
+    matches = [service for service in services if service.name.casefold() == ref.casefold()]
+    if len(matches) > 1:
+        ids = ", ".join(str(service.id) for service in matches)
+        raise ValueError(f"{ref!r} names several services ({ids}); give the id instead")
+    if not matches:
+        known = [(service.id, service.name) for service in services]
+        raise ValueError(f"unknown service {ref!r}{_suggestion(ref, known, 'services')}")
+    return matches[0]
+
+
+def _find_country(ref: int | str, service: Service, prices: dict[int, Price]) -> tuple[int, str]:
+    offered = sorted((price.country_id, price.country) for price in prices.values())
+    where = f"{service.name} ({service.id})"
+    if isinstance(ref, int):
+        for country_id, name in offered:
+            if country_id == ref:
+                return country_id, name
+        raise ValueError(f"no country has id {ref} for {where}{_listed(offered, 'countries')}")
+    for country_id, name in offered:
+        if name.casefold() == ref.casefold():
+            return country_id, name
+    hint = _suggestion(ref, offered, "countries")
+    raise ValueError(f"unknown country {ref!r} for {where}{hint}")
+
+
+def _suggestion(text: str, known: list[tuple[int, str]], noun: str) -> str:
+    """Say which known names look like ``text``: close spellings, then names containing it."""
+    folded = {name.casefold(): (id_, name) for id_, name in known}
+    close = difflib.get_close_matches(text.casefold(), list(folded), n=3, cutoff=0.6)
+    # "tiktok" should find "Tiktok/Douyin" even when the spelling ratio is low.
+    close += [name for name in folded if text.casefold() in name and name not in close]
+    if not close:
+        return _listed(known, noun)
+    options = " or ".join(f"{folded[name][1]!r} ({folded[name][0]})" for name in close[:3])
+    return f"; did you mean {options}?"
+
+
+def _listed(known: list[tuple[int, str]], noun: str) -> str:
+    """Show a short list whole; of a long one (the real provider's), only its size."""
+    if len(known) > 5:
+        return f"; the provider lists {len(known)} {noun}"
+    return "; the provider lists " + (", ".join(f"{n} ({i})" for i, n in known) or f"no {noun}")
+
+
+def _parse_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:
+    """Parse ``text``, keeping the node tree so validation errors can name a line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            _refuse_duplicate_keys(root, (), path, set())
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = f"is not valid YAML: {exc.problem or exc.context or 'syntax error'}{where}"
+        if "alphabetic or numeric" in problem:
+            # An unquoted cron schedule starting with "*" is read as a YAML alias.
+            problem += '; quote values that start with * or &, like "* * * * *"'
+        raise SpecError(path, "", problem) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(path, "", f"is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise SpecError(path, "", "is empty; a job needs at least a name and targets")
+    return data, root
+
+
+def _refuse_duplicate_keys(node: yaml.Node, loc: Loc, path: str, seen: set[int]) -> None:
+    # PyYAML silently keeps the last of two equal keys; in a job file that hides a mistake
+    # about money or quantity, so it is an error. `seen` stops on recursive aliases.
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line, ident = key.start_mark.line + 1, (key.tag, key.value)
+                if ident in lines:
+                    first = lines[ident]
+                    where = f"lines {first} and {line}" if first != line else f"line {line}"
+                    raise SpecError(
+                        path, _field_path((*loc, key.value)), f"appears twice ({where})"
+                    )
+                lines[ident] = line
+                _refuse_duplicate_keys(value, (*loc, key.value), path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, (*loc, index), path, seen)
+
+
+def _validate(data: object, path: str, root: yaml.Node | None) -> JobSpec:
+    if not isinstance(data, dict):
+        raise SpecError(
+            path, "", f"must be a mapping of keys (name, targets, ...), got {_shown(data)}"
+        )
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        located = [(_line_of(root, error["loc"]), error) for error in exc.errors()]
+        # In file order, so the first problem reported is the first a reader meets.
+        located.sort(key=lambda item: item[0] or 0)
+        problems = [
+            (_field_path(error["loc"]), _problem(error) + (f" (line {line})" if line else ""))
+            for line, error in located
+        ]
+        raise _spec_error(path, problems) from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    """Say what is wrong in a few words, instead of pydantic's full report."""
+    kind, loc, value = error["type"], error["loc"], error["input"]
+    ctx = error.get("ctx", {})
+    if kind == "value_error":
+        return str(ctx["error"])
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        fields = JobSpec.model_fields if len(loc) == 1 else TargetSpec.model_fields
+        close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
+        return f"is not a known key; {hint}"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "list_type":
+        return f"must be a list, got {_shown(value)}"
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        return f"must be a mapping of keys (service, quantity, ...), got {_shown(value)}"
+    return error["msg"]
+
+
+def _field_path(loc: Loc) -> str:
+    """``("targets", 0, "quantity")`` -> ``targets[0].quantity``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _line_of(root: yaml.Node | None, loc: Loc) -> int | None:
+    """The line of the deepest node ``loc`` reaches (the parent, for a missing key)."""
+    node, found = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            values = [value for key, value in node.value if key.value == part]
+            node = values[0] if values else None
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+        if node is None:
+            break
+        found = node
+    return found.start_mark.line + 1 if found is not None else None
+
+
+def _spec_error(path: str, problems: list[tuple[str, str]]) -> SpecError:
+    (field, problem), *others = problems
+    lines = [problem, *(f"  {other}: {text}" if other else f"  {text}" for other, text in others)]
+    return SpecError(path, field, "\n".join(lines))

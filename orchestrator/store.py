@@ -1,0 +1,359 @@
+"""Every state change, as a compare-and-set UPDATE in the caller's session; budget reservation.
+
+Functions take ``session`` and never commit: the caller decides the transaction, so a state
+change and the budget it moves are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CursorResult, and_, case, exists, func, or_, select, update
+from sqlmodel import Session, col
+
+from orchestrator.errors import JobNotFound
+from orchestrator.models import (
+    FINAL_STATES,
+    LIVE_STATES,
+    Activation,
+    Event,
+    Job,
+    JobStatus,
+    State,
+    Target,
+    utcnow,
+)
+from orchestrator.money import to_micros
+from orchestrator.spec import ResolvedJob
+
+
+def record(
+    session: Session, job_id: int, kind: str, activation_id: int | None = None, **detail: Any
+) -> None:
+    """Append one line to the audit trail."""
+    session.add(
+        Event(
+            job_id=job_id,
+            activation_id=activation_id,
+            kind=kind,
+            detail=json.dumps(detail, default=str, sort_keys=True),
+        )
+    )
+
+
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def get_activation(session: Session, activation_id: int) -> Activation | None:
+    """The slot, freshly read (never a stale copy from the identity map)."""
+    return session.get(Activation, activation_id, populate_existing=True)
+
+
+def get_job(session: Session, ref: str | int) -> Job:
+    """A job by id, or the newest job with that name."""
+    text = str(ref)
+    job: Job | None
+    if text.isdigit():
+        job = session.get(Job, int(text))
+    else:
+        job = session.exec(
+            select(Job).where(col(Job.name) == text).order_by(col(Job.id).desc())  # type: ignore[call-overload]
+        ).first()
+    if job is None:
+        raise JobNotFound(f"no job {text!r}")
+    session.refresh(job)
+    return job
+
+
+def move(
+    session: Session,
+    act: Activation,
+    to: State,
+    *,
+    event: str,
+    expect: Collection[State] | None = None,
+    reserve: int | None = None,
+    **values: Any,
+) -> bool:
+    """Move a slot from the state it was read in (or one of ``expect``) to ``to``.
+
+    Returns False, changing nothing, when another worker moved it first. ``reserve`` sets the
+    budget the slot holds; the job's total follows by the difference, in the same transaction.
+    """
+    assert act.id is not None
+    states = list(expect) if expect is not None else [act.state]
+    now = utcnow()
+    changes: dict[str, Any] = {"state": to, "updated_at": now, **values}
+    if to in FINAL_STATES:
+        changes.setdefault("finished_at", now)
+        changes.setdefault("next_action_at", None)
+    if reserve is not None:
+        changes["reserved_micros"] = reserve
+    result = session.execute(
+        update(Activation)
+        .where(
+            col(Activation.id) == act.id,
+            col(Activation.state).in_(states),
+            col(Activation.reserved_micros) == act.reserved_micros,
+        )
+        .values(**changes)
+    )
+    if _rowcount(result) != 1:
+        return False
+    if reserve is not None and reserve != act.reserved_micros:
+        session.execute(
+            update(Job)
+            .where(col(Job.id) == act.job_id)
+            .values(reserved_micros=col(Job.reserved_micros) + (reserve - act.reserved_micros))
+        )
+    record(session, act.job_id, event, act.id, state=to.value, **_loggable(values))
+    for key, value in changes.items():
+        setattr(act, key, value)
+    return True
+
+
+def _loggable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in {"next_action_at", "updated_at"}}
+
+
+def claim(
+    session: Session,
+    act: Activation,
+    *,
+    country_id: int,
+    country_name: str,
+    next_action_at: datetime,
+) -> bool:
+    """Reserve the slot's cap against the job budget and mark it ``ordering``, atomically.
+
+    False when the budget cannot hold the cap or another worker claimed the slot first; in
+    both cases nothing changed. The caller commits before sending ``POST /order``.
+    """
+    assert act.id is not None
+    reserved = session.execute(
+        update(Job)
+        .where(
+            col(Job.id) == act.job_id,
+            col(Job.status) == JobStatus.ACTIVE,
+            col(Job.cancel_requested_at).is_(None),
+            or_(
+                col(Job.budget_micros).is_(None),
+                col(Job.reserved_micros) + act.cap_micros <= col(Job.budget_micros),
+            ),
+        )
+        .values(reserved_micros=col(Job.reserved_micros) + act.cap_micros)
+    )
+    if _rowcount(reserved) != 1:
+        return False
+    now = utcnow()
+    claimed = session.execute(
+        update(Activation)
+        .where(
+            col(Activation.id) == act.id,
+            col(Activation.state) == State.PLANNED,
+            col(Activation.reserved_micros) == 0,
+        )
+        .values(
+            state=State.ORDERING,
+            reserved_micros=act.cap_micros,
+            country_id=country_id,
+            country_name=country_name,
+            claimed_at=now,
+            updated_at=now,
+            next_action_at=next_action_at,
+        )
+    )
+    if _rowcount(claimed) != 1:
+        session.rollback()  # undo the reservation made above
+        return False
+    record(session, act.job_id, "slot_claimed", act.id, country_id=country_id)
+    act.state = State.ORDERING
+    act.reserved_micros = act.cap_micros
+    act.country_id, act.country_name, act.claimed_at = country_id, country_name, now
+    return True
+
+
+def reschedule(session: Session, act: Activation, when: datetime) -> bool:
+    """Note when the slot's next nudge is due, if it is still in the state it was read in."""
+    result = session.execute(
+        update(Activation)
+        .where(col(Activation.id) == act.id, col(Activation.state) == act.state)
+        .values(next_action_at=when, updated_at=utcnow())
+    )
+    act.next_action_at = when
+    return _rowcount(result) == 1
+
+
+def has_live_reservations(session: Session, job_id: int, *, besides: int) -> bool:
+    """Whether another slot of the job still holds budget that a refund could free."""
+    query = select(
+        exists().where(
+            col(Activation.job_id) == job_id,
+            col(Activation.id) != besides,
+            col(Activation.state).in_([State.ORDERING, State.WAITING, State.CANCELLING]),
+        )
+    )
+    return bool(session.execute(query).scalar())
+
+
+def finish_job_if_done(session: Session, job_id: int) -> bool:
+    """Mark the job ended when no slot is live any more; True if this call ended it."""
+    live = exists().where(
+        col(Activation.job_id) == job_id, col(Activation.state).in_(list(LIVE_STATES))
+    )
+    result = session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.ACTIVE, ~live)
+        .values(
+            status=case(
+                (col(Job.cancel_requested_at).is_(None), JobStatus.FINISHED.name),
+                else_=JobStatus.CANCELLED.name,  # SQLModel stores enum names
+            ),
+            finished_at=utcnow(),
+        )
+    )
+    if _rowcount(result) != 1:
+        return False
+    record(session, job_id, "job_finished")
+    return True
+
+
+def request_job_cancel(session: Session, job: Job) -> bool:
+    """Stop buying for the job; live orders get cancelled by the workers. False if ended."""
+    result = session.execute(
+        update(Job)
+        .where(col(Job.id) == job.id, col(Job.status) == JobStatus.ACTIVE)
+        .values(cancel_requested_at=func.coalesce(col(Job.cancel_requested_at), utcnow()))
+    )
+    if _rowcount(result) != 1:
+        return False
+    assert job.id is not None
+    record(session, job.id, "job_cancel_requested")
+    return True
+
+
+def overdue(session: Session, *, before: datetime, limit: int) -> Sequence[Activation]:
+    """Live slots of active jobs whose nudge should have come by ``before``: lost messages."""
+    query = (
+        select(Activation)
+        .join(Job, col(Job.id) == col(Activation.job_id))
+        .where(
+            col(Job.status) == JobStatus.ACTIVE,
+            col(Activation.state).in_(list(LIVE_STATES)),
+            or_(
+                col(Activation.next_action_at).is_(None),
+                col(Activation.next_action_at) < before,
+            ),
+        )
+        .order_by(col(Activation.next_action_at))
+        .limit(limit)
+    )
+    return session.exec(query).all()  # type: ignore[call-overload, no-any-return]
+
+
+def active_job_ids(session: Session) -> list[int]:
+    """Ids of every job not yet ended."""
+    query = select(col(Job.id)).where(col(Job.status) == JobStatus.ACTIVE)
+    return [int(i) for i in session.execute(query).scalars().all()]
+
+
+def cancelled_job_slots(session: Session, *, limit: int) -> Sequence[Activation]:
+    """Slots still planned or waiting in jobs the user cancelled."""
+    query = (
+        select(Activation)
+        .join(Job, col(Job.id) == col(Activation.job_id))
+        .where(
+            col(Job.status) == JobStatus.ACTIVE,
+            col(Job.cancel_requested_at).is_not(None),
+            col(Activation.state).in_([State.PLANNED, State.WAITING]),
+        )
+        .limit(limit)
+    )
+    return session.exec(query).all()  # type: ignore[call-overload, no-any-return]
+
+
+def state_counts(session: Session, job_id: int) -> dict[State, int]:
+    """How many slots of the job are in each state."""
+    query = (
+        select(col(Activation.state), func.count())
+        .where(col(Activation.job_id) == job_id)
+        .group_by(col(Activation.state))
+    )
+    counts = dict.fromkeys(State, 0)
+    for state, count in session.execute(query).all():
+        counts[State(state)] = int(count)
+    return counts
+
+
+def spend_micros(session: Session, job_id: int) -> int:
+    """Money the job has spent and not had refunded (codes received, expired, in flight)."""
+    query = select(func.coalesce(func.sum(col(Activation.cost_micros)), 0)).where(
+        col(Activation.job_id) == job_id,
+        and_(
+            col(Activation.cost_micros).is_not(None),
+            col(Activation.state).not_in([State.CANCELLED]),
+        ),
+    )
+    return int(session.execute(query).scalar_one())
+
+
+def export_rows(session: Session, job_ids: Sequence[int]) -> list[tuple[Job, Target, Activation]]:
+    """Every slot of the given jobs with its job and target, in job then slot order."""
+    query = (
+        select(Job, Target, Activation)
+        .join(Target, col(Target.job_id) == col(Job.id))
+        .join(Activation, col(Activation.target_id) == col(Target.id))
+        .where(col(Job.id).in_(list(job_ids)))
+        .order_by(col(Job.id), col(Activation.slot))
+    )
+    return [(j, t, a) for j, t, a in session.execute(query).all()]
+
+
+def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job, list[int]]:
+    """Plan the whole job up front: one row per number, so no slot can be bought twice."""
+    row = Job(
+        name=job.name,
+        source=source,
+        budget_micros=to_micros(job.budget) if job.budget is not None else None,
+        code_timeout=job.code_timeout,
+    )
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    now = utcnow()
+    slot = 0
+    slots: list[Activation] = []
+    for spec in job.targets:
+        target = Target(
+            job_id=row.id,
+            position=spec.index,
+            service_id=spec.service_id,
+            service_name=spec.service_name,
+            countries=json.dumps([[cid, name] for cid, name in spec.countries]),
+            quantity=spec.quantity,
+            max_price_micros=to_micros(spec.max_price),
+        )
+        session.add(target)
+        session.flush()
+        assert target.id is not None
+        for _ in range(spec.quantity):
+            slots.append(
+                Activation(
+                    job_id=row.id,
+                    target_id=target.id,
+                    slot=slot,
+                    service_id=spec.service_id,
+                    cap_micros=target.max_price_micros,
+                    next_action_at=now,
+                )
+            )
+            slot += 1
+    session.add_all(slots)
+    session.flush()
+    record(session, row.id, "job_submitted", slots=slot, name=job.name)
+    return row, [a.id for a in slots if a.id is not None]

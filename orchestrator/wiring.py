@@ -1,0 +1,81 @@
+"""Build a process's collaborators from the Settings: Redis, rate limiter, client, runtime."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from sqlalchemy import Engine
+
+from orchestrator.client import LegitSMSClient, Throttle
+from orchestrator.config import Settings
+from orchestrator.db import create_tables, make_engine
+from orchestrator.errors import Throttled
+from orchestrator.ratelimit import Priority, SharedRateLimiter, key_fingerprint
+from orchestrator.runtime import Runtime
+
+WORKER_MAX_WAIT = 1.0  # a worker thread sleeps at most this long for a rate-limit slot
+CLI_PATIENCE = 60.0  # the CLI may wait longer for its few calls: it has nothing else to do
+
+
+class PatientThrottle:
+    """The shared limiter for a process that may wait its turn (the CLI), up to ``patience``."""
+
+    def __init__(self, limiter: SharedRateLimiter, patience: float) -> None:
+        self._limiter = limiter
+        self._patience = patience
+
+    def acquire(self, priority: Priority) -> None:
+        deadline = time.monotonic() + self._patience
+        while True:
+            try:
+                self._limiter.acquire(priority)
+                return
+            except Throttled as exc:
+                if time.monotonic() + exc.retry_after > deadline:
+                    raise
+                time.sleep(exc.retry_after)
+
+    def pause(self, seconds: float) -> None:
+        self._limiter.pause(seconds)
+
+
+def make_throttle(settings: Settings, redis_url: str, *, patient: bool = False) -> Throttle:
+    """The shared rate limit of the configured API key; ``patient`` waits its turn (the CLI)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    limiter = SharedRateLimiter(
+        client,
+        key_id=key_fingerprint(settings.require_api_key()),
+        rate=settings.rate_limit,
+        max_wait=WORKER_MAX_WAIT,
+    )
+    return PatientThrottle(limiter, CLI_PATIENCE) if patient else limiter
+
+
+def make_client(settings: Settings, limiter: Throttle | None) -> LegitSMSClient:
+    """An HTTP client for the provider, sharing the rate limit through ``limiter``."""
+    return LegitSMSClient(
+        settings.base_url,
+        settings.require_api_key(),
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        throttle=limiter,
+    )
+
+
+def make_database(settings: Settings) -> Engine:
+    """The engine, with the tables created if missing."""
+    engine = make_engine(settings.effective_database_url)
+    create_tables(engine)
+    return engine
+
+
+def make_runtime(settings: Settings, redis_url: str, *, patient: bool = False) -> Runtime:
+    """Everything a process needs to run the lifecycle."""
+    limiter = make_throttle(settings, redis_url, patient=patient)
+    return Runtime(
+        settings=settings,
+        engine=make_database(settings),
+        client=make_client(settings, limiter),
+        throttle=limiter,
+    )

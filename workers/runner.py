@@ -1,0 +1,68 @@
+"""Run Dramatiq worker threads in this process until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from types import FrameType
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def run_worker(*, threads: int, sweep_interval: float) -> int:
+    """Consume the queue with ``threads`` threads until told to stop; returns an exit code."""
+    import dramatiq
+
+    from workers.actors import QUEUE
+    from workers.broker import broker
+    from workers.periodic import PeriodicSweep
+
+    broker.add_middleware(PeriodicSweep(os.environ["REDIS_URL"], sweep_interval))
+    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=threads, worker_timeout=1000)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    log.info("worker_started", pid=os.getpid(), threads=threads)
+    stop.wait()
+    log.info("worker_stopping", pid=os.getpid())
+    worker.stop(timeout=10_000)
+    return 0
+
+
+def run_processes(count: int, argv: list[str]) -> int:
+    """Run ``count`` worker processes (``argv`` each) and forward stop signals to them."""
+    children = [subprocess.Popen(argv) for _ in range(count)]  # noqa: S603  (our own command)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def worker_argv(threads: int) -> list[str]:
+    """The command line of one worker process of this installation."""
+    return [
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "worker",
+        "--processes",
+        "1",
+        "--threads",
+        str(threads),
+    ]

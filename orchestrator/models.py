@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -37,6 +38,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _enum(cls: type[StrEnum], default: StrEnum) -> Any:
+    # VARCHAR holding the values ("waiting"), not a native PostgreSQL ENUM of the names:
+    # readable in SQL, comparable with plain strings, and free to grow without a type migration.
+    column_type = SAEnum(
+        cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
+    )
+    return Field(default=default, sa_column=Column(column_type, nullable=False, index=True))
 
 
 def _micros(default: int | None = 0, *, nullable: bool = False) -> Any:
@@ -83,7 +93,7 @@ class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True)
     source: str = Field(sa_column=Column(Text(), nullable=False))  # the job file, as submitted
-    status: JobStatus = Field(default=JobStatus.ACTIVE, index=True)
+    status: JobStatus = _enum(JobStatus, JobStatus.ACTIVE)
     budget_micros: int | None = _micros(None, nullable=True)
     reserved_micros: int = _micros()  # sum of the slots' reservations; never above the budget
     code_timeout: float
@@ -118,7 +128,7 @@ class Activation(SQLModel, table=True):
     job_id: int = Field(foreign_key="job.id", index=True)
     target_id: int = Field(foreign_key="target.id", index=True)
     slot: int
-    state: State = Field(default=State.PLANNED, index=True)
+    state: State = _enum(State, State.PLANNED)
     service_id: int
     country_id: int | None = None
     country_name: str | None = None

@@ -211,8 +211,8 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
         .where(col(Job.id) == job_id, col(Job.status) == JobStatus.ACTIVE, ~live)
         .values(
             status=case(
-                (col(Job.cancel_requested_at).is_(None), JobStatus.FINISHED.name),
-                else_=JobStatus.CANCELLED.name,  # SQLModel stores enum names
+                (col(Job.cancel_requested_at).is_(None), JobStatus.FINISHED.value),
+                else_=JobStatus.CANCELLED.value,
             ),
             finished_at=utcnow(),
         )

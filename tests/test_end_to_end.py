@@ -1,0 +1,69 @@
+"""A job file to a CSV on real parts: a worker subprocess, Redis, the database, the simulator."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orchestrator.jobrun import ExitCode
+from orchestrator.sandbox import SandboxServer
+from tests.support import Orchestrator, submitted_job_id, write_job
+
+pytestmark = pytest.mark.slow
+
+TWO_TARGETS = """\
+name: e2e
+budget: 100.00
+code_timeout: 5s
+targets:
+  - service: Telegram
+    country: United Kingdom
+    quantity: 12
+    max_price: 2.00
+  - service: 924
+    countries: [16, 1]
+    quantity: 10
+    max_price: 0.50
+"""
+
+
+def test_a_job_ends_with_a_csv_that_matches_the_providers_ledger(
+    orchestrator: Orchestrator, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    job_file = write_job(tmp_path, TWO_TARGETS)
+    submitted = orchestrator.run("submit", str(job_file))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted_job_id(submitted.stdout)
+    orchestrator.start_worker()
+
+    progress = orchestrator.wait_for_job(job_id, timeout=90)
+    rows = orchestrator.export(job_id)
+    ledger = {o["order_id"]: o for o in _ledger_now(sandbox)}
+
+    assert len(rows) == 22
+    assert {r["order_id"] for r in rows if r["order_id"]} == set(ledger), (
+        "every order is in the CSV"
+    )
+    received = [r for r in rows if r["status"] == "received"]
+    assert received, "some codes arrived"
+    assert any(r["status"] == "cancelled" for r in rows), "some codes never came"
+    for row in rows:
+        order = ledger[row["order_id"]]
+        assert row["phone"] == order["phone"]
+        assert Decimal(row["cost"]) == Decimal(order["cost"])
+        if row["status"] == "received":
+            assert row["code"] == order["code"]
+        else:
+            assert row["status"] == "cancelled", row
+            assert order["state"] == "cancelled" and order["refunded"], order
+    assert progress.exit_code() is ExitCode.INCOMPLETE  # done, and not every number got a code
+    spent = sum(Decimal(o["cost"]) for o in ledger.values() if not o["refunded"])
+    assert progress.spend == spent
+
+
+def _ledger_now(sandbox: SandboxServer) -> list[dict[str, str]]:
+    orders: list[dict[str, str]] = sandbox.ledger.snapshot(time.time())["orders"]
+    return orders

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import store
@@ -67,7 +68,9 @@ def _ctx(ctx: typer.Context) -> Context:
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # The message quotes the user's file (a "[/x]" would be read as markup) and names a path
+    # that must stay on one line for grep and cron mail, so: escaped, and never wrapped.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import httpx
 import structlog
@@ -254,8 +255,8 @@ class LegitSMSClient:
         if status >= 500:
             raise ProviderUnavailable(status)
         try:
-            body = json.loads(response.text, parse_float=Decimal)
-        except ValueError:
+            body = json.loads(response.text, parse_float=Decimal, parse_constant=_not_json)
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             kind = response.headers.get("content-type", "no content type")
             raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})") from None
         if not isinstance(body, dict):
@@ -271,17 +272,27 @@ class LegitSMSClient:
 
 
 def _retry_after(response: httpx.Response) -> float:
-    """Seconds from a Retry-After header; 2 s (the provider's usual spacing) when absent."""
+    """Seconds from a Retry-After header; 2 s (the provider's usual spacing) when unreadable."""
     try:
-        return max(0.0, float(response.headers.get("retry-after", "2")))
+        seconds = float(response.headers.get("retry-after", "2"))
     except ValueError:
         return 2.0
+    # "inf" and "nan" parse as floats, but no caller can wait (or build a timedelta) from them.
+    return max(0.0, seconds) if math.isfinite(seconds) else 2.0
+
+
+def _not_json(constant: str) -> NoReturn:
+    """Refuse NaN and Infinity, which Python's json accepts but JSON does not."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _field(body: dict[str, Any], name: str, kind: Any) -> Any:
     value = body.get(name)
     if value is None or not isinstance(value, kind) or isinstance(value, bool):
         raise MalformedResponse(f"answer lacks a valid {name!r} field")
+    if isinstance(value, str) and not value.strip():
+        # An empty order id or code cannot be polled, cancelled or used: as good as missing.
+        raise MalformedResponse(f"answer has an empty {name!r} field")
     return value
 
 

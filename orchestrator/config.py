@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orchestrator.durations import parse_duration
@@ -37,15 +39,30 @@ class Settings(BaseSettings):
     poll_interval: Seconds = Field(5.0, validation_alias="ORCHESTRATOR_POLL_INTERVAL")
     cancel_min_age: Seconds = Field(120.0, validation_alias="ORCHESTRATOR_CANCEL_MIN_AGE")
     provider_expiry: Seconds = Field(1200.0, validation_alias="ORCHESTRATOR_PROVIDER_EXPIRY")
-    expiry_margin: Seconds = Field(60.0, validation_alias="ORCHESTRATOR_EXPIRY_MARGIN")
+    expiry_margin: Seconds = Field(90.0, validation_alias="ORCHESTRATOR_EXPIRY_MARGIN")
     claim_lease: Seconds = Field(60.0, validation_alias="ORCHESTRATOR_CLAIM_LEASE")
-    sweep_interval: Seconds = Field(30.0, validation_alias="ORCHESTRATOR_SWEEP_INTERVAL")
+    sweep_interval: Seconds = Field(20.0, validation_alias="ORCHESTRATOR_SWEEP_INTERVAL")
     price_cache_ttl: Seconds = Field(30.0, validation_alias="ORCHESTRATOR_PRICE_CACHE_TTL")
     connect_timeout: Seconds = Field(5.0, validation_alias="ORCHESTRATOR_CONNECT_TIMEOUT")
     read_timeout: Seconds = Field(15.0, validation_alias="ORCHESTRATOR_READ_TIMEOUT")
     worker_processes: int = Field(1, ge=1, validation_alias="ORCHESTRATOR_WORKER_PROCESSES")
     worker_threads: int = Field(8, ge=1, validation_alias="ORCHESTRATOR_WORKER_THREADS")
     log_level: str = Field("info", validation_alias="ORCHESTRATOR_LOG_LEVEL")
+
+    @model_validator(mode="after")
+    def _cancels_fit_before_expiry(self) -> Settings:
+        # A lost cancel nudge is re-sent by the sweep up to two intervals late.
+        if self.expiry_margin < 2 * self.sweep_interval:
+            raise ValueError(
+                f"expiry_margin ({self.expiry_margin:g}s) must be at least twice sweep_interval "
+                f"({self.sweep_interval:g}s), so a lost cancel is re-sent before expiry"
+            )
+        if self.cancel_min_age >= self.provider_expiry - self.expiry_margin:
+            raise ValueError(
+                "cancel_min_age must be below provider_expiry - expiry_margin: "
+                "otherwise no cancel can be sent in time"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -99,7 +116,27 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        raise ConfigError("; ".join(_problem(path, err) for err in exc.errors())) from None
+
+
+def _problem(path: Path, error: ErrorDetails) -> str:
+    """One bad setting as "where: what is wrong", blaming the environment when the value is its."""
+    name = ".".join(str(part) for part in error["loc"])
+    field = Settings.model_fields.get(name)
+    # The environment's values arrive under their variable's name, except when the file also
+    # sets that field: then the error carries the field's name, and the environment's value won.
+    variable = field.validation_alias if field is not None else name
+    from_env = isinstance(variable, str) and variable.upper() in {k.upper() for k in os.environ}
+    if from_env and error["type"] != "extra_forbidden":  # only the file can hold unknown keys
+        where = f"environment variable {variable}"
+    else:
+        where = f"{path}: {name}"
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(name, list(Settings.model_fields), n=1)
+        hint = (
+            f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(Settings.model_fields)
         )
-        raise ConfigError(f"{path}: {problems}") from None
+        return f"{where}: is not a known setting; {hint}"
+    if error["type"] == "value_error":
+        return f"{where}: {error['ctx']['error']}"
+    return f"{where}: {error['msg']}"

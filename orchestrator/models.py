@@ -140,6 +140,9 @@ class Activation(SQLModel, table=True):
     code: str | None = None
     attempts: int = 0  # purchase attempts that provably bought nothing (no stock, throttled)
     cancel_attempts: int = 0
+    # Set just before a cancel is sent, cleared when its answer is recorded: still set on the
+    # next attempt means an earlier cancel's fate is unknown (it may have gone through).
+    cancel_sent_at: datetime | None = _ts()
     cancel_reason: str | None = None
     error: str | None = None
     next_action_at: datetime | None = _ts(index=True)  # when the next nudge is due

@@ -81,8 +81,11 @@ def place(rt: Runtime, activation_id: int) -> list[Nudge]:
             country_id=choice.country_id,
             country_name=choice.country_name,
             next_action_at=rt.after(rt.claim_lease),
+            now=rt.now(),
         )
-        if not claimed:
+        if claimed is store.Claim.TAKEN:
+            return []
+        if claimed is store.Claim.NO_BUDGET:
             return _budget_refused(rt, session, act)
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
     return _send_order(rt, act, choice)

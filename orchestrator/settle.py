@@ -10,7 +10,15 @@ from sqlmodel import Session
 
 from orchestrator import store
 from orchestrator.db import transaction
-from orchestrator.errors import CancelFailed, CannotCancel, NotFound, ProviderError, Throttled
+from orchestrator.errors import (
+    CancelFailed,
+    CannotCancel,
+    NotFound,
+    NotSent,
+    ProviderError,
+    RateLimited,
+    Throttled,
+)
 from orchestrator.models import Activation, Job, State
 from orchestrator.runtime import Action, Nudge, Runtime, defer
 
@@ -63,21 +71,26 @@ def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
     if rt.now() < allowed_at:
         return defer(rt, act, Action.CANCEL, (allowed_at - rt.now()).total_seconds())
 
+    earlier_unknown = act.cancel_sent_at is not None
+    with transaction(rt.engine) as session:
+        if not store.mark_cancel_sent(session, act, rt.now()):
+            return []
     try:
         rt.client.cancel(act.order_id)
     except CannotCancel:
         return _reconcile(rt, act, replayed=False)
     except CancelFailed as exc:
-        return _reconcile(rt, act, replayed=exc.replayed)
+        return _reconcile(rt, act, replayed=exc.replayed or earlier_unknown)
     except NotFound:
         return _end(
             rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
         )
-    except Throttled as exc:
-        return defer(rt, act, Action.CANCEL, exc.retry_after)
+    except (NotSent, RateLimited) as exc:
+        delay = exc.retry_after if isinstance(exc, RateLimited | Throttled) else 1.0
+        return _refused(rt, act, str(exc), delay=delay, sent=earlier_unknown)
     except ProviderError as exc:
-        log.warning("cancel_failed", activation_id=act.id, error=str(exc))
-        return _refused(rt, act, str(exc))
+        log.warning("cancel_unanswered", activation_id=act.id, error=str(exc))
+        return _refused(rt, act, str(exc), sent=True)
     log.info("order_cancelled", activation_id=act.id, order_id=act.order_id)
     return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
 
@@ -102,7 +115,7 @@ def _reconcile(rt: Runtime, act: Activation, *, replayed: bool) -> list[Nudge]:
             rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
         )
     except ProviderError as exc:
-        return _refused(rt, act, str(exc))
+        return _refused(rt, act, str(exc), sent=replayed)
     if status.code is not None:
         return _store_code(rt, act, status.code)
     if replayed:
@@ -113,12 +126,16 @@ def _reconcile(rt: Runtime, act: Activation, *, replayed: bool) -> list[Nudge]:
     return _refused(rt, act, "cancel refused; order still waiting")
 
 
-def _refused(rt: Runtime, act: Activation, why: str) -> list[Nudge]:
+def _refused(
+    rt: Runtime, act: Activation, why: str, *, delay: float | None = None, sent: bool = False
+) -> list[Nudge]:
+    """Try the cancel again later; ``sent`` keeps the mark that an earlier one may have acted."""
     if _past_expiry(rt, act):
         return _end(rt, act, State.EXPIRED, "order_expired", error=f"never cancelled: {why}")
     assert act.ordered_at is not None
     expiry = act.ordered_at + timedelta(seconds=rt.settings.provider_expiry)
-    delay = max(1.0, min(CANCEL_RETRY_SECONDS, (expiry - rt.now()).total_seconds() / 2))
+    if delay is None:
+        delay = max(1.0, min(CANCEL_RETRY_SECONDS, (expiry - rt.now()).total_seconds() / 2))
     with transaction(rt.engine) as session:
         store.move(
             session,
@@ -126,6 +143,7 @@ def _refused(rt: Runtime, act: Activation, why: str) -> list[Nudge]:
             State.CANCELLING,
             event="cancel_refused",
             cancel_attempts=act.cancel_attempts + 1,
+            cancel_sent_at=act.cancel_sent_at if sent else None,
             error=why,
             next_action_at=rt.after(delay),
         )

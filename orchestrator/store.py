@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, case, exists, func, or_, select, update
+from sqlalchemy import CursorResult, Update, and_, case, exists, func, or_, select, update
 from sqlmodel import Session, col
 
 from orchestrator.errors import JobNotFound
@@ -42,6 +43,12 @@ def record(
             detail=json.dumps(detail, default=str, sort_keys=True),
         )
     )
+
+
+def _update(table: type[Job] | type[Activation]) -> Update:
+    # Plain SQL semantics: the ORM must not rewrite in-memory objects behind the caller's back
+    # (move() compares against the values the caller read).
+    return update(table).execution_options(synchronize_session=False)
 
 
 def _rowcount(result: Any) -> int:
@@ -95,7 +102,7 @@ def move(
     if reserve is not None:
         changes["reserved_micros"] = reserve
     result = session.execute(
-        update(Activation)
+        _update(Activation)
         .where(
             col(Activation.id) == act.id,
             col(Activation.state).in_(states),
@@ -107,7 +114,7 @@ def move(
         return False
     if reserve is not None and reserve != act.reserved_micros:
         session.execute(
-            update(Job)
+            _update(Job)
             .where(col(Job.id) == act.job_id)
             .values(reserved_micros=col(Job.reserved_micros) + (reserve - act.reserved_micros))
         )
@@ -121,6 +128,14 @@ def _loggable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in {"next_action_at", "updated_at"}}
 
 
+class Claim(StrEnum):
+    """What came of trying to claim a slot."""
+
+    CLAIMED = "claimed"  # ours: commit, then send POST /order once
+    TAKEN = "taken"  # another worker claimed it first
+    NO_BUDGET = "no_budget"  # the job's budget cannot hold the cap (or the job is cancelled)
+
+
 def claim(
     session: Session,
     act: Activation,
@@ -128,31 +143,15 @@ def claim(
     country_id: int,
     country_name: str,
     next_action_at: datetime,
-) -> bool:
-    """Reserve the slot's cap against the job budget and mark it ``ordering``, atomically.
+    now: datetime,
+) -> Claim:
+    """Mark the slot ``ordering`` and reserve its cap against the job budget, atomically.
 
-    False when the budget cannot hold the cap or another worker claimed the slot first; in
-    both cases nothing changed. The caller commits before sending ``POST /order``.
+    Unless CLAIMED, nothing changed. The caller commits before sending ``POST /order``.
     """
     assert act.id is not None
-    reserved = session.execute(
-        update(Job)
-        .where(
-            col(Job.id) == act.job_id,
-            col(Job.status) == JobStatus.ACTIVE,
-            col(Job.cancel_requested_at).is_(None),
-            or_(
-                col(Job.budget_micros).is_(None),
-                col(Job.reserved_micros) + act.cap_micros <= col(Job.budget_micros),
-            ),
-        )
-        .values(reserved_micros=col(Job.reserved_micros) + act.cap_micros)
-    )
-    if _rowcount(reserved) != 1:
-        return False
-    now = utcnow()
     claimed = session.execute(
-        update(Activation)
+        _update(Activation)
         .where(
             col(Activation.id) == act.id,
             col(Activation.state) == State.PLANNED,
@@ -169,19 +168,45 @@ def claim(
         )
     )
     if _rowcount(claimed) != 1:
-        session.rollback()  # undo the reservation made above
-        return False
+        return Claim.TAKEN
+    reserved = session.execute(
+        _update(Job)
+        .where(
+            col(Job.id) == act.job_id,
+            col(Job.status) == JobStatus.ACTIVE,
+            col(Job.cancel_requested_at).is_(None),
+            or_(
+                col(Job.budget_micros).is_(None),
+                col(Job.reserved_micros) + act.cap_micros <= col(Job.budget_micros),
+            ),
+        )
+        .values(reserved_micros=col(Job.reserved_micros) + act.cap_micros)
+    )
+    if _rowcount(reserved) != 1:
+        session.rollback()  # undo the claim made above
+        return Claim.NO_BUDGET
     record(session, act.job_id, "slot_claimed", act.id, country_id=country_id)
     act.state = State.ORDERING
     act.reserved_micros = act.cap_micros
     act.country_id, act.country_name, act.claimed_at = country_id, country_name, now
-    return True
+    return Claim.CLAIMED
+
+
+def mark_cancel_sent(session: Session, act: Activation, when: datetime) -> bool:
+    """Note, before sending it, that a cancel is on its way (see Activation.cancel_sent_at)."""
+    result = session.execute(
+        _update(Activation)
+        .where(col(Activation.id) == act.id, col(Activation.state) == State.CANCELLING)
+        .values(cancel_sent_at=when, updated_at=utcnow())
+    )
+    act.cancel_sent_at = when
+    return _rowcount(result) == 1
 
 
 def reschedule(session: Session, act: Activation, when: datetime) -> bool:
     """Note when the slot's next nudge is due, if it is still in the state it was read in."""
     result = session.execute(
-        update(Activation)
+        _update(Activation)
         .where(col(Activation.id) == act.id, col(Activation.state) == act.state)
         .values(next_action_at=when, updated_at=utcnow())
     )
@@ -207,7 +232,7 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
         col(Activation.job_id) == job_id, col(Activation.state).in_(list(LIVE_STATES))
     )
     result = session.execute(
-        update(Job)
+        _update(Job)
         .where(col(Job.id) == job_id, col(Job.status) == JobStatus.ACTIVE, ~live)
         .values(
             status=case(
@@ -226,7 +251,7 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
 def request_job_cancel(session: Session, job: Job) -> bool:
     """Stop buying for the job; live orders get cancelled by the workers. False if ended."""
     result = session.execute(
-        update(Job)
+        _update(Job)
         .where(col(Job.id) == job.id, col(Job.status) == JobStatus.ACTIVE)
         .values(cancel_requested_at=func.coalesce(col(Job.cancel_requested_at), utcnow()))
     )
@@ -253,7 +278,7 @@ def overdue(session: Session, *, before: datetime, limit: int) -> Sequence[Activ
         .order_by(col(Activation.next_action_at))
         .limit(limit)
     )
-    return session.exec(query).all()  # type: ignore[call-overload, no-any-return]
+    return session.execute(query).scalars().all()
 
 
 def active_job_ids(session: Session) -> list[int]:
@@ -274,7 +299,7 @@ def cancelled_job_slots(session: Session, *, limit: int) -> Sequence[Activation]
         )
         .limit(limit)
     )
-    return session.exec(query).all()  # type: ignore[call-overload, no-any-return]
+    return session.execute(query).scalars().all()
 
 
 def state_counts(session: Session, job_id: int) -> dict[State, int]:

@@ -27,7 +27,9 @@ ACTIONS = {
 def sweep(rt: Runtime) -> list[Nudge]:
     """One pass over the database; returns the nudges to send (re-sent ones are harmless)."""
     nudges: list[Nudge] = []
-    grace = max(30.0, rt.settings.sweep_interval)
+    # A nudge overdue by a whole interval is lost, not late; config.py keeps two intervals
+    # inside the expiry margin, so a lost cancel is re-sent before the provider's expiry.
+    grace = rt.settings.sweep_interval
     with transaction(rt.engine) as session:
         nudges += _apply_job_cancels(rt, session)
         for act in store.overdue(session, before=rt.after(-grace), limit=BATCH):

@@ -1,0 +1,120 @@
+"""The lifecycle in one process: the real simulator behind httpx.MockTransport and a fake clock.
+
+For tests that must control time and message delivery exactly; everything from the client
+down to the database is real, only sockets and the broker are replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator import store
+from orchestrator.client import LegitSMSClient
+from orchestrator.config import Settings
+from orchestrator.db import create_tables, make_engine, transaction
+from orchestrator.runtime import Runtime
+from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, Simulator
+from orchestrator.spec import ResolvedJob, ResolvedTarget
+
+BASE_URL = "http://sandbox.test/wp-json/legitsms/v2"
+
+
+class FakeClock:
+    """Time that moves only when told to; shared by the runtime and the simulator."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)  # rows planned "now" are due at once
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def epoch(self) -> float:
+        return self.now.timestamp()
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def simulator_transport(simulator: Simulator) -> httpx.MockTransport:
+    """Answer requests with the simulator's replies, as its HTTP server would."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        headers = Message()
+        for name, value in request.headers.items():
+            headers[name] = value
+        target = request.url.raw_path.decode()
+        reply = simulator.handle(request.method, target, request.content, headers)
+        if reply.drop:
+            raise httpx.RemoteProtocolError("server disconnected", request=request)
+        out = {"content-type": reply.content_type}
+        if reply.retry_after is not None:
+            out["retry-after"] = str(reply.retry_after)
+        return httpx.Response(reply.status, content=reply.body, headers=out)
+
+    return httpx.MockTransport(handle)
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings for in-process runs; explicit values only (the environment is cleared by tests)."""
+    values: dict[str, Any] = {
+        "api_key": DEMO_API_KEY,
+        "base_url": BASE_URL,
+        "rate_limit": 0,
+        "poll_interval": 2,
+        "cancel_min_age": 5,
+        "provider_expiry": 60,
+        "expiry_margin": 10,
+        "sweep_interval": 4,
+        "price_cache_ttl": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def inprocess_runtime(
+    folder: Path, config: SandboxConfig, **overrides: Any
+) -> Iterator[tuple[Runtime, Simulator, FakeClock]]:
+    """A Runtime on an SQLite file in ``folder`` whose provider is an in-memory simulator."""
+    clock = FakeClock()
+    simulator = Simulator(config, clock=clock.epoch)
+    engine = make_engine(f"sqlite:///{folder / 'inprocess.db'}")
+    create_tables(engine)
+    client = LegitSMSClient(BASE_URL, DEMO_API_KEY, transport=simulator_transport(simulator))
+    rt = Runtime(settings=settings(**overrides), engine=engine, client=client, clock=clock)
+    try:
+        yield rt, simulator, clock
+    finally:
+        client.close()
+        engine.dispose()
+
+
+def plan_job(rt: Runtime, *, quantity: int, budget: Decimal | None = None) -> list[int]:
+    """Plan a Telegram/UK job of ``quantity`` numbers; returns the slot ids."""
+    job = ResolvedJob(
+        name="prop",
+        budget=budget,
+        code_timeout=10.0,
+        schedule=None,
+        targets=[
+            ResolvedTarget(
+                index=0,
+                service_id=1003,
+                service_name="Telegram",
+                countries=[(16, "United Kingdom")],
+                quantity=quantity,
+                max_price=Decimal("2.00"),
+            )
+        ],
+    )
+    with transaction(rt.engine) as session:
+        _, ids = store.create_job(session, job, source="inline")
+    return ids

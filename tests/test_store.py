@@ -1,0 +1,131 @@
+"""The store's compare-and-set moves and budget reservation, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from orchestrator import store
+from orchestrator.db import create_tables, make_engine, transaction
+from orchestrator.models import Activation, Job, JobStatus, State, utcnow
+from orchestrator.money import to_micros
+from orchestrator.spec import ResolvedJob, ResolvedTarget
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+def plan(engine: Engine, *, quantity: int, budget: str | None, cap: str = "2.00") -> list[int]:
+    job = ResolvedJob(
+        name="store",
+        budget=Decimal(budget) if budget else None,
+        code_timeout=60.0,
+        schedule=None,
+        targets=[
+            ResolvedTarget(
+                index=0,
+                service_id=1003,
+                service_name="Telegram",
+                countries=[(16, "United Kingdom")],
+                quantity=quantity,
+                max_price=Decimal(cap),
+            )
+        ],
+    )
+    with transaction(engine) as session:
+        return store.create_job(session, job, source="inline")[1]
+
+
+def claim(engine: Engine, slot: int) -> store.Claim:
+    with transaction(engine) as session:
+        act = store.get_activation(session, slot)
+        assert act is not None
+        return store.claim(
+            session, act, country_id=16, country_name="UK", next_action_at=utcnow(), now=utcnow()
+        )
+
+
+def reserved(engine: Engine) -> int:
+    with Session(engine) as session:
+        job = session.get(Job, 1)
+        assert job is not None
+        return job.reserved_micros
+
+
+def test_a_slot_can_be_claimed_only_once(engine: Engine) -> None:
+    [slot] = plan(engine, quantity=1, budget=None)
+    assert claim(engine, slot) is store.Claim.CLAIMED
+    assert claim(engine, slot) is store.Claim.TAKEN
+    assert reserved(engine) == to_micros(Decimal("2.00"))
+
+
+def test_a_stale_copy_of_a_slot_cannot_claim_it_again(engine: Engine) -> None:
+    [slot] = plan(engine, quantity=1, budget=None)
+    with Session(engine) as session:
+        stale = session.get(Activation, slot)
+        assert stale is not None
+        session.expunge(stale)
+    assert claim(engine, slot) is store.Claim.CLAIMED
+    with transaction(engine) as session:
+        outcome = store.claim(
+            session, stale, country_id=16, country_name="UK", next_action_at=utcnow(), now=utcnow()
+        )
+    assert outcome is store.Claim.TAKEN
+    assert reserved(engine) == to_micros(Decimal("2.00"))
+
+
+def test_the_budget_holds_at_most_what_it_allows_and_a_refused_claim_changes_nothing(
+    engine: Engine,
+) -> None:
+    slots = plan(engine, quantity=3, budget="4.50", cap="2.00")
+    assert [claim(engine, s) for s in slots] == [
+        store.Claim.CLAIMED,
+        store.Claim.CLAIMED,
+        store.Claim.NO_BUDGET,
+    ]
+    assert reserved(engine) == to_micros(Decimal("4.00"))
+    with Session(engine) as session:
+        third = session.get(Activation, slots[2])
+        assert third is not None
+        assert third.state is State.PLANNED
+        assert third.reserved_micros == 0
+
+
+def test_a_move_from_a_state_the_slot_has_left_changes_nothing(engine: Engine) -> None:
+    [slot] = plan(engine, quantity=1, budget=None)
+    claim(engine, slot)
+    with transaction(engine) as session:
+        act = store.get_activation(session, slot)
+        assert act is not None
+        assert store.move(session, act, State.IN_DOUBT, event="test")
+    with transaction(engine) as session:
+        act = store.get_activation(session, slot)
+        assert act is not None
+        session.expunge(act)
+        act.state = State.ORDERING  # what a worker holding an old copy believes
+        assert not store.move(session, act, State.FAILED, event="test", reserve=0)
+    assert reserved(engine) == to_micros(Decimal("2.00"))
+
+
+def test_releasing_a_reservation_moves_the_job_total_with_it(engine: Engine) -> None:
+    [slot] = plan(engine, quantity=1, budget="10")
+    claim(engine, slot)
+    with transaction(engine) as session:
+        act = store.get_activation(session, slot)
+        assert act is not None
+        store.move(session, act, State.FAILED, event="test", reserve=0)
+        store.finish_job_if_done(session, act.job_id)
+    assert reserved(engine) == 0
+    with Session(engine) as session:
+        job = session.get(Job, 1)
+        assert job is not None
+        assert job.status is JobStatus.FINISHED

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck bench compose-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ typecheck: install
 
 test: lint typecheck  ## everything CI runs
 	$(BIN)/pytest
+
+# Validate docker-compose.yml with the real compose binary (no Docker engine needed): it must
+# pass with the required settings and fail without them.
+COMPOSE = $(shell $(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))' 2>/dev/null)
+compose-check: install
+	env -u POSTGRES_PASSWORD -u LEGITSMS_API_KEY POSTGRES_PASSWORD=x LEGITSMS_API_KEY=y $(COMPOSE) -f docker-compose.yml config -q
+	@if env -u POSTGRES_PASSWORD -u LEGITSMS_API_KEY $(COMPOSE) -f docker-compose.yml config -q 2>/dev/null; then \
+		echo "docker-compose.yml accepted missing required settings" >&2; exit 1; fi
+	@echo "docker-compose.yml validated"
 
 bench: install
 	$(BIN)/python -m bench

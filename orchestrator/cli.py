@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,6 +18,7 @@ from rich.table import Table
 from orchestrator import store
 from orchestrator.client import LegitSMSClient
 from orchestrator.config import Settings, load_settings
+from orchestrator.config_view import config_command
 from orchestrator.db import transaction
 from orchestrator.embedded import EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
@@ -31,7 +32,6 @@ from orchestrator.errors import (
 from orchestrator.export import write_csv
 from orchestrator.jobrun import ExitCode, LocalWorkers, Progress, child_env, wait_for_job
 from orchestrator.logs import configure_logging
-from orchestrator.models import State
 from orchestrator.runtime import Nudge
 from orchestrator.sandbox_cli import sandbox_command
 from orchestrator.spec import load_job_spec, resolve_job
@@ -437,6 +437,7 @@ def _invoke(args: list[str]) -> int:
 app.command("sandbox", help="Serve the LegitSMS API simulator (for demos and tests).")(
     sandbox_command
 )
+app.command("config")(config_command)
 
 
 def main() -> None:
@@ -445,7 +446,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover
-    State  # noqa: B018

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +46,10 @@ def check(rt: Runtime, activation_id: int) -> list[Nudge]:
     try:
         status = rt.client.status(act.order_id)
     except Throttled as exc:
-        return defer(rt, act, Action.CHECK, _until(rt, deadline, exc.retry_after))
+        # Polls that lost the race for a slot come back spread over a poll interval, not all
+        # at the next free slot: a spinning poll would crowd out the cancels that matter more.
+        wait = max(exc.retry_after, rt.settings.poll_interval) * (1 + random.random())
+        return defer(rt, act, Action.CHECK, _until(rt, deadline, wait))
     except NotFound:
         return _end(
             rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"

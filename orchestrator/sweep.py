@@ -9,14 +9,15 @@ from sqlmodel import Session
 
 from orchestrator import store
 from orchestrator.db import transaction
-from orchestrator.models import State
+from orchestrator.models import Activation, Job, State
 from orchestrator.purchase import UNRECORDED_CLAIM
 from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.settle import SKEW_SECONDS
+from orchestrator.settle import SKEW_SECONDS, cancel, cancel_at, check
 
 log = structlog.get_logger(__name__)
 
 BATCH = 2000  # slots looked at per sweep; the next sweep takes the rest
+MAX_INLINE_CANCELS = 100  # overdue cancels the sweep sends itself; the rest go as nudges
 ACTIONS = {
     State.PLANNED: Action.PLACE,
     State.WAITING: Action.CHECK,
@@ -25,8 +26,14 @@ ACTIONS = {
 
 
 def sweep(rt: Runtime) -> list[Nudge]:
-    """One pass over the database; returns the nudges to send (re-sent ones are harmless)."""
+    """One pass over the database; returns the nudges to send (re-sent ones are harmless).
+
+    Overdue cancels, and polls whose order is already due for cancelling, are not handed
+    back to the broker that lost or delayed them: the sweep runs them itself, since a refund
+    missed before the provider's expiry is money lost.
+    """
     nudges: list[Nudge] = []
+    urgent: list[int] = []
     # A nudge overdue by a whole interval is lost, not late; config.py keeps two intervals
     # inside the expiry margin, so a lost cancel is re-sent before the provider's expiry.
     grace = rt.settings.sweep_interval
@@ -49,12 +56,41 @@ def sweep(rt: Runtime) -> list[Nudge]:
                 continue
             # Due now: the re-sent nudge acts; a late original finding it done is dropped.
             store.reschedule(session, act, rt.now())
-            nudges.append(Nudge(action, act.id))
+            if _urgent(rt, session, act) and len(urgent) < MAX_INLINE_CANCELS:
+                urgent.append(act.id)
+            else:
+                nudges.append(Nudge(action, act.id))
         for job_id in store.active_job_ids(session):
             store.finish_job_if_done(session, job_id)
-    if nudges:
-        log.info("sweep_redrove", count=len(nudges))
+    if nudges or urgent:
+        log.info("sweep_redrove", nudges=len(nudges), cancels=len(urgent))
+    for activation_id in urgent:
+        nudges += _settle_now(rt, activation_id)
     return nudges
+
+
+def _urgent(rt: Runtime, session: Session, act: Activation) -> bool:
+    """A cancel that is due, or a poll whose order should already be cancelled."""
+    if act.state is State.CANCELLING:
+        return True
+    if act.state is not State.WAITING:
+        return False
+    job = session.get(Job, act.job_id)
+    assert job is not None
+    return rt.now() >= cancel_at(rt, act, job)
+
+
+def _settle_now(rt: Runtime, activation_id: int) -> list[Nudge]:
+    """Poll or cancel in this thread; a cancel that follows at once is sent here too."""
+    later: list[Nudge] = []
+    # A waiting order's check moves it to cancelling and asks for the cancel; a row already
+    # cancelling gets nothing from check, so its cancel is asked for here.
+    for nudge in check(rt, activation_id) or [Nudge(Action.CANCEL, activation_id)]:
+        if nudge.action is Action.CANCEL and nudge.delay <= 0:
+            later += cancel(rt, activation_id)
+        else:
+            later.append(nudge)
+    return later
 
 
 def _apply_job_cancels(rt: Runtime, session: Session) -> list[Nudge]:

@@ -846,14 +846,6 @@ def test_each_attempt_takes_one_rate_limit_slot_at_its_endpoints_priority(name: 
     assert len(provider.requests) == 3
 
 
-def test_priorities_put_cancels_before_polls_before_orders() -> None:
-    assert ENDPOINTS["cancel"].priority is Priority.CANCEL
-    assert ENDPOINTS["status"].priority is Priority.POLL
-    assert ENDPOINTS["order"].priority is Priority.ORDER
-    assert ENDPOINTS["prices"].priority is Priority.ORDER
-    assert Priority.CANCEL < Priority.POLL < Priority.ORDER
-
-
 def test_an_order_with_its_slot_already_taken_skips_only_the_first_acquire() -> None:
     throttle = FakeThrottle()
     provider = FakeProvider(fail(httpx.ConnectError), fail(httpx.ConnectError), answer(200, ORDER))
@@ -965,12 +957,3 @@ def test_the_key_never_appears_in_a_raised_exception_or_a_log_line(
 
     _no_key_in(caught.value, SECRET)
     assert SECRET not in repr(logs)
-
-
-def test_the_key_never_appears_in_throttled() -> None:
-    throttle = FakeThrottle(refuse_from=1)
-
-    with pytest.raises(Throttled) as caught:
-        client_for(FakeProvider(answer(200, BALANCE)), throttle=throttle).balance()
-
-    _no_key_in(caught.value, SECRET)

@@ -22,7 +22,7 @@ def make_broker(url: str | None) -> dramatiq.Broker:
     if url.startswith("stub://"):
         return StubBroker()
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=url, namespace=NAMESPACE, heartbeat_timeout=30_000
+        url=url, namespace=NAMESPACE, heartbeat_timeout=15_000
     )
 
 

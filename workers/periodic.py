@@ -1,4 +1,4 @@
-"""Run ``sweep_all`` every interval from inside the workers, once per interval across all hosts."""
+"""Run the sweep every interval from inside the workers, once per interval across all hosts."""
 
 from __future__ import annotations
 
@@ -15,17 +15,19 @@ LOCK_KEY = "legitsms-orchestrator:sweep-lock"
 
 
 class PeriodicSweep(dramatiq.Middleware):
-    """Starts a timer thread with the worker; whichever worker takes the Redis lock sweeps."""
+    """Starts a timer thread with the worker; whichever worker takes the Redis lock sweeps.
+
+    The sweep runs in the timer thread itself rather than as a queued message: it is the
+    safety net for lost messages, so it must not depend on the queue delivering one.
+    """
 
     def __init__(self, redis_url: str, interval: float) -> None:
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self._interval = interval
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        self._thread = threading.Thread(target=self._loop, name="periodic-sweep", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._loop, name="periodic-sweep", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         self._stop.set()
@@ -33,13 +35,14 @@ class PeriodicSweep(dramatiq.Middleware):
     def _loop(self) -> None:
         from workers.actors import sweep_all  # late: actors import this module's broker
 
-        # A first sweep soon after boot picks up whatever a crash left behind.
-        wait = min(5.0, self._interval)
+        # A first sweep soon after boot picks up whatever a crash left behind; the Redis lock
+        # keeps it to one per interval however often workers restart.
+        wait = min(1.0, self._interval)
         while not self._stop.wait(wait):
             wait = self._interval
             try:
                 lock_ms = max(1, int(self._interval * 900))
                 if self._redis.set(LOCK_KEY, "1", nx=True, px=lock_ms):
-                    sweep_all.send()
-            except redis.RedisError as exc:
-                log.warning("sweep_schedule_failed", error=str(exc))
+                    sweep_all.fn()
+            except Exception as exc:  # the loop must outlive any one failure
+                log.warning("sweep_failed", error=str(exc))

@@ -18,12 +18,14 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
     """Consume the queue with ``threads`` threads until told to stop; returns an exit code."""
     import dramatiq
 
-    from workers.actors import QUEUE
+    from workers.actors import QUEUES
     from workers.broker import broker
     from workers.periodic import PeriodicSweep
 
     broker.add_middleware(PeriodicSweep(os.environ["REDIS_URL"], sweep_interval))
-    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=threads, worker_timeout=1000)
+    worker = dramatiq.Worker(
+        broker, queues=set(QUEUES.values()), worker_threads=threads, worker_timeout=1000
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -24,6 +24,7 @@ from orchestrator.embedded import EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
     ConfigError,
     JobNotFound,
+    JobOverlap,
     OrchestratorError,
     ProviderError,
     ProviderRejected,
@@ -43,6 +44,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+OVERLAP_HELP = "Submit even if a job of the same name is still active."
 out = Console()
 err = Console(stderr=True)
 
@@ -83,6 +85,8 @@ def _guard() -> Iterator[None]:
         _fail(ExitCode.BAD_INPUT, str(exc))
     except JobNotFound as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
+    except JobOverlap as exc:
+        _fail(ExitCode.OVERLAP, str(exc))
     except ProviderRejected as exc:
         _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
     except ProviderError as exc:
@@ -135,13 +139,21 @@ def main_options(
     ctx.obj = Context(config=config, log_level=log_level)
 
 
-def _submit(settings: Settings, job_file: Path, redis_url: str) -> tuple[int, int]:
+def _submit(
+    settings: Settings, job_file: Path, redis_url: str, *, allow_overlap: bool
+) -> tuple[int, int]:
     """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots)."""
     spec = load_job_spec(job_file)  # a bad file stops here, before any network call
     engine = make_database(settings)
     with _client(settings, redis_url) as client:
         resolved = resolve_job(spec, client, str(job_file))
     with transaction(engine) as session:
+        running = store.active_job_named(session, resolved.name)
+        if running is not None and not allow_overlap:
+            raise JobOverlap(
+                f"job {running.id} ({resolved.name!r}) is still active; "
+                "not submitting another (use --allow-overlap to run both)"
+            )
         job, slot_ids = store.create_job(session, resolved, source=job_file.read_text())
     from orchestrator.runtime import Action
 
@@ -154,12 +166,13 @@ def _submit(settings: Settings, job_file: Path, redis_url: str) -> tuple[int, in
 def submit(
     ctx: typer.Context,
     job_file: Annotated[Path, typer.Argument(help="The job's YAML file.")],
+    allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
 ) -> None:
     """Put a job on the queue for the workers (see `worker`), and print its id."""
     with _guard():
         settings = _ctx(ctx).settings()
         with _broker(settings) as url:
-            job_id, slots = _submit(settings, job_file, url)
+            job_id, slots = _submit(settings, job_file, url, allow_overlap=allow_overlap)
     out.print(f"submitted job {job_id} ({slots} numbers)")
 
 
@@ -174,12 +187,13 @@ def run(
         int | None,
         typer.Option(help="Local worker processes to start; 0 when workers run elsewhere."),
     ] = None,
+    allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
 ) -> None:
     """Submit a job, work it with local workers, wait until every number ended, export."""
     with _guard():
         settings = _ctx(ctx).settings()
         with _broker(settings) as url:
-            job_id, slots = _submit(settings, job_file, url)
+            job_id, slots = _submit(settings, job_file, url, allow_overlap=allow_overlap)
             err.print(f"job {job_id}: {slots} numbers submitted", highlight=False)
             count = settings.worker_processes if workers is None else workers
             local = _start_workers(settings, url, count)

@@ -6,6 +6,7 @@
     ├── ConfigError                 bad settings (config.yaml or environment)
     ├── SpecError                   bad job file: names the file, the field and the problem
     ├── JobNotFound                 no job by that id or name
+    ├── JobOverlap                  a job of that name is still active (cron overlap)
     └── ProviderError               anything about talking to LegitSMS
         ├── ProviderRejected        a documented error answer ({"code", "message", "data"})
         │   ├── InvalidKey          401 invalid_key
@@ -51,6 +52,10 @@ class SpecError(OrchestratorError):
 
 class JobNotFound(OrchestratorError):
     """Raised when no job matches the id or name given."""
+
+
+class JobOverlap(OrchestratorError):
+    """Raised when a job is submitted while another of the same name is still active."""
 
 
 class ProviderError(OrchestratorError):

@@ -339,6 +339,12 @@ def export_rows(session: Session, job_ids: Sequence[int]) -> list[tuple[Job, Tar
     return [(j, t, a) for j, t, a in session.execute(query).all()]
 
 
+def active_job_named(session: Session, name: str) -> Job | None:
+    """The active job with this name, if any (a cron run that has not finished)."""
+    query = select(Job).where(col(Job.name) == name, col(Job.status) == JobStatus.ACTIVE)
+    return session.execute(query.limit(1)).scalars().first()
+
+
 def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job, list[int]]:
     """Plan the whole job up front: one row per number, so no slot can be bought twice."""
     row = Job(

@@ -82,6 +82,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    yield from _postgres_database()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """An SQLite file in the test's folder."""
     return f"sqlite:///{tmp_path / 'orchestrator.db'}"

@@ -67,3 +67,67 @@ def test_a_job_ends_with_a_csv_that_matches_the_providers_ledger(
 def _ledger_now(sandbox: SandboxServer) -> list[dict[str, str]]:
     orders: list[dict[str, str]] = sandbox.ledger.snapshot(time.time())["orders"]
     return orders
+
+
+@pytest.mark.postgres
+def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done_twice(
+    tmp_path: Path, sandbox: SandboxServer, redis_url: str, postgres_url: str
+) -> None:
+    # Each "host" has its own working and data folder; only Redis and PostgreSQL are shared.
+    hosts = [
+        Orchestrator(
+            workdir=_folder(tmp_path / f"host{i}"),
+            env=_host_env(sandbox, redis_url, postgres_url, tmp_path / f"host{i}"),
+        )
+        for i in (1, 2)
+    ]
+    try:
+        submitted = hosts[0].run("submit", str(write_job(tmp_path, TWO_TARGETS)))
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted_job_id(submitted.stdout)
+        for host in hosts:
+            host.start_worker(threads=4)
+
+        progress = hosts[1].wait_for_job(job_id, timeout=90)
+        rows = hosts[1].export(job_id)
+    finally:
+        for host in hosts:
+            host.stop_all()
+
+    ledger = _ledger_now(sandbox)
+    assert len(ledger) == len({o["order_id"] for o in ledger}) <= 22
+    assert sorted(r["order_id"] for r in rows if r["order_id"]) == sorted(
+        o["order_id"] for o in ledger
+    )
+    assert all(o["state"] in {"received", "cancelled"} for o in ledger)
+    worked = [_orders_placed(host.workdir) for host in hosts]
+    assert all(n > 0 for n in worked), f"both hosts bought numbers: {worked}"
+    assert sum(worked) == len(ledger), "no purchase was made twice"
+    assert progress.ended == 22
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _host_env(
+    sandbox: SandboxServer, redis_url: str, database_url: str, home: Path
+) -> dict[str, str]:
+    return {
+        "LEGITSMS_BASE_URL": sandbox.url,
+        "LEGITSMS_API_KEY": "sk_test_sandbox",
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "ORCHESTRATOR_DATA_DIR": str(home / "data"),
+        "ORCHESTRATOR_RATE_LIMIT": "0",
+        "ORCHESTRATOR_POLL_INTERVAL": "0.5s",
+        "ORCHESTRATOR_CANCEL_MIN_AGE": "2s",
+        "ORCHESTRATOR_PROVIDER_EXPIRY": "40s",
+        "ORCHESTRATOR_EXPIRY_MARGIN": "10s",
+        "ORCHESTRATOR_SWEEP_INTERVAL": "3s",
+    }
+
+
+def _orders_placed(workdir: Path) -> int:
+    return sum(log.read_text().count('"order_placed"') for log in workdir.glob("worker-*.log"))

@@ -434,8 +434,12 @@ def demo(
 
     with demo_environment() as env:
         os.environ.update(env)
-        args = ["run", str(job_file), "--export", str(export)]
+        args = ["run", str(job_file), "--export", str(export), "--allow-overlap"]
         code = _invoke(args)
+    if code == ExitCode.INCOMPLETE:
+        # The simulator withholds some codes on purpose, to show cancels and refunds.
+        out.print(f"demo done: see {export} (orders without a code were cancelled and refunded)")
+        code = ExitCode.OK
     raise typer.Exit(code)
 
 

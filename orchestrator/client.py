@@ -223,7 +223,7 @@ class LegitSMSClient:
         if isinstance(exc, RateLimited) and self._throttle is None:
             return min(exc.retry_after, self._max_retry_seconds)
         # With a throttle, its pause already makes the next acquire wait.
-        return float(wait_exponential_jitter(initial=0.2, max=2.0)(state))
+        return float(wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2)(state))
 
     def _send_once(
         self,

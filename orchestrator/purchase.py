@@ -127,6 +127,8 @@ def _record_order(rt: Runtime, act: Activation, order: Order) -> list[Nudge]:
         "ordered_at": now,
     }
     over_cap = cost > act.cap_micros
+    # Read the arrival history before this transaction takes SQLite's write lock.
+    wait = rt.poll_wait(act.service_id, act.country_id or 0, 0.0)
     with transaction(rt.engine) as session:
         if over_cap:
             first = rt.after(rt.settings.cancel_min_age)
@@ -144,7 +146,7 @@ def _record_order(rt: Runtime, act: Activation, order: Order) -> list[Nudge]:
             )
             nudge = Nudge(Action.CANCEL, act.id or 0, rt.settings.cancel_min_age)
         else:
-            first = rt.after(rt.settings.poll_interval)
+            first = rt.after(wait)
             moved = store.move(
                 session,
                 act,
@@ -155,7 +157,7 @@ def _record_order(rt: Runtime, act: Activation, order: Order) -> list[Nudge]:
                 next_action_at=first,
                 **fields,
             )
-            nudge = Nudge(Action.CHECK, act.id or 0, rt.settings.poll_interval)
+            nudge = Nudge(Action.CHECK, act.id or 0, wait)
     if not moved:
         # Only a human resolving the slot meanwhile can do this; the audit log must keep it.
         log.error("order_not_recorded", activation_id=act.id, order_id=order.order_id)

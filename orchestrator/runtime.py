@@ -16,6 +16,7 @@ from orchestrator.client import LegitSMSClient, Throttle
 from orchestrator.config import Settings
 from orchestrator.db import transaction
 from orchestrator.models import Activation, utcnow
+from orchestrator.polling import HISTORY, ArrivalCache, next_poll
 from orchestrator.provider import Price
 
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
@@ -77,9 +78,20 @@ class Runtime:
     throttle: Throttle | None = None
     clock: Callable[[], datetime] = utcnow
     prices: PriceCache = field(init=False)
+    arrivals: ArrivalCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
+        self.arrivals = ArrivalCache(self._arrival_delays)
+
+    def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
+        with transaction(self.engine) as session:
+            return store.arrival_delays(session, service_id, country_id, limit=HISTORY)
+
+    def poll_wait(self, service_id: int, country_id: int, age: float) -> float:
+        """Seconds until the next poll of an order ``age`` seconds old (policy: polling.py)."""
+        model = self.arrivals.model(service_id, country_id)
+        return next_poll(model, age, interval=self.settings.poll_interval)
 
     def is_due(self, when: datetime | None) -> bool:
         """Whether a nudge for ``when`` may act now; an early one is a stale duplicate."""

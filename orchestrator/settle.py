@@ -48,7 +48,7 @@ def check(rt: Runtime, activation_id: int) -> list[Nudge]:
     except Throttled as exc:
         # Polls that lost the race for a slot come back spread over a poll interval, not all
         # at the next free slot: a spinning poll would crowd out the cancels that matter more.
-        wait = max(exc.retry_after, rt.settings.poll_interval) * (1 + random.random())
+        wait = max(exc.retry_after, _poll_wait(rt, act)) * (1 + random.random())
         return defer(rt, act, Action.CHECK, _until(rt, deadline, wait))
     except NotFound:
         return _end(
@@ -59,7 +59,13 @@ def check(rt: Runtime, activation_id: int) -> list[Nudge]:
         return defer(rt, act, Action.CHECK, _until(rt, deadline, rt.settings.poll_interval))
     if status.code is not None:
         return _store_code(rt, act, status.code)
-    return defer(rt, act, Action.CHECK, _until(rt, deadline, rt.settings.poll_interval))
+    return defer(rt, act, Action.CHECK, _until(rt, deadline, _poll_wait(rt, act)))
+
+
+def _poll_wait(rt: Runtime, act: Activation) -> float:
+    assert act.ordered_at is not None and act.country_id is not None
+    age = (rt.now() - act.ordered_at).total_seconds()
+    return rt.poll_wait(act.service_id, act.country_id, age)
 
 
 def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:

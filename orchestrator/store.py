@@ -388,3 +388,56 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
     session.flush()
     record(session, row.id, "job_submitted", slots=slot, name=job.name)
     return row, [a.id for a in slots if a.id is not None]
+
+
+def arrival_delays(
+    session: Session, service_id: int, country_id: int, *, limit: int
+) -> list[float]:
+    """Seconds from purchase to code of the most recent codes for a service and country."""
+    query = (
+        select(col(Activation.ordered_at), col(Activation.code_at))
+        .where(
+            col(Activation.service_id) == service_id,
+            col(Activation.country_id) == country_id,
+            col(Activation.state) == State.RECEIVED,
+            col(Activation.code_at).is_not(None),
+            col(Activation.ordered_at).is_not(None),
+        )
+        .order_by(col(Activation.code_at).desc())
+        .limit(limit)
+    )
+    return [
+        (code_at - ordered_at).total_seconds() for ordered_at, code_at in session.execute(query)
+    ]
+
+
+def jobs_matching(
+    session: Session,
+    *,
+    names: Collection[str] = (),
+    since: datetime | None = None,
+    before: datetime | None = None,
+) -> list[Job]:
+    """Jobs with any of ``names`` (all when empty) created in [``since``, ``before``), by id."""
+    query = select(Job).order_by(col(Job.id))
+    if names:
+        query = query.where(col(Job.name).in_(list(names)))
+    if since is not None:
+        query = query.where(col(Job.created_at) >= since)
+    if before is not None:
+        query = query.where(col(Job.created_at) < before)
+    return list(session.execute(query).scalars().all())
+
+
+def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
+    """What ``spend_micros`` counts, per target of the job (targets that spent nothing absent)."""
+    query = (
+        select(col(Activation.target_id), func.sum(col(Activation.cost_micros)))
+        .where(
+            col(Activation.job_id) == job_id,
+            col(Activation.cost_micros).is_not(None),
+            col(Activation.state).not_in([State.CANCELLED]),
+        )
+        .group_by(col(Activation.target_id))
+    )
+    return {int(t): int(s) for t, s in session.execute(query).all()}

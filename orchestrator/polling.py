@@ -1,0 +1,84 @@
+"""When to poll a waiting order next: where codes for its service and country tend to arrive.
+
+The policy (documented in the README):
+
+* This installation's history says how long codes took for each (service, country): the
+  delays of the last ``HISTORY`` codes received, refreshed every ``REFRESH`` seconds.
+* With fewer than ``MIN_SAMPLES`` codes on record, an order is polled every ``poll_interval``.
+* Otherwise polls are spaced so that each one covers the same share (``STEP``) of the codes
+  that will arrive: dense where codes usually come, sparse where they rarely do, none before
+  the fastest code seen. The wait is kept between ``MIN_WAIT`` and ``poll_interval`` x 6.
+* Past the slowest code seen, the order is probably one that never gets a code: it is polled
+  ever more rarely (a quarter of its age) until the cancel, which reads a late code anyway.
+* The shared rate limit has the last word: a poll that finds no slot comes back later.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+HISTORY = 500  # most recent codes per (service, country) that the model learns from
+MIN_SAMPLES = 20  # below this, the history says too little: poll at the configured interval
+STEP = 0.12  # share of the arrival distribution one poll covers (about 8 polls across it)
+MIN_WAIT = 0.5  # seconds: never poll one order more often than this
+REFRESH = 60.0  # seconds a learnt model is reused before the history is read again
+REFRESH_LEARNING = 10.0  # ...and while it has too few samples to be used
+MAX_STRETCH = 6  # the longest wait, in poll intervals, while codes are still expected
+
+
+@dataclass(frozen=True)
+class ArrivalModel:
+    """The observed delays from purchase to code, sorted, for one service and country."""
+
+    delays: tuple[float, ...]
+
+    def share_by(self, age: float) -> float:
+        """The share of codes that had arrived by ``age`` seconds (the empirical CDF)."""
+        return bisect.bisect_right(self.delays, age) / len(self.delays)
+
+    def age_at(self, share: float) -> float:
+        """The age by which ``share`` of the codes had arrived (an empirical quantile)."""
+        index = min(len(self.delays) - 1, max(0, int(share * len(self.delays)) - 1))
+        return self.delays[index]
+
+
+def next_poll(model: ArrivalModel | None, age: float, *, interval: float) -> float:
+    """Seconds to wait before polling an order that is ``age`` seconds old and still waiting."""
+    if model is None or len(model.delays) < MIN_SAMPLES:
+        return interval
+    slowest = model.delays[-1]
+    if age >= slowest:
+        return max(interval, age / 4)
+    target = min(1.0, model.share_by(age) + STEP)
+    wait = model.age_at(target) - age
+    return min(max(wait, MIN_WAIT), interval * MAX_STRETCH)
+
+
+class ArrivalCache:
+    """Models per (service, country), learnt from the database and reused for ``REFRESH`` s."""
+
+    def __init__(self, load: Callable[[int, int], Sequence[float]]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._models: dict[tuple[int, int], tuple[float, ArrivalModel | None]] = {}
+
+    def model(self, service_id: int, country_id: int) -> ArrivalModel | None:
+        key = (service_id, country_id)
+        with self._lock:
+            entry = self._models.get(key)
+            if entry is not None and time.monotonic() - entry[0] < _ttl(entry[1]):
+                return entry[1]
+        delays = sorted(d for d in self._load(service_id, country_id) if d >= 0)
+        model = ArrivalModel(tuple(delays)) if delays else None
+        with self._lock:
+            self._models[key] = (time.monotonic(), model)
+        return model
+
+
+def _ttl(model: ArrivalModel | None) -> float:
+    learning = model is None or len(model.delays) < MIN_SAMPLES
+    return REFRESH_LEARNING if learning else REFRESH

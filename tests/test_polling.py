@@ -1,0 +1,61 @@
+"""The poll policy: polls go where codes for that service and country tend to arrive."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.polling import MIN_SAMPLES, MIN_WAIT, ArrivalCache, ArrivalModel, next_poll
+
+
+def uniform(low: float, high: float, n: int = 100) -> ArrivalModel:
+    return ArrivalModel(tuple(low + (high - low) * i / (n - 1) for i in range(n)))
+
+
+def test_without_enough_history_orders_are_polled_at_the_configured_interval() -> None:
+    few = ArrivalModel(tuple(float(i) for i in range(MIN_SAMPLES - 1)))
+    assert next_poll(None, 0.0, interval=5.0) == 5.0
+    assert next_poll(few, 3.0, interval=5.0) == 5.0
+
+
+def test_no_poll_is_spent_before_the_fastest_code_ever_seen() -> None:
+    model = uniform(20.0, 60.0)
+    assert next_poll(model, 0.0, interval=5.0) >= 20.0
+
+
+def test_polls_are_dense_where_codes_arrive_and_sparse_where_they_rarely_do() -> None:
+    bursty = ArrivalModel(
+        tuple([10.0 + i * 0.05 for i in range(90)] + [40.0 + i for i in range(10)])
+    )
+    inside_burst = next_poll(bursty, 11.0, interval=5.0)
+    in_the_tail = next_poll(bursty, 41.0, interval=5.0)
+    assert inside_burst < in_the_tail
+    assert inside_burst >= MIN_WAIT
+
+
+def test_polls_cover_the_distribution_in_a_handful_of_steps() -> None:
+    model = uniform(5.0, 60.0)
+    age, polls = 0.0, 0
+    while age < 60.0:
+        age += next_poll(model, age, interval=5.0)
+        polls += 1
+    assert 6 <= polls <= 12
+
+
+def test_past_the_slowest_code_an_order_is_polled_ever_more_rarely() -> None:
+    model = uniform(5.0, 60.0)
+    assert next_poll(model, 80.0, interval=5.0) == pytest.approx(20.0)
+    assert next_poll(model, 200.0, interval=5.0) == pytest.approx(50.0)
+
+
+def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def load(service: int, country: int) -> list[float]:
+        calls.append((service, country))
+        return [-1.0, 3.0, 1.0, 2.0]
+
+    cache = ArrivalCache(load)
+    model = cache.model(1003, 16)
+    assert model == ArrivalModel((1.0, 2.0, 3.0))
+    assert cache.model(1003, 16) is model
+    assert calls == [(1003, 16)]

@@ -53,7 +53,9 @@ def _replay_is_safe(exc: BaseException) -> bool:
         return False  # our own limiter says wait long: a delayed message, not a sleep
     if isinstance(exc, ProviderUnavailable):
         return exc.status in RETRYABLE_STATUSES
-    return isinstance(exc, TransportError | RateLimited)
+    # A non-JSON page (a proxy's maintenance notice) is a blip too; a JSON body lacking a
+    # field is not, but replaying a read costs only a request, so both are retried.
+    return isinstance(exc, TransportError | RateLimited | MalformedResponse)
 
 
 def _provably_unsent(exc: BaseException) -> bool:

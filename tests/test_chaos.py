@@ -111,6 +111,8 @@ def test_killed_workers_a_restarted_redis_and_provider_faults_lose_no_money(
             slots = list(session.exec(select(Activation)).all())
             job = session.exec(select(Job)).one()
     _assert_books_balance(ledger, slots, job)
+    logs = "".join(log.read_text() for log in tmp_path.glob("worker-*.log"))
+    assert "database is locked" not in logs, "SQLite shared by several workers never locks out"
 
 
 def _unleash(

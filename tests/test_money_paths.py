@@ -1,0 +1,113 @@
+"""Rare money paths, in one process with a fake clock: a charge over the cap, an in-doubt slot."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from orchestrator.doubt import resolve_in_doubt
+from orchestrator.models import Activation, Job, State
+from orchestrator.money import to_micros
+from orchestrator.purchase import place
+from orchestrator.runtime import Action, Nudge
+from orchestrator.sandbox import SandboxConfig
+from orchestrator.settle import cancel, check
+from tests.inprocess import inprocess_runtime, plan_job
+
+PROVIDER = SandboxConfig(
+    seed=1, code_delay=(3.0, 3.0), never_ratio=0.0, cancel_min_age=5, expiry=60
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LEGITSMS_API_KEY", "LEGITSMS_BASE_URL", "REDIS_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def slot(engine: Engine, slot_id: int) -> Activation:
+    with Session(engine) as session:
+        row = session.get(Activation, slot_id)
+        assert row is not None
+        return row
+
+
+def test_a_charge_above_the_cap_is_cancelled_as_soon_as_the_provider_allows(tmp_path: Path) -> None:
+    no_codes = replace(PROVIDER, never_ratio=1.0)
+    with inprocess_runtime(tmp_path, no_codes, price_cache_ttl=3600) as (rt, simulator, clock):
+        [slot_id] = plan_job(rt, quantity=1)  # Telegram, UK: the simulator charges 1.55
+        prices = rt.prices.get(1003)
+        # The price moved after we looked: our copy says 1.00, the charge will be 1.55.
+        stale = {cid: replace(p, cost=Decimal("1.00")) for cid, p in prices.items()}
+        rt.prices._entries[1003] = (rt.prices._entries[1003][0], stale)
+        with Session(rt.engine) as session:
+            row = session.get(Activation, slot_id)
+            assert row is not None
+            row.cap_micros = to_micros(Decimal("1.20"))
+            session.add(row)
+            session.commit()
+
+        nudges = place(rt, slot_id)
+        bought = slot(rt.engine, slot_id)
+        assert bought.state is State.CANCELLING
+        assert bought.cancel_reason == "over_cap"
+        assert nudges == [Nudge(Action.CANCEL, slot_id, 5.0)]
+
+        clock.advance(6.5)
+        cancel(rt, slot_id)
+
+        assert slot(rt.engine, slot_id).state is State.CANCELLED
+        [order] = simulator.ledger.orders()
+        assert order.refunded
+        assert simulator.ledger.net_spend == 0
+
+
+def test_an_in_doubt_slot_is_never_bought_again_until_a_human_resolves_it(tmp_path: Path) -> None:
+    faulty = replace(PROVIDER, fault_drop_order=1.0)
+    with inprocess_runtime(tmp_path, faulty) as (rt, simulator, clock):
+        [slot_id] = plan_job(rt, quantity=1, budget=Decimal("10"))
+        place(rt, slot_id)
+        assert slot(rt.engine, slot_id).state is State.IN_DOUBT
+        for _ in range(3):
+            clock.advance(120)
+            assert place(rt, slot_id) == []
+        assert len(simulator.ledger.orders()) == 1, "bought once, never again"
+        with Session(rt.engine) as session:
+            job = session.get(Job, 1)
+            assert job is not None
+            assert job.reserved_micros == to_micros(Decimal("2.00")), "held at the cap"
+
+        [order] = simulator.ledger.orders()
+        nudges = resolve_in_doubt(rt, slot_id, order_id=order.order_id)
+        assert nudges == [Nudge(Action.CHECK, slot_id)]
+        # Long past its timeout: the check gives it up, and the cancel finds the code instead.
+        check(rt, slot_id)
+        cancel(rt, slot_id)
+
+        resolved = slot(rt.engine, slot_id)
+        assert resolved.state is State.RECEIVED
+        assert resolved.code == order.code
+
+
+def test_an_in_doubt_slot_resolved_as_not_bought_releases_its_budget(tmp_path: Path) -> None:
+    faulty = replace(PROVIDER, fault_5xx=1.0)
+    with inprocess_runtime(tmp_path, faulty, price_cache_ttl=3600) as (rt, simulator, _clock):
+        [slot_id] = plan_job(rt, quantity=1, budget=Decimal("10"))
+        simulator.config = PROVIDER  # prices answer; the order itself meets the 5xx below
+        rt.prices.get(1003)
+        simulator.config = faulty
+        place(rt, slot_id)
+        assert slot(rt.engine, slot_id).state is State.IN_DOUBT
+
+        assert resolve_in_doubt(rt, slot_id, order_id=None) == []
+
+        assert slot(rt.engine, slot_id).state is State.FAILED
+        with Session(rt.engine) as session:
+            job = session.get(Job, 1)
+            assert job is not None
+            assert job.reserved_micros == 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TextIO
 
 import typer
 from rich.console import Console
@@ -30,9 +30,11 @@ from orchestrator.errors import (
     ProviderRejected,
     SpecError,
 )
-from orchestrator.export import write_csv
+from orchestrator.export import ExportFormat, write_rows
+from orchestrator.export_path import PathTemplate, TemplateError
+from orchestrator.export_select import Selection, SelectionError, parse_day, select_jobs
 from orchestrator.jobrun import ExitCode, LocalWorkers, Progress, child_env, wait_for_job
-from orchestrator.logs import configure_logging
+from orchestrator.logs import at_least, configure_logging
 from orchestrator.runtime import Nudge
 from orchestrator.sandbox_cli import sandbox_command
 from orchestrator.spec import load_job_spec, resolve_job
@@ -181,24 +183,51 @@ def run(
     ctx: typer.Context,
     job_file: Annotated[Path, typer.Argument(help="The job's YAML file.")],
     export: Annotated[
-        Path | None, typer.Option("--export", "-o", help="Write the job's CSV here when it ends.")
+        str | None,
+        typer.Option(
+            "--export",
+            "-o",
+            help="Write the job's rows here when it ends: CSV, or JSON lines for *.jsonl. "
+            "{name}, {job_id}, {date} (YYYY-MM-DD) and {time} (HHMMSS) are filled in, "
+            "from the job's submission in UTC.",
+        ),
     ] = None,
     workers: Annotated[
         int | None,
         typer.Option(help="Local worker processes to start; 0 when workers run elsewhere."),
     ] = None,
     allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print only errors and the final summary line (logs: warnings and errors).",
+        ),
+    ] = False,
 ) -> None:
     """Submit a job, work it with local workers, wait until every number ended, export."""
-    with _guard():
-        settings = _ctx(ctx).settings()
+    try:  # a typo in the template is refused before anything is bought
+        template = PathTemplate.parse(export) if export is not None else None
+    except TemplateError as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    with _guard(), _reachable():
+        options = _ctx(ctx)
+        settings = options.settings()
+        level = options.log_level or settings.log_level
+        if quiet:
+            level = at_least(level, "warning")
+            configure_logging(level)
+        bar = err.is_terminal and not quiet
         with _broker(settings) as url:
             job_id, slots = _submit(settings, job_file, url, allow_overlap=allow_overlap)
-            err.print(f"job {job_id}: {slots} numbers submitted", highlight=False)
+            if not quiet:
+                _plain(err, f"job {job_id}: {slots} numbers submitted")
             count = settings.worker_processes if workers is None else workers
-            local = _start_workers(settings, url, count)
+            env = child_env(url, log_level=level, config=options.config, console_logs=bar)
+            local = _start_workers(settings, count, env, through_bar=bar)
             try:
-                final = _watch(settings, job_id, local)
+                final = _watch(settings, job_id, local, quiet=quiet)
             except KeyboardInterrupt:
                 _fail(
                     ExitCode.INTERRUPTED, f"interrupted; job {job_id} goes on with the next workers"
@@ -206,24 +235,55 @@ def run(
             finally:
                 if local is not None:
                     local.stop()
-        if export is not None:
-            rows = _export(settings, [job_id], export)
-            err.print(f"wrote {rows} rows to {export}", highlight=False)
-    out.print(f"job {job_id}: {final.line()}", highlight=False)
+        if template is not None:
+            path, rows = _export_job(settings, job_id, template)
+            if not quiet:
+                _plain(err, f"wrote {rows} rows to {path}")
+    _plain(out, f"job {job_id}: {final.line()}")
     raise typer.Exit(int(final.exit_code()))
 
 
-def _start_workers(settings: Settings, redis_url: str, count: int) -> LocalWorkers | None:
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """Exit 5 with one line when the database or Redis cannot be used: a traceback exits 1,
+    which cron would read as "the job ended and some numbers got no code"."""
+    from redis import RedisError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        _fail(ExitCode.UNAVAILABLE, f"the database could not be used: {reason}")
+    except RedisError as exc:
+        _fail(ExitCode.UNAVAILABLE, f"Redis could not be used: {exc}")
+
+
+def _plain(console: Console, text: str) -> None:
+    """One line as it is: no markup, no highlighting, never wrapped (cron logs are grepped)."""
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _start_workers(
+    settings: Settings, count: int, env: dict[str, str], *, through_bar: bool
+) -> LocalWorkers | None:
     if count <= 0:
         return None
+    from orchestrator.progress_bar import echo_to
     from workers.runner import worker_argv
 
-    return LocalWorkers(worker_argv(settings.worker_threads), count, child_env(redis_url))
+    # Under a live bar, the workers' lines are printed above it rather than through it.
+    on_line = echo_to(err) if through_bar else None
+    return LocalWorkers(worker_argv(settings.worker_threads), count, env, on_line=on_line)
 
 
-def _watch(settings: Settings, job_id: int, local: LocalWorkers | None) -> Progress:
+def _watch(
+    settings: Settings, job_id: int, local: LocalWorkers | None, *, quiet: bool = False
+) -> Progress:
     engine = make_database(settings)
     tick = local.keep_alive if local is not None else (lambda: None)
+    if quiet:
+        return wait_for_job(engine, job_id, on_progress=lambda _: None, tick=tick, interval=1.0)
     if not err.is_terminal:
         last: list[str] = []
 
@@ -231,27 +291,87 @@ def _watch(settings: Settings, job_id: int, local: LocalWorkers | None) -> Progr
             line = progress.line()
             if not last or last[-1] != line:
                 last.append(line)
-                err.print(f"job {job_id}: {line}", highlight=False)
+                _plain(err, f"job {job_id}: {line}")
 
         return wait_for_job(engine, job_id, on_progress=report, tick=tick, interval=1.0)
-    with err.status(f"job {job_id}: starting") as status:
+    from orchestrator.progress_bar import ProgressBar
 
-        def show(progress: Progress) -> None:
-            status.update(f"job {job_id}: {progress.line()}")
-
-        return wait_for_job(engine, job_id, on_progress=show, tick=tick, interval=0.5)
+    with ProgressBar(err, job_id) as bar:
+        return wait_for_job(engine, job_id, on_progress=bar.update, tick=tick, interval=0.5)
 
 
-def _export(settings: Settings, job_ids: list[int], path: Path) -> int:
-    engine = make_database(settings)
+def _write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
+    """Write through a temporary file beside ``path``, so no reader sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with transaction(engine) as session:
-        rows = store.export_rows(session, job_ids)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
-        count = write_csv(rows, handle)
+        count = write(handle)
     tmp.replace(path)
     return count
+
+
+def _export(
+    settings: Settings, job_ids: list[int], path: Path, fmt: ExportFormat | None = None
+) -> int:
+    engine = make_database(settings)
+    with transaction(engine) as session:
+        rows = store.export_rows(session, job_ids)
+    chosen = fmt or ExportFormat.for_path(path)
+    return _write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
+
+
+def _export_job(settings: Settings, job_id: int, template: PathTemplate) -> tuple[Path, int]:
+    """Export one job to its expanded path template; the path and the rows written."""
+    with transaction(make_database(settings)) as session:
+        job = store.get_job(session, job_id)
+    path = template.expand(name=job.name, job_id=job_id, submitted=job.created_at)
+    return path, _export(settings, [job_id], path)
+
+
+@app.command()
+def scheduler(
+    ctx: typer.Context,
+    jobs_dir: Annotated[
+        Path, typer.Argument(help="A folder of job files; those with a `schedule:` run when due.")
+    ],
+    tick: Annotated[
+        float, typer.Option(help="Seconds between looks at the folder and the clock.")
+    ] = 20.0,
+) -> None:
+    """Submit each job file's `schedule:` when due, until stopped; one active per Redis."""
+    import signal
+    import threading
+
+    import redis
+
+    from orchestrator.scheduler import run_scheduler
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    with _guard():
+        settings = _ctx(ctx).settings()
+        settings.require_api_key()
+        with _broker(settings) as url:
+            engine = make_database(settings)
+            client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+            def submit_job(path: Path) -> int:
+                job_id, _slots = _submit(settings, path, url, allow_overlap=False)
+                return job_id
+
+            try:
+                run_scheduler(
+                    jobs_dir,
+                    engine=engine,
+                    redis_client=client,
+                    submit=submit_job,
+                    tick=tick,
+                    stop=stop,
+                )
+            finally:
+                client.close()
+                engine.dispose()
 
 
 @app.command()
@@ -265,7 +385,7 @@ def worker(
     ] = None,
 ) -> None:
     """Work the queue until stopped (SIGTERM or Ctrl-C)."""
-    with _guard():
+    with _guard(), _reachable():
         settings = _ctx(ctx).settings()
         settings.require_api_key()
         count = processes or settings.worker_processes
@@ -285,11 +405,11 @@ def status(
         str | None, typer.Argument(help="A job id or name (default: recent jobs).")
     ] = None,
 ) -> None:
-    """Show recent jobs, or one job's slots by state and target."""
+    """Show recent jobs with their spend, or one job: a summary and its numbers by target."""
     from orchestrator.jobrun import read_progress
-    from orchestrator.status_view import job_table, jobs_table
+    from orchestrator.status_view import job_summary, job_table, jobs_table
 
-    with _guard():
+    with _guard(), _reachable():
         settings = _ctx(ctx).settings()
         engine = make_database(settings)
         with transaction(engine) as session:
@@ -298,25 +418,74 @@ def status(
                 return
             row = store.get_job(session, job)
             assert row.id is not None
+            out.print(job_summary(session, row))
             out.print(job_table(session, row))
-        out.print(read_progress(engine, row.id).line(), highlight=False)
+        _plain(out, read_progress(engine, row.id).line())
 
 
 @app.command("export")
 def export_command(
     ctx: typer.Context,
-    job: Annotated[str, typer.Argument(help="A job id or name.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV file to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    jobs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Job ids or names (a name: its newest job).", show_default=False),
+    ] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="Every job of this name (repeatable).", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Jobs submitted on or after this day (YYYY-MM-DD, UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Jobs submitted on or before this day (YYYY-MM-DD, UTC).")
+    ] = None,
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", help="csv or jsonl (default: jsonl for *.jsonl, else csv)."),
+    ] = None,
 ) -> None:
-    """Write a job's CSV: one row per number with its fate."""
+    """Write jobs' rows, one per number with its fate: the jobs named, and every job matching
+    --name / --since / --until (all that are given)."""
+    try:
+        selection = Selection(
+            refs=tuple(jobs or ()),
+            names=tuple(name or ()),
+            since=parse_day(since, "--since") if since else None,
+            until=parse_day(until, "--until") if until else None,
+        )
+    except SelectionError as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    with _guard(), _reachable():
+        settings = _ctx(ctx).settings()
+        with transaction(make_database(settings)) as session:
+            job_ids = [job.id for job in select_jobs(session, selection) if job.id is not None]
+        rows = _export(settings, job_ids, output, fmt)
+    noun = "job" if len(job_ids) == 1 else "jobs"
+    _plain(out, f"wrote {rows} rows of {len(job_ids)} {noun} to {output}")
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="A job id or name (a name: its newest job).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+) -> None:
+    """Write a self-contained HTML page: spend and success by country, code-arrival times."""
+    from orchestrator.models import utcnow
+    from orchestrator.report import build_report, render_html
+
     with _guard():
         settings = _ctx(ctx).settings()
-        engine = make_database(settings)
-        with transaction(engine) as session:
-            job_id = store.get_job(session, job).id
-        assert job_id is not None
-        rows = _export(settings, [job_id], output)
-    out.print(f"wrote {rows} rows to {output}")
+        with transaction(make_database(settings)) as session:
+            row = store.get_job(session, job)
+            assert row.id is not None
+            page = render_html(
+                build_report(row, store.export_rows(session, [row.id])), generated=utcnow()
+            )
+        _write_atomically(output, lambda handle: handle.write(page))
+    _plain(out, f"wrote the report of job {row.id} to {output}")
 
 
 @app.command()

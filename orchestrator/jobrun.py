@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
+from pathlib import Path
 
 import structlog
 from sqlalchemy import Engine
 
 from orchestrator import store
 from orchestrator.db import transaction
+from orchestrator.logs import CONSOLE_ENV
 from orchestrator.models import FINAL_STATES, JobStatus, State
 from orchestrator.money import from_micros
 
@@ -82,15 +85,38 @@ def read_progress(engine: Engine, job_id: int) -> Progress:
 
 
 class LocalWorkers:
-    """Worker processes started by ``run`` on this machine, restarted if one dies."""
+    """Worker processes started by ``run`` on this machine, restarted if one dies.
 
-    def __init__(self, argv: list[str], count: int, env: dict[str, str]) -> None:
+    With ``on_line``, their output is read here and handed over line by line (so a live
+    progress bar can print it above itself); without, they write to our stderr directly.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        count: int,
+        env: dict[str, str],
+        *,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self._argv = argv
         self._env = env
+        self._on_line = on_line
         self._children = [self._spawn() for _ in range(count)]
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self._argv, env=self._env)  # noqa: S603  (our own command)
+        if self._on_line is None:
+            return subprocess.Popen(self._argv, env=self._env)  # noqa: S603  (our own command)
+        child = subprocess.Popen(  # noqa: S603  (our own command)
+            self._argv, env=self._env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        threading.Thread(target=self._forward, args=(child,), daemon=True).start()
+        return child
+
+    def _forward(self, child: subprocess.Popen[bytes]) -> None:
+        assert child.stdout is not None and self._on_line is not None
+        for raw in child.stdout:  # ends when the child exits and its pipe closes
+            self._on_line(raw.decode("utf-8", "replace").rstrip("\n"))
 
     def keep_alive(self) -> None:
         for i, child in enumerate(self._children):
@@ -129,6 +155,21 @@ def wait_for_job(
         time.sleep(interval)
 
 
-def child_env(redis_url: str) -> dict[str, str]:
-    """The environment for worker processes: ours, with the broker they must share."""
-    return {**os.environ, "REDIS_URL": redis_url}
+def child_env(
+    redis_url: str,
+    *,
+    log_level: str | None = None,
+    config: Path | None = None,
+    console_logs: bool = False,
+) -> dict[str, str]:
+    """The environment for worker processes: ours, with the broker they must share, and the
+    settings file, log level and log format ``run`` was given (a worker has no other way to
+    learn them: its command line carries none)."""
+    env = {**os.environ, "REDIS_URL": redis_url}
+    if log_level is not None:
+        env["ORCHESTRATOR_LOG_LEVEL"] = log_level
+    if config is not None:
+        env["ORCHESTRATOR_CONFIG"] = str(config.resolve())
+    if console_logs:
+        env[CONSOLE_ENV] = "1"
+    return env

@@ -164,3 +164,23 @@ class Event(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     kind: str
     detail: str = ""  # JSON object
+
+
+class ScheduleFire(SQLModel, table=True):
+    """One due time of a job file's ``schedule``, claimed by inserting this row (at most once).
+
+    UNIQUE(job_name, fire_at) is what keeps a fire from running twice: across a restart of the
+    scheduler, and between two schedulers that both believe they hold the lock.
+    """
+
+    __table_args__ = (UniqueConstraint("job_name", "fire_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_name: str = Field(index=True)
+    fire_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    job_id: int | None = Field(default=None, foreign_key="job.id")  # None: nothing submitted
+    outcome: str = "claimed"  # claimed -> submitted | skipped_overlap | failed
+    error: str | None = None
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )

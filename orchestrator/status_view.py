@@ -2,42 +2,101 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from orchestrator.models import Activation, Job, State, Target
+from orchestrator import store
+from orchestrator.models import FINAL_STATES, Activation, Job, State, Target
 from orchestrator.money import from_micros
 
 RECENT_JOBS = 20
 
 
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _budget(job: Job) -> str:
+    return str(from_micros(job.budget_micros)) if job.budget_micros is not None else "-"
+
+
 def jobs_table(session: Session) -> Table:
-    """The most recent jobs with their status and slot count."""
-    table = Table("id", "name", "status", "numbers", "created (UTC)", title="recent jobs")
+    """The most recent jobs with their status, numbers, spend and budget."""
+    table = Table(
+        "id",
+        "name",
+        "status",
+        "numbers",
+        "received",
+        "spent",
+        "budget",
+        "created (UTC)",
+        title="recent jobs",
+    )
     query = (
-        select(Job, func.count(col(Activation.id)))
+        select(
+            Job,
+            func.count(col(Activation.id)),
+            func.count(col(Activation.id)).filter(col(Activation.state) == State.RECEIVED),
+        )
         .join(Activation, col(Activation.job_id) == col(Job.id))
         .group_by(col(Job.id))
         .order_by(col(Job.id).desc())
         .limit(RECENT_JOBS)
     )
-    for job, count in session.execute(query).all():
+    for job, count, received in session.execute(query).all():
+        assert job.id is not None
         table.add_row(
             str(job.id),
             job.name,
             job.status.value,
             str(count),
-            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(received),
+            str(from_micros(store.spend_micros(session, job.id))),
+            _budget(job),
+            _when(job.created_at),
         )
     return table
 
 
+def job_summary(session: Session, job: Job) -> Table:
+    """One job at a glance: status, times, how its numbers ended, spend against budget."""
+    assert job.id is not None
+    counts = store.state_counts(session, job.id)
+    total = sum(counts.values())
+    ended = sum(n for state, n in counts.items() if state in FINAL_STATES)
+    settled = counts[State.RECEIVED] + counts[State.CANCELLED] + counts[State.EXPIRED]
+    spent = from_micros(store.spend_micros(session, job.id))
+    table = Table("", "", title=f"job {job.id} ({job.name})", show_header=False)
+    rows = [
+        ("status", job.status.value),
+        ("created (UTC)", _when(job.created_at)),
+        ("finished (UTC)", _when(job.finished_at)),
+        ("numbers", f"{ended}/{total} ended"),
+        *((state.value, str(counts[state])) for state in State if counts[state]),
+        ("success rate", f"{counts[State.RECEIVED] / settled:.0%}" if settled else "-"),
+        ("spent", str(spent)),
+        ("budget", _budget(job)),
+        ("reserved", str(from_micros(job.reserved_micros))),
+    ]
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
 def job_table(session: Session, job: Job) -> Table:
-    """One row per target: how many of its slots are in each state."""
+    """One row per target: how many of its slots are in each state, and what it spent."""
+    assert job.id is not None
     states = list(State)
     table = Table(
-        "target", "service", *[s.value for s in states], title=f"job {job.id} ({job.name})"
+        "target",
+        "service",
+        *[s.value for s in states],
+        "spent",
+        title=f"job {job.id} ({job.name}) by target",
     )
     query = (
         select(Target, col(Activation.state), func.count())
@@ -50,7 +109,13 @@ def job_table(session: Session, job: Job) -> Table:
     for target, state, count in session.execute(query).all():
         entry = per_target.setdefault(target.id, (target, {}))
         entry[1][State(state)] = int(count)
-    for target, counts in per_target.values():
+    spent = store.spend_micros_by_target(session, job.id)
+    for target_id, (target, counts) in per_target.items():
         label = f"#{target.position} (cap {from_micros(target.max_price_micros)})"
-        table.add_row(label, target.service_name, *[str(counts.get(s, 0)) for s in states])
+        table.add_row(
+            label,
+            target.service_name,
+            *[str(counts.get(s, 0)) for s in states],
+            str(from_micros(spent.get(target_id, 0))),
+        )
     return table

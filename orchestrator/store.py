@@ -68,9 +68,8 @@ def get_job(session: Session, ref: str | int) -> Job:
     if text.isdigit():
         job = session.get(Job, int(text))
     else:
-        job = session.exec(
-            select(Job).where(col(Job.name) == text).order_by(col(Job.id).desc())  # type: ignore[call-overload]
-        ).first()
+        query = select(Job).where(col(Job.name) == text).order_by(col(Job.id).desc())
+        job = session.execute(query.limit(1)).scalars().first()
     if job is None:
         raise JobNotFound(f"no job {text!r}")
     session.refresh(job)

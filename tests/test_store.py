@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from orchestrator import store
 from orchestrator.db import create_tables, make_engine, transaction
+from orchestrator.errors import JobNotFound
 from orchestrator.models import Activation, Job, JobStatus, State, utcnow
 from orchestrator.money import to_micros
 from orchestrator.spec import ResolvedJob, ResolvedTarget
@@ -129,3 +130,13 @@ def test_releasing_a_reservation_moves_the_job_total_with_it(engine: Engine) -> 
         job = session.get(Job, 1)
         assert job is not None
         assert job.status is JobStatus.FINISHED
+
+
+def test_a_job_is_found_by_id_or_by_name_the_newest_first(engine: Engine) -> None:
+    plan(engine, quantity=1, budget=None)
+    plan(engine, quantity=1, budget=None)
+    with Session(engine) as session:
+        assert store.get_job(session, "1").id == 1
+        assert store.get_job(session, "store").id == 2
+        with pytest.raises(JobNotFound):
+            store.get_job(session, "nope")

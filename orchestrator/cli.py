@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Annotated, NoReturn, TextIO
 
 import typer
+from redis import RedisError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator import store
 from orchestrator.client import LegitSMSClient
@@ -95,6 +97,12 @@ def _guard() -> Iterator[None]:
         _fail(ExitCode.UNAVAILABLE, f"the provider could not be reached: {exc}")
     except OrchestratorError as exc:
         _fail(ExitCode.UNAVAILABLE, str(exc))
+    # A traceback would exit 1, which cron reads as "the job ended and some numbers got no code".
+    except (OperationalError, InterfaceError) as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        _fail(ExitCode.UNAVAILABLE, f"the database could not be used: {reason}")
+    except RedisError as exc:
+        _fail(ExitCode.UNAVAILABLE, f"Redis could not be used: {exc}")
 
 
 @contextmanager
@@ -211,7 +219,7 @@ def run(
         template = PathTemplate.parse(export) if export is not None else None
     except TemplateError as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
-    with _guard(), _reachable():
+    with _guard():
         options = _ctx(ctx)
         settings = options.settings()
         level = options.log_level or settings.log_level
@@ -241,22 +249,6 @@ def run(
                 _plain(err, f"wrote {rows} rows to {path}")
     _plain(out, f"job {job_id}: {final.line()}")
     raise typer.Exit(int(final.exit_code()))
-
-
-@contextmanager
-def _reachable() -> Iterator[None]:
-    """Exit 5 with one line when the database or Redis cannot be used: a traceback exits 1,
-    which cron would read as "the job ended and some numbers got no code"."""
-    from redis import RedisError
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    try:
-        yield
-    except (OperationalError, InterfaceError) as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        _fail(ExitCode.UNAVAILABLE, f"the database could not be used: {reason}")
-    except RedisError as exc:
-        _fail(ExitCode.UNAVAILABLE, f"Redis could not be used: {exc}")
 
 
 def _plain(console: Console, text: str) -> None:
@@ -385,7 +377,7 @@ def worker(
     ] = None,
 ) -> None:
     """Work the queue until stopped (SIGTERM or Ctrl-C)."""
-    with _guard(), _reachable():
+    with _guard():
         settings = _ctx(ctx).settings()
         settings.require_api_key()
         count = processes or settings.worker_processes
@@ -409,7 +401,7 @@ def status(
     from orchestrator.jobrun import read_progress
     from orchestrator.status_view import job_summary, job_table, jobs_table
 
-    with _guard(), _reachable():
+    with _guard():
         settings = _ctx(ctx).settings()
         engine = make_database(settings)
         with transaction(engine) as session:
@@ -457,7 +449,7 @@ def export_command(
         )
     except SelectionError as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
-    with _guard(), _reachable():
+    with _guard():
         settings = _ctx(ctx).settings()
         with transaction(make_database(settings)) as session:
             job_ids = [job.id for job in select_jobs(session, selection) if job.id is not None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from orchestrator import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -30,13 +32,28 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def _use_wal(cursor: Any) -> None:
+    # WAL is a property of the file, switched on by its first connection. Connections racing
+    # to switch a new file get "database is locked" at once (SQLite does not wait out the
+    # busy timeout for a journal-mode change), so the switch is retried.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _make_sqlite_safe(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (see on_begin).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cursor)
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -50,8 +67,10 @@ def _make_sqlite_safe(engine: Engine) -> None:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create any missing table (idempotent)."""
-    SQLModel.metadata.create_all(engine)
+    """Bring the schema to the newest migration (idempotent; see ``orchestrator.migrate``)."""
+    from orchestrator.migrate import upgrade  # late: alembic takes ~0.1 s to import
+
+    upgrade(engine)
 
 
 @contextmanager

@@ -599,7 +599,7 @@ def demo(
         code = _invoke(args)
     if code == ExitCode.INCOMPLETE:
         # The simulator withholds some codes on purpose, to show cancels and refunds.
-        out.print(f"demo done: see {export} (orders without a code were cancelled and refunded)")
+        _plain(out, f"demo done: see {export} (orders without a code were cancelled and refunded)")
         code = ExitCode.OK
     raise typer.Exit(code)
 

@@ -10,6 +10,10 @@ The policy (documented in the README):
   the fastest code seen. The wait is kept between ``MIN_WAIT`` and ``poll_interval`` x 6.
 * Past the slowest code seen, the order is probably one that never gets a code: it is polled
   ever more rarely (a quarter of its age) until the cancel, which reads a late code anyway.
+* Polls plan to use at most ``POLL_SHARE`` of the shared rate limit: with N orders waiting
+  and a limit of R requests/s, no order is polled more often than every N / (R x POLL_SHARE)
+  seconds, so new orders and cancels keep the rest of the budget (polls still win a slot
+  over an order when both want it now).
 * The shared rate limit has the last word: a poll that finds no slot comes back later.
 """
 
@@ -28,6 +32,8 @@ MIN_WAIT = 0.5  # seconds: never poll one order more often than this
 REFRESH = 60.0  # seconds a learnt model is reused before the history is read again
 REFRESH_LEARNING = 10.0  # ...and while it has too few samples to be used
 MAX_STRETCH = 6  # the longest wait, in poll intervals, while codes are still expected
+POLL_SHARE = 0.5  # of the rate limit that polls plan to use; orders and cancels keep the rest
+COUNT_REFRESH = 2.0  # seconds a count of waiting orders is reused
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,33 @@ def next_poll(model: ArrivalModel | None, age: float, *, interval: float) -> flo
     target = min(1.0, model.share_by(age) + STEP)
     wait = model.age_at(target) - age
     return min(max(wait, MIN_WAIT), interval * MAX_STRETCH)
+
+
+def budget_floor(waiting: int, rate: float) -> float:
+    """The shortest wait between two polls of one order that keeps all ``waiting`` orders'
+    polls within ``POLL_SHARE`` of ``rate`` requests per second (0: no limit, no floor)."""
+    if rate <= 0:
+        return 0.0
+    return waiting / (rate * POLL_SHARE)
+
+
+class WaitingCount:
+    """How many orders wait for a code, across all jobs, re-counted every ``COUNT_REFRESH`` s."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+        self._lock = threading.Lock()
+        self._value = (float("-inf"), 0)
+
+    def get(self) -> int:
+        with self._lock:
+            at, value = self._value
+            if time.monotonic() - at < COUNT_REFRESH:
+                return value
+        value = self._count()
+        with self._lock:
+            self._value = (time.monotonic(), value)
+        return value
 
 
 class ArrivalCache:

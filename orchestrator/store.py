@@ -440,3 +440,9 @@ def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
         .group_by(col(Activation.target_id))
     )
     return {int(t): int(s) for t, s in session.execute(query).all()}
+
+
+def count_in_state(session: Session, state: State) -> int:
+    """How many slots, across all jobs, are in ``state``."""
+    query = select(func.count()).select_from(Activation).where(col(Activation.state) == state)
+    return int(session.execute(query).scalar_one())

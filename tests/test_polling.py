@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.polling import MIN_SAMPLES, MIN_WAIT, ArrivalCache, ArrivalModel, next_poll
+from orchestrator.polling import (
+    MIN_SAMPLES,
+    MIN_WAIT,
+    POLL_SHARE,
+    ArrivalCache,
+    ArrivalModel,
+    budget_floor,
+    next_poll,
+)
 
 
 def uniform(low: float, high: float, n: int = 100) -> ArrivalModel:
@@ -59,3 +67,11 @@ def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:
     assert model == ArrivalModel((1.0, 2.0, 3.0))
     assert cache.model(1003, 16) is model
     assert calls == [(1003, 16)]
+
+
+def test_polls_plan_to_use_at_most_their_share_of_the_rate_limit() -> None:
+    # 100 orders waiting under 5 requests/s: each is polled at most every 40 s, so polls
+    # take 2.5 requests/s and new orders and cancels keep the rest.
+    assert budget_floor(100, 5.0) == pytest.approx(100 / (5.0 * POLL_SHARE))
+    assert 100 / budget_floor(100, 5.0) == pytest.approx(5.0 * POLL_SHARE)
+    assert budget_floor(100, 0.0) == 0.0  # no limit of our own, no floor

@@ -14,8 +14,8 @@ import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
-from tests.support import Orchestrator
+from orchestrator.sandbox import SandboxConfig, SandboxServer
+from tests.support import Orchestrator, fast_env
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -115,22 +115,7 @@ def orchestrator(
 ) -> Iterator[Orchestrator]:
     """The ``orchestrator`` command, configured for the sandbox, Redis and the database."""
     orch = Orchestrator(
-        workdir=tmp_path,
-        env={
-            "LEGITSMS_BASE_URL": sandbox.url,
-            "LEGITSMS_API_KEY": DEMO_API_KEY,
-            "REDIS_URL": redis_url,
-            "DATABASE_URL": database_url,
-            "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
-            "ORCHESTRATOR_RATE_LIMIT": "0",
-            "ORCHESTRATOR_POLL_INTERVAL": "0.5s",
-            "ORCHESTRATOR_CANCEL_MIN_AGE": "2s",
-            "ORCHESTRATOR_PROVIDER_EXPIRY": "40s",
-            "ORCHESTRATOR_EXPIRY_MARGIN": "10s",
-            "ORCHESTRATOR_SWEEP_INTERVAL": "3s",
-            "ORCHESTRATOR_READ_TIMEOUT": "3s",
-            "ORCHESTRATOR_CONNECT_TIMEOUT": "2s",
-        },
+        workdir=tmp_path, env=fast_env(sandbox.url, redis_url, database_url, tmp_path)
     )
     yield orch
     orch.stop_all()

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from orchestrator.db import make_engine
 from orchestrator.jobrun import Progress, read_progress
 from orchestrator.models import JobStatus
+from orchestrator.sandbox import DEMO_API_KEY
 
 COMMAND = [sys.executable, "-m", "orchestrator"]
 _INHERITED_PREFIXES = ("LEGITSMS_", "ORCHESTRATOR_", "REDIS_URL", "DATABASE_URL")
@@ -102,6 +103,25 @@ class Orchestrator:
         assert result.returncode == 0, result.stderr
         with path.open(newline="") as handle:
             return list(csv.DictReader(handle))
+
+
+def fast_env(base_url: str, redis_url: str, database_url: str, home: Path) -> dict[str, str]:
+    """Settings for a simulator that answers in seconds, with ``home/data`` as data folder."""
+    return {
+        "LEGITSMS_BASE_URL": base_url,
+        "LEGITSMS_API_KEY": DEMO_API_KEY,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "ORCHESTRATOR_DATA_DIR": str(home / "data"),
+        "ORCHESTRATOR_RATE_LIMIT": "0",
+        "ORCHESTRATOR_POLL_INTERVAL": "0.5s",
+        "ORCHESTRATOR_CANCEL_MIN_AGE": "2s",
+        "ORCHESTRATOR_PROVIDER_EXPIRY": "40s",
+        "ORCHESTRATOR_EXPIRY_MARGIN": "10s",
+        "ORCHESTRATOR_SWEEP_INTERVAL": "3s",
+        "ORCHESTRATOR_READ_TIMEOUT": "3s",
+        "ORCHESTRATOR_CONNECT_TIMEOUT": "2s",
+    }
 
 
 def write_job(folder: Path, body: str, name: str = "job.yaml") -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.jobrun import ExitCode
 from orchestrator.sandbox import SandboxServer
-from tests.support import Orchestrator, submitted_job_id, write_job
+from tests.support import Orchestrator, fast_env, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
     hosts = [
         Orchestrator(
             workdir=_folder(tmp_path / f"host{i}"),
-            env=_host_env(sandbox, redis_url, postgres_url, tmp_path / f"host{i}"),
+            env=fast_env(sandbox.url, redis_url, postgres_url, tmp_path / f"host{i}"),
         )
         for i in (1, 2)
     ]
@@ -109,24 +109,6 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
 def _folder(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _host_env(
-    sandbox: SandboxServer, redis_url: str, database_url: str, home: Path
-) -> dict[str, str]:
-    return {
-        "LEGITSMS_BASE_URL": sandbox.url,
-        "LEGITSMS_API_KEY": "sk_test_sandbox",
-        "REDIS_URL": redis_url,
-        "DATABASE_URL": database_url,
-        "ORCHESTRATOR_DATA_DIR": str(home / "data"),
-        "ORCHESTRATOR_RATE_LIMIT": "0",
-        "ORCHESTRATOR_POLL_INTERVAL": "0.5s",
-        "ORCHESTRATOR_CANCEL_MIN_AGE": "2s",
-        "ORCHESTRATOR_PROVIDER_EXPIRY": "40s",
-        "ORCHESTRATOR_EXPIRY_MARGIN": "10s",
-        "ORCHESTRATOR_SWEEP_INTERVAL": "3s",
-    }
 
 
 def _orders_placed(workdir: Path) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 
 from orchestrator import store
 from orchestrator.client import LegitSMSClient
@@ -97,12 +98,20 @@ def inprocess_runtime(
         engine.dispose()
 
 
-def plan_job(rt: Runtime, *, quantity: int, budget: Decimal | None = None) -> list[int]:
+def plan_job(
+    engine: Engine,
+    *,
+    quantity: int,
+    budget: Decimal | None = None,
+    cap: Decimal = Decimal("2.00"),
+    name: str = "prop",
+    code_timeout: float = 10.0,
+) -> list[int]:
     """Plan a Telegram/UK job of ``quantity`` numbers; returns the slot ids."""
     job = ResolvedJob(
-        name="prop",
+        name=name,
         budget=budget,
-        code_timeout=10.0,
+        code_timeout=code_timeout,
         schedule=None,
         targets=[
             ResolvedTarget(
@@ -111,10 +120,10 @@ def plan_job(rt: Runtime, *, quantity: int, budget: Decimal | None = None) -> li
                 service_name="Telegram",
                 countries=[(16, "United Kingdom")],
                 quantity=quantity,
-                max_price=Decimal("2.00"),
+                max_price=cap,
             )
         ],
     )
-    with transaction(rt.engine) as session:
+    with transaction(engine) as session:
         _, ids = store.create_job(session, job, source="inline")
     return ids

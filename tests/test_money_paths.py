@@ -40,7 +40,7 @@ def slot(engine: Engine, slot_id: int) -> Activation:
 def test_a_charge_above_the_cap_is_cancelled_as_soon_as_the_provider_allows(tmp_path: Path) -> None:
     no_codes = replace(PROVIDER, never_ratio=1.0)
     with inprocess_runtime(tmp_path, no_codes, price_cache_ttl=3600) as (rt, simulator, clock):
-        [slot_id] = plan_job(rt, quantity=1)  # Telegram, UK: the simulator charges 1.55
+        [slot_id] = plan_job(rt.engine, quantity=1)  # Telegram, UK: the simulator charges 1.55
         prices = rt.prices.get(1003)
         # The price moved after we looked: our copy says 1.00, the charge will be 1.55.
         stale = {cid: replace(p, cost=Decimal("1.00")) for cid, p in prices.items()}
@@ -70,7 +70,7 @@ def test_a_charge_above_the_cap_is_cancelled_as_soon_as_the_provider_allows(tmp_
 def test_an_in_doubt_slot_is_never_bought_again_until_a_human_resolves_it(tmp_path: Path) -> None:
     faulty = replace(PROVIDER, fault_drop_order=1.0)
     with inprocess_runtime(tmp_path, faulty) as (rt, simulator, clock):
-        [slot_id] = plan_job(rt, quantity=1, budget=Decimal("10"))
+        [slot_id] = plan_job(rt.engine, quantity=1, budget=Decimal("10"))
         place(rt, slot_id)
         assert slot(rt.engine, slot_id).state is State.IN_DOUBT
         for _ in range(3):
@@ -97,7 +97,7 @@ def test_an_in_doubt_slot_is_never_bought_again_until_a_human_resolves_it(tmp_pa
 def test_an_in_doubt_slot_resolved_as_not_bought_releases_its_budget(tmp_path: Path) -> None:
     faulty = replace(PROVIDER, fault_5xx=1.0)
     with inprocess_runtime(tmp_path, faulty, price_cache_ttl=3600) as (rt, simulator, _clock):
-        [slot_id] = plan_job(rt, quantity=1, budget=Decimal("10"))
+        [slot_id] = plan_job(rt.engine, quantity=1, budget=Decimal("10"))
         simulator.config = PROVIDER  # prices answer; the order itself meets the 5xx below
         rt.prices.get(1003)
         simulator.config = faulty

@@ -106,7 +106,7 @@ def simulate(
         TemporaryDirectory() as folder,
         inprocess_runtime(Path(folder), PROVIDER) as (rt, sim, clock),
     ):
-        slots = plan_job(rt, quantity=SLOTS)
+        slots = plan_job(rt.engine, quantity=SLOTS)
         run_broker(rt, clock, slots, extras, losses)
         job_id = 1
         assert read_progress(rt.engine, job_id).total == SLOTS

@@ -14,7 +14,7 @@ from orchestrator.db import create_tables, make_engine, transaction
 from orchestrator.errors import JobNotFound
 from orchestrator.models import Activation, Job, JobStatus, State, utcnow
 from orchestrator.money import to_micros
-from orchestrator.spec import ResolvedJob, ResolvedTarget
+from tests.inprocess import plan_job
 
 
 @pytest.fixture
@@ -26,24 +26,14 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def plan(engine: Engine, *, quantity: int, budget: str | None, cap: str = "2.00") -> list[int]:
-    job = ResolvedJob(
-        name="store",
+    return plan_job(
+        engine,
+        quantity=quantity,
         budget=Decimal(budget) if budget else None,
+        cap=Decimal(cap),
+        name="store",
         code_timeout=60.0,
-        schedule=None,
-        targets=[
-            ResolvedTarget(
-                index=0,
-                service_id=1003,
-                service_name="Telegram",
-                countries=[(16, "United Kingdom")],
-                quantity=quantity,
-                max_price=Decimal(cap),
-            )
-        ],
     )
-    with transaction(engine) as session:
-        return store.create_job(session, job, source="inline")[1]
 
 
 def claim(engine: Engine, slot: int) -> store.Claim:

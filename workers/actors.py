@@ -44,12 +44,6 @@ def runtime() -> Runtime:
         return _runtime
 
 
-def set_runtime(rt: Runtime | None) -> None:
-    """Use ``rt`` in this process (tests and the in-process CLI)."""
-    global _runtime
-    _runtime = rt
-
-
 def send(nudges: list[Nudge]) -> None:
     """Send each nudge as a (possibly delayed) message to its actor."""
     for nudge in nudges:

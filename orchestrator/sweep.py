@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import structlog
@@ -18,6 +19,7 @@ log = structlog.get_logger(__name__)
 
 BATCH = 2000  # slots looked at per sweep; the next sweep takes the rest
 MAX_INLINE_CANCELS = 100  # overdue cancels the sweep sends itself; the rest go as nudges
+INLINE_THREADS = 8  # how many of those it sends at once
 ACTIONS = {
     State.PLANNED: Action.PLACE,
     State.WAITING: Action.CHECK,
@@ -64,9 +66,20 @@ def sweep(rt: Runtime) -> list[Nudge]:
             store.finish_job_if_done(session, job_id)
     if nudges or urgent:
         log.info("sweep_redrove", nudges=len(nudges), cancels=len(urgent))
-    for activation_id in urgent:
-        nudges += _settle_now(rt, activation_id)
+    # In parallel, and each on its own: one slow or failing cancel (tenacity retries, a busy
+    # rate limit, Redis restarting) must not hold up the rest until they expire.
+    with ThreadPoolExecutor(max_workers=INLINE_THREADS) as pool:
+        for later in pool.map(lambda slot: _settle_safely(rt, slot), urgent):
+            nudges += later
     return nudges
+
+
+def _settle_safely(rt: Runtime, activation_id: int) -> list[Nudge]:
+    try:
+        return _settle_now(rt, activation_id)
+    except Exception as exc:  # the next sweep tries again; the others go on now
+        log.warning("sweep_settle_failed", activation_id=activation_id, error=str(exc))
+        return []
 
 
 def _urgent(rt: Runtime, session: Session, act: Activation) -> bool:

@@ -76,8 +76,15 @@ def _wrap_timed(owner: Any, name: str, key: str) -> None:
 def _wrap_transactions(modules: list[Any]) -> None:
     from orchestrator import db
 
-    original = db.transaction
+    for name, key in (("transaction", "database writes"), ("reading", "database reads")):
+        original = getattr(db, name)
+        timed = _timed_session(original, key)
+        for module in modules:
+            if hasattr(module, name):
+                setattr(module, name, timed)
 
+
+def _timed_session(original: Any, key: str) -> Any:
     @contextmanager
     def timed(engine: Any) -> Iterator[Any]:
         start, began = time.thread_time(), time.perf_counter()
@@ -85,11 +92,9 @@ def _wrap_transactions(modules: list[Any]) -> None:
             with original(engine) as session:
                 yield session
         finally:
-            elapsed = time.perf_counter() - began
-            _add_cpu("database transactions", time.thread_time() - start, elapsed)
+            _add_cpu(key, time.thread_time() - start, time.perf_counter() - began)
 
-    for module in modules:
-        module.transaction = timed
+    return timed
 
 
 def _wrap_limiter() -> None:
@@ -129,6 +134,7 @@ def main() -> None:
     # The actors import these names late, after the broker is set: patched by then.
     _wrap_step(purchase, "place")
     _wrap_step(settle, "check")
+    _wrap_step(settle, "check_many")
     _wrap_step(settle, "cancel")
     _wrap_step(sweep, "sweep")
     _wrap_limiter()

@@ -161,9 +161,13 @@ class LegitSMSClient:
             cost=_money(body, "cost"),
         )
 
-    def status(self, order_id: str) -> CodeStatus:
-        """``GET /status``: the code, or ``CodeStatus(None)`` while still waiting."""
-        body = self._call("GET", "/status", Priority.POLL, params={"order_id": order_id})
+    def status(self, order_id: str, *, priority: Priority = Priority.POLL) -> CodeStatus:
+        """``GET /status``: the code, or ``CodeStatus(None)`` while still waiting.
+
+        A read that settles a refused cancel is part of that cancel: it passes
+        ``Priority.CANCEL``, so polls crowding the limit cannot hold it up.
+        """
+        body = self._call("GET", "/status", priority, params={"order_id": order_id})
         state = _field(body, "status", str)
         if state == "STATUS_OK":
             return CodeStatus(code=str(_field(body, "code", str | int)))

@@ -16,17 +16,25 @@ from sqlmodel import Session
 from orchestrator import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+# Connections beyond the pool's 10 that a process may open at a busy moment: a worker's
+# threads plus the sweep's, each holding one at once, must never queue for a connection.
+MAX_OVERFLOW = 30
+SQLITE_CACHE_KIB = 1024  # page cache per connection (SQLite's default is 2 MiB)
+_READ_ONLY = "orchestrator_read_only"  # execution option of the engines reading() uses
 
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite, one safe to share between processes."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=MAX_OVERFLOW)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        pool_size=10,
+        max_overflow=MAX_OVERFLOW,
     )
     _make_sqlite_safe(engine)
     return engine
@@ -56,6 +64,9 @@ def _make_sqlite_safe(engine: Engine) -> None:
         _use_wal(cursor)
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Each pooled connection keeps its own page cache, which fills as the file grows: a
+        # small one keeps a worker's memory flat from a small batch to a large one.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -63,7 +74,11 @@ def _make_sqlite_safe(engine: Engine) -> None:
     def on_begin(connection: Any) -> None:
         # Take the write lock up front: a deferred transaction that later writes can fail at
         # once with "database is locked" when another process writes, busy timeout or not.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reading() transaction never writes, so it reads its WAL snapshot without the lock.
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_tables(engine: Engine) -> None:
@@ -71,6 +86,18 @@ def create_tables(engine: Engine) -> None:
     from orchestrator.migrate import upgrade  # late: alembic takes ~0.1 s to import
 
     upgrade(engine)
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A session for reads only: on SQLite it takes no write lock, so it never queues.
+
+    What it read may be stale by the time the caller acts on it: every write that follows
+    is a compare-and-set (see ``store.move``), which refuses a row that changed meanwhile.
+    """
+    reader = engine.execution_options(**{_READ_ONLY: True})  # shares the engine's pool
+    with Session(reader, expire_on_commit=False) as session:
+        yield session  # closing the session ends the read (a rollback would expire its objects)
 
 
 @contextmanager

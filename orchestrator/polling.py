@@ -10,10 +10,11 @@ The policy (documented in the README):
   the fastest code seen. The wait is kept between ``MIN_WAIT`` and ``poll_interval`` x 6.
 * Past the slowest code seen, the order is probably one that never gets a code: it is polled
   ever more rarely (a quarter of its age) until the cancel, which reads a late code anyway.
-* Polls plan to use at most ``POLL_SHARE`` of the shared rate limit: with N orders waiting
-  and a limit of R requests/s, no order is polled more often than every N / (R x POLL_SHARE)
-  seconds, so new orders and cancels keep the rest of the budget (polls still win a slot
-  over an order when both want it now).
+* Polls plan to use at most ``POLL_SHARE`` of the shared rate limit while numbers remain to
+  be bought: with N orders waiting and a limit of R requests/s, no order is polled more often
+  than every N / (R x POLL_SHARE) seconds, so new orders and cancels keep the rest of the
+  budget (polls still win a slot over an order when both want it now). Once nothing is left
+  to buy, polls plan to use ``POLL_SHARE_ALONE`` of it, leaving the rest to cancels.
 * The shared rate limit has the last word: a poll that finds no slot comes back later.
 """
 
@@ -33,6 +34,7 @@ REFRESH = 60.0  # seconds a learnt model is reused before the history is read ag
 REFRESH_LEARNING = 10.0  # ...and while it has too few samples to be used
 MAX_STRETCH = 6  # the longest wait, in poll intervals, while codes are still expected
 POLL_SHARE = 0.5  # of the rate limit that polls plan to use; orders and cancels keep the rest
+POLL_SHARE_ALONE = 0.9  # ...and once nothing is left to buy; cancels keep the rest
 COUNT_REFRESH = 2.0  # seconds a count of waiting orders is reused
 
 
@@ -64,16 +66,19 @@ def next_poll(model: ArrivalModel | None, age: float, *, interval: float) -> flo
     return min(max(wait, MIN_WAIT), interval * MAX_STRETCH)
 
 
-def budget_floor(waiting: int, rate: float) -> float:
+def budget_floor(waiting: int, rate: float, *, buying: bool = True) -> float:
     """The shortest wait between two polls of one order that keeps all ``waiting`` orders'
-    polls within ``POLL_SHARE`` of ``rate`` requests per second (0: no limit, no floor)."""
+    polls within their share of ``rate`` requests per second (0: no limit, no floor).
+
+    The share is ``POLL_SHARE`` while numbers are still ``buying``, else ``POLL_SHARE_ALONE``.
+    """
     if rate <= 0:
         return 0.0
-    return waiting / (rate * POLL_SHARE)
+    return waiting / (rate * (POLL_SHARE if buying else POLL_SHARE_ALONE))
 
 
-class WaitingCount:
-    """How many orders wait for a code, across all jobs, re-counted every ``COUNT_REFRESH`` s."""
+class CachedCount:
+    """A count of slots (across all jobs), taken again every ``COUNT_REFRESH`` seconds."""
 
     def __init__(self, count: Callable[[], int]) -> None:
         self._count = count

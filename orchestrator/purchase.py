@@ -9,7 +9,7 @@ import structlog
 from sqlmodel import Session
 
 from orchestrator import store
-from orchestrator.db import transaction
+from orchestrator.db import reading, transaction
 from orchestrator.errors import (
     NoStock,
     NotSent,
@@ -34,23 +34,24 @@ BUDGET_RECHECK_SECONDS = 10.0  # a refund elsewhere may free budget; look again 
 
 def place(rt: Runtime, activation_id: int) -> list[Nudge]:
     """Drive a planned slot to an order (or to its end); return the nudges to send next."""
-    with transaction(rt.engine) as session:
+    with reading(rt.engine) as session:
         act = store.get_activation(session, activation_id)
         if act is None:
             return []
         job = session.get(Job, act.job_id)
         target = session.get(Target, act.target_id)
         assert job is not None and target is not None
-        if act.state is State.ORDERING:
-            _expire_stale_claim(rt, session, act)
-            return []
-        if act.state is not State.PLANNED or not rt.is_due(act.next_action_at):
-            return []  # a duplicate or stale message: the row says what to do, not the message
-        if job.cancel_requested_at is not None:
-            store.move(session, act, State.FAILED, event="slot_dropped", error="job cancelled")
-            store.finish_job_if_done(session, act.job_id)
-            return []
-        countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
+    if act.state is State.ORDERING:
+        _expire_stale_claim(rt, act)
+        return []
+    if act.state is not State.PLANNED or not rt.is_due(act.next_action_at):
+        return []  # a duplicate or stale message: the row says what to do, not the message
+    if job.cancel_requested_at is not None:
+        with transaction(rt.engine) as session:
+            if store.move(session, act, State.FAILED, event="slot_dropped", error="job cancelled"):
+                store.finish_job_if_done(session, act.job_id)
+        return []
+    countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
 
     try:
         prices = rt.prices.get(act.service_id)
@@ -200,17 +201,13 @@ def _budget_refused(rt: Runtime, session: Session, act: Activation) -> list[Nudg
     return []
 
 
-def _expire_stale_claim(rt: Runtime, session: Session, act: Activation) -> None:
+def _expire_stale_claim(rt: Runtime, act: Activation) -> None:
     """A claim older than the lease: its POST may have bought a number, so it is in doubt."""
-    if act.claimed_at is not None and act.claimed_at < rt.after(-rt.claim_lease):
-        store.move(
-            session,
-            act,
-            State.IN_DOUBT,
-            event="order_in_doubt",
-            error=UNRECORDED_CLAIM,
-        )
-        store.finish_job_if_done(session, act.job_id)
+    if act.claimed_at is None or act.claimed_at >= rt.after(-rt.claim_lease):
+        return
+    with transaction(rt.engine) as session:
+        if store.move(session, act, State.IN_DOUBT, event="order_in_doubt", error=UNRECORDED_CLAIM):
+            store.finish_job_if_done(session, act.job_id)
 
 
 def _fail(rt: Runtime, act: Activation, reason: str, detail: str) -> list[Nudge]:

@@ -21,6 +21,11 @@ _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # zero can never turn a re-enqueued message into a busy loop.
 _MIN_RETRY: Final = 0.001
 
+# With no limit of our own only a 429's pause can hold a call; having just seen none, a
+# process trusts that for this long rather than asking Redis before every request. Another
+# process's 429 is then heeded up to this much later.
+_UNLIMITED_RECHECK: Final = 0.05
+
 # Books one slot, GCRA style. The theoretical arrival time (TAT) is the earliest moment the
 # next request may be sent; a grant takes the slot max(now, TAT, paused_until) and pushes TAT
 # one interval past it. Everything is integer microseconds of the Redis server's clock, so
@@ -116,6 +121,7 @@ class SharedRateLimiter:
         # rate <= 0 means no limit of our own; a pause from a 429 still applies.
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.max_wait = max_wait
+        self._clear_until = 0.0  # (no limit of our own) until then, skip asking Redis
         # The braces are a Redis Cluster hash tag: both keys land in one slot, as a
         # script touching several keys requires.
         prefix = f"legitsms:ratelimit:{{{key_id}}}"
@@ -150,6 +156,8 @@ class SharedRateLimiter:
         Raises :class:`Throttled` with the earliest moment a retry could succeed when the
         slot lies beyond this priority's horizon; nothing is booked then.
         """
+        if self.interval == 0 and time.monotonic() < self._clear_until:
+            return  # no limit of our own, and no 429 pause seen a moment ago
         horizon_us = int(self.horizon(Priority(priority)) * 1_000_000)
         interval_us = int(self.interval * 1_000_000)
         reply = self._acquire(keys=self._keys, args=[interval_us, horizon_us])
@@ -158,6 +166,8 @@ class SharedRateLimiter:
             raise Throttled(max(micros / 1_000_000, _MIN_RETRY))
         if micros > 0:
             time.sleep(micros / 1_000_000)
+        elif self.interval == 0:
+            self._clear_until = time.monotonic() + _UNLIMITED_RECHECK
 
     def pause(self, seconds: float) -> None:
         """Hold every caller of this key until ``seconds`` from now (a 429's Retry-After).
@@ -166,4 +176,5 @@ class SharedRateLimiter:
         """
         if not math.isfinite(seconds) or seconds <= 0:
             return
+        self._clear_until = 0.0
         self._pause(keys=self._keys[1:], args=[int(seconds * 1_000_000)])

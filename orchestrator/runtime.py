@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from orchestrator import store
 from orchestrator.client import LegitSMSClient, Throttle
 from orchestrator.config import Settings
-from orchestrator.db import transaction
+from orchestrator.db import reading, transaction
 from orchestrator.models import Activation, State, utcnow
-from orchestrator.polling import HISTORY, ArrivalCache, WaitingCount, budget_floor, next_poll
+from orchestrator.polling import HISTORY, ArrivalCache, CachedCount, budget_floor, next_poll
 from orchestrator.provider import Price
 
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
@@ -79,20 +79,22 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     prices: PriceCache = field(init=False)
     arrivals: ArrivalCache = field(init=False)
-    waiting: WaitingCount = field(init=False)
+    waiting: CachedCount = field(init=False)
+    to_buy: CachedCount = field(init=False)
 
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
         self.arrivals = ArrivalCache(self._arrival_delays)
-        self.waiting = WaitingCount(self._count_waiting)
+        self.waiting = CachedCount(lambda: self._count(State.WAITING))
+        self.to_buy = CachedCount(lambda: self._count(State.PLANNED))
 
     def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
-        with transaction(self.engine) as session:
+        with reading(self.engine) as session:
             return store.arrival_delays(session, service_id, country_id, limit=HISTORY)
 
-    def _count_waiting(self) -> int:
-        with transaction(self.engine) as session:
-            return store.count_in_state(session, State.WAITING)
+    def _count(self, state: State) -> int:
+        with reading(self.engine) as session:
+            return store.count_in_state(session, state)
 
     def poll_wait(self, service_id: int, country_id: int, age: float) -> float:
         """Seconds until the next poll of an order ``age`` seconds old (policy: polling.py)."""
@@ -100,7 +102,10 @@ class Runtime:
         wait = next_poll(model, age, interval=self.settings.poll_interval)
         if self.settings.rate_limit <= 0:
             return wait
-        return max(wait, budget_floor(self.waiting.get(), self.settings.rate_limit))
+        floor = budget_floor(
+            self.waiting.get(), self.settings.rate_limit, buying=self.to_buy.get() > 0
+        )
+        return max(wait, floor)
 
     def is_due(self, when: datetime | None) -> bool:
         """Whether a nudge for ``when`` may act now; an early one is a stale duplicate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import structlog
 from sqlmodel import Session
 
 from orchestrator import store
-from orchestrator.db import transaction
+from orchestrator.db import reading, transaction
 from orchestrator.errors import (
     CancelFailed,
     CannotCancel,
@@ -21,6 +22,8 @@ from orchestrator.errors import (
     Throttled,
 )
 from orchestrator.models import Activation, Job, State
+from orchestrator.polling import POLL_SHARE
+from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge, Runtime, defer
 
 log = structlog.get_logger(__name__)
@@ -30,36 +33,107 @@ SKEW_SECONDS = 1.0  # send a cancel this long after the minimum age, for clock d
 
 
 def check(rt: Runtime, activation_id: int) -> list[Nudge]:
-    """Poll a waiting order once; store its code, or schedule the next poll or the cancel."""
-    with transaction(rt.engine) as session:
-        act = store.get_activation(session, activation_id)
-        if act is None or act.state is not State.WAITING or not rt.is_due(act.next_action_at):
-            return []
-        job = session.get(Job, act.job_id)
-        assert job is not None and act.order_id is not None
-        deadline = cancel_at(rt, act, job)
-        if job.cancel_requested_at is not None:
-            return _start_cancel(rt, session, act, "job_cancelled")
-        if rt.now() >= deadline:
-            return _start_cancel(rt, session, act, "timeout")
+    """Poll one waiting order (see :func:`check_many`)."""
+    return check_many(rt, [activation_id])
 
+
+def check_many(rt: Runtime, activation_ids: list[int]) -> list[Nudge]:
+    """Poll waiting orders once each; store codes, or schedule next polls or cancels.
+
+    One read and one write transaction serve them all: what each poll found is applied as
+    its own compare-and-set, so a slot another worker moved meanwhile is left alone.
+    """
+    with reading(rt.engine) as session:
+        acts = store.get_activations(session, activation_ids)
+        jobs = store.get_jobs(session, {act.job_id for act in acts})
+    pace = _Pace(rt.settings.rate_limit)
+    writes = [
+        _poll_safely(rt, act, jobs[act.job_id], pace)
+        for act in acts
+        if act.state is State.WAITING and rt.is_due(act.next_action_at)
+    ]
+    nudges: list[Nudge] = []
+    if writes:
+        with transaction(rt.engine) as session:
+            for write in writes:
+                nudges += write(session)
+    return nudges
+
+
+Write = Callable[[Session], list[Nudge]]
+
+
+class _Pace:
+    """Spreads the polls of one message that the rate limit turns away over its next slots.
+
+    Once one poll is refused the rest of the message would be too: they are not sent, but
+    come back one after another, a poll's share of the limit apart, from when it has room.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self._spacing = 1 / (rate * POLL_SHARE) if rate > 0 else 0.0
+        self._busy_for: float | None = None
+        self._turned_away = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._busy_for is not None
+
+    def refused(self, retry_after: float) -> None:
+        if self._busy_for is None:
+            self._busy_for = retry_after
+
+    def wait(self) -> float:
+        """How long the next poll turned away waits (jittered, so workers do not collide)."""
+        assert self._busy_for is not None
+        self._turned_away += 1
+        return self._busy_for + self._spacing * (self._turned_away - 1 + random.random())
+
+
+def _poll_safely(rt: Runtime, act: Activation, job: Job, pace: _Pace) -> Write:
+    """Poll one order; a failure of its own is retried later without losing the others'."""
+    try:
+        return _poll(rt, act, job, pace)
+    except Exception:
+        log.exception("poll_failed", activation_id=act.id)
+        return _later(rt, act, _until(rt, cancel_at(rt, act, job), rt.settings.poll_interval))
+
+
+def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace) -> Write:
+    """Poll one order (unless it is due for cancelling); return what to write of it."""
+    assert act.order_id is not None
+    deadline = cancel_at(rt, act, job)
+    if job.cancel_requested_at is not None:
+        return lambda session: _start_cancel_in(session, rt, act, "job_cancelled")
+    if rt.now() >= deadline:
+        return lambda session: _start_cancel_in(session, rt, act, "timeout")
+    if pace.busy:
+        return _later(rt, act, _until(rt, deadline, pace.wait()))
     try:
         status = rt.client.status(act.order_id)
     except Throttled as exc:
-        # Polls that lost the race for a slot come back spread over a poll interval, not all
-        # at the next free slot: a spinning poll would crowd out the cancels that matter more.
-        wait = max(exc.retry_after, _poll_wait(rt, act)) * (1 + random.random())
-        return defer(rt, act, Action.CHECK, _until(rt, deadline, wait))
+        pace.refused(exc.retry_after)
+        return _later(rt, act, _until(rt, deadline, pace.wait()))
     except NotFound:
-        return _end(
-            rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
-        )
+        why = "the provider no longer knows it"
+        return lambda session: _end_in(session, act, State.EXPIRED, "order_vanished", error=why)
     except ProviderError as exc:
         log.warning("poll_failed", activation_id=act.id, error=str(exc))
-        return defer(rt, act, Action.CHECK, _until(rt, deadline, rt.settings.poll_interval))
+        return _later(rt, act, _until(rt, deadline, rt.settings.poll_interval))
     if status.code is not None:
-        return _store_code(rt, act, status.code)
-    return defer(rt, act, Action.CHECK, _until(rt, deadline, _poll_wait(rt, act)))
+        return _received(rt, act, status.code)
+    return _later(rt, act, _until(rt, deadline, _poll_wait(rt, act)))
+
+
+def _later(rt: Runtime, act: Activation, delay: float) -> Write:
+    """Poll again after ``delay`` seconds, if the slot is still where it was read."""
+    when = rt.after(delay)
+
+    def write(session: Session) -> list[Nudge]:
+        assert act.id is not None
+        return [Nudge(Action.CHECK, act.id, delay)] if store.reschedule(session, act, when) else []
+
+    return write
 
 
 def _poll_wait(rt: Runtime, act: Activation) -> float:
@@ -70,7 +144,7 @@ def _poll_wait(rt: Runtime, act: Activation) -> float:
 
 def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
     """Ask the provider to cancel and refund an order; reconcile any refusal through /status."""
-    with transaction(rt.engine) as session:
+    with reading(rt.engine) as session:
         act = store.get_activation(session, activation_id)
         if act is None or act.state is not State.CANCELLING:
             return []
@@ -117,7 +191,9 @@ def _reconcile(rt: Runtime, act: Activation, *, replayed: bool) -> list[Nudge]:
     """A refused cancel: read /status rather than guess what became of the order."""
     assert act.order_id is not None
     try:
-        status = rt.client.status(act.order_id)
+        # At the cancel's priority: a poll's would lose its slot to the very cancels it
+        # competes with, and the next attempt would re-send the cancel instead.
+        status = rt.client.status(act.order_id, priority=Priority.CANCEL)
     except Throttled as exc:
         return defer(rt, act, Action.CANCEL, exc.retry_after)
     except NotFound:
@@ -161,7 +237,7 @@ def _refused(
     return [Nudge(Action.CANCEL, act.id, delay)]
 
 
-def _start_cancel(rt: Runtime, session: Session, act: Activation, reason: str) -> list[Nudge]:
+def _start_cancel_in(session: Session, rt: Runtime, act: Activation, reason: str) -> list[Nudge]:
     assert act.ordered_at is not None and act.id is not None
     allowed_at = act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
     delay = max(0.0, (allowed_at - rt.now()).total_seconds())
@@ -177,8 +253,17 @@ def _start_cancel(rt: Runtime, session: Session, act: Activation, reason: str) -
 
 
 def _store_code(rt: Runtime, act: Activation, code: str) -> list[Nudge]:
+    with transaction(rt.engine) as session:
+        return _received(rt, act, code)(session)
+
+
+def _received(rt: Runtime, act: Activation, code: str) -> Write:
+    """Keep the code: the slot ends ``received``, as of now."""
+    at = rt.now()
     log.info("code_received", activation_id=act.id, order_id=act.order_id)
-    return _end(rt, act, State.RECEIVED, "code_received", code=code, code_at=rt.now())
+    return lambda session: _end_in(
+        session, act, State.RECEIVED, "code_received", code=code, code_at=at
+    )
 
 
 def _end(
@@ -190,8 +275,20 @@ def _end(
     **values: Any,
 ) -> list[Nudge]:
     with transaction(rt.engine) as session:
-        if store.move(session, act, to, event=event, reserve=reserve, **values):
-            store.finish_job_if_done(session, act.job_id)
+        return _end_in(session, act, to, event, reserve, **values)
+
+
+def _end_in(
+    session: Session,
+    act: Activation,
+    to: State,
+    event: str,
+    reserve: int | None = None,
+    **values: Any,
+) -> list[Nudge]:
+    """Move the slot to a final state and end its job if it was the last one live."""
+    if store.move(session, act, to, event=event, reserve=reserve, **values):
+        store.finish_job_if_done(session, act.job_id)
     return []
 
 

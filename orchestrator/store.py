@@ -61,6 +61,18 @@ def get_activation(session: Session, activation_id: int) -> Activation | None:
     return session.get(Activation, activation_id, populate_existing=True)
 
 
+def get_activations(session: Session, activation_ids: Collection[int]) -> list[Activation]:
+    """The slots among ``activation_ids`` that exist, in one query, in id order."""
+    query = select(Activation).where(col(Activation.id).in_(list(activation_ids)))
+    return list(session.execute(query.order_by(col(Activation.id))).scalars().all())
+
+
+def get_jobs(session: Session, job_ids: Collection[int]) -> dict[int, Job]:
+    """The jobs among ``job_ids``, by id, in one query."""
+    query = select(Job).where(col(Job.id).in_(list(job_ids)))
+    return {job.id: job for job in session.execute(query).scalars().all() if job.id is not None}
+
+
 def get_job(session: Session, ref: str | int) -> Job:
     """A job by id, or the newest job with that name."""
     text = str(ref)

@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 
 BATCH = 2000  # slots looked at per sweep; the next sweep takes the rest
 MAX_INLINE_CANCELS = 100  # overdue cancels the sweep sends itself; the rest go as nudges
-INLINE_THREADS = 8  # how many of those it sends at once
+INLINE_THREADS = 16  # how many of those it sends at once (they mostly wait: network, limit)
 ACTIONS = {
     State.PLANNED: Action.PLACE,
     State.WAITING: Action.CHECK,
@@ -35,7 +35,7 @@ def sweep(rt: Runtime) -> list[Nudge]:
     missed before the provider's expiry is money lost.
     """
     nudges: list[Nudge] = []
-    urgent: list[int] = []
+    urgent: list[Activation] = []
     # A nudge overdue by a whole interval is lost, not late; config.py keeps two intervals
     # inside the expiry margin, so a lost cancel is re-sent before the provider's expiry.
     grace = rt.settings.sweep_interval
@@ -59,7 +59,7 @@ def sweep(rt: Runtime) -> list[Nudge]:
             # Due now: the re-sent nudge acts; a late original finding it done is dropped.
             store.reschedule(session, act, rt.now())
             if _urgent(rt, session, act) and len(urgent) < MAX_INLINE_CANCELS:
-                urgent.append(act.id)
+                urgent.append(act)
             else:
                 nudges.append(Nudge(action, act.id))
         for job_id in store.active_job_ids(session):
@@ -67,9 +67,12 @@ def sweep(rt: Runtime) -> list[Nudge]:
     if nudges or urgent:
         log.info("sweep_redrove", nudges=len(nudges), cancels=len(urgent))
     # In parallel, and each on its own: one slow or failing cancel (tenacity retries, a busy
-    # rate limit, Redis restarting) must not hold up the rest until they expire.
+    # rate limit, Redis restarting) must not hold up the rest until they expire. The oldest
+    # orders, nearest the provider's expiry, go first: a sweep cut short (its worker killed)
+    # has then settled those that could least wait for the next one.
+    urgent.sort(key=lambda act: (act.ordered_at is None, act.ordered_at))
     with ThreadPoolExecutor(max_workers=INLINE_THREADS) as pool:
-        for later in pool.map(lambda slot: _settle_safely(rt, slot), urgent):
+        for later in pool.map(lambda act: _settle_safely(rt, act.id or 0), urgent):
             nudges += later
     return nudges
 

@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import Engine
 
 from orchestrator import store
-from orchestrator.client import LegitSMSClient
+from orchestrator.client import LegitSMSClient, Throttle
 from orchestrator.config import Settings
 from orchestrator.db import create_tables, make_engine, transaction
 from orchestrator.runtime import Runtime
@@ -82,15 +82,22 @@ def settings(**overrides: Any) -> Settings:
 
 @contextmanager
 def inprocess_runtime(
-    folder: Path, config: SandboxConfig, **overrides: Any
+    folder: Path, config: SandboxConfig, *, throttle: Throttle | None = None, **overrides: Any
 ) -> Iterator[tuple[Runtime, Simulator, FakeClock]]:
-    """A Runtime on an SQLite file in ``folder`` whose provider is an in-memory simulator."""
+    """A Runtime on an SQLite file in ``folder`` whose provider is an in-memory simulator.
+
+    ``throttle`` (a real shared limiter, say) paces the client's calls; none by default.
+    """
     clock = FakeClock()
     simulator = Simulator(config, clock=clock.epoch)
     engine = make_engine(f"sqlite:///{folder / 'inprocess.db'}")
     create_tables(engine)
-    client = LegitSMSClient(BASE_URL, DEMO_API_KEY, transport=simulator_transport(simulator))
-    rt = Runtime(settings=settings(**overrides), engine=engine, client=client, clock=clock)
+    client = LegitSMSClient(
+        BASE_URL, DEMO_API_KEY, transport=simulator_transport(simulator), throttle=throttle
+    )
+    rt = Runtime(
+        settings=settings(**overrides), engine=engine, client=client, throttle=throttle, clock=clock
+    )
     try:
         yield rt, simulator, clock
     finally:

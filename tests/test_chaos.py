@@ -89,12 +89,6 @@ def chaos_redis() -> Iterator[RestartableRedis]:
     server.stop()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 3 still open: after the Redis restart, cancels can stay refused by "
-    "the shared limiter ('rate limit busy') for 20-40 s and about 1 in 3 runs sees known "
-    "orders expire uncancelled; every other assertion holds",
-)
 def test_killed_workers_a_restarted_redis_and_provider_faults_lose_no_money(
     tmp_path: Path, chaos_redis: RestartableRedis, sqlite_url: str
 ) -> None:

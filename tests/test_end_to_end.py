@@ -74,19 +74,25 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
     tmp_path: Path, sandbox: SandboxServer, redis_url: str, postgres_url: str
 ) -> None:
     # Each "host" has its own working and data folder; only Redis and PostgreSQL are shared.
+    # A shared limit of 8 requests a second spreads the job over a few seconds, so that both
+    # hosts' consumers find work (unlimited, the first to wake can take every purchase).
     hosts = [
         Orchestrator(
             workdir=_folder(tmp_path / f"host{i}"),
-            env=fast_env(sandbox.url, redis_url, postgres_url, tmp_path / f"host{i}"),
+            env=fast_env(sandbox.url, redis_url, postgres_url, tmp_path / f"host{i}")
+            | {"ORCHESTRATOR_RATE_LIMIT": "8"},
         )
         for i in (1, 2)
     ]
     try:
+        # Both workers wait on the queue before the job arrives, as long-lived services do.
+        for host in hosts:
+            host.start_worker(threads=4)
+        for host in hosts:
+            _wait_for_log(host.workdir, '"worker_started"', timeout=30)
         submitted = hosts[0].run("submit", str(write_job(tmp_path, TWO_TARGETS)))
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted_job_id(submitted.stdout)
-        for host in hosts:
-            host.start_worker(threads=4)
 
         progress = hosts[1].wait_for_job(job_id, timeout=90)
         rows = hosts[1].export(job_id)
@@ -109,6 +115,13 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
 def _folder(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _wait_for_log(workdir: Path, text: str, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in log.read_text() for log in workdir.glob("worker-*.log")):
+        assert time.monotonic() < deadline, f"no {text} in {workdir}'s worker logs"
+        time.sleep(0.1)
 
 
 def _orders_placed(workdir: Path) -> int:

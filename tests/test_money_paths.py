@@ -1,4 +1,4 @@
-"""Rare money paths, in one process with a fake clock: a charge over the cap, an in-doubt slot."""
+"""Rare money paths, in one process with a fake clock: over the cap, in doubt, unseen cancels."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from orchestrator import store
+from orchestrator.db import transaction
 from orchestrator.doubt import resolve_in_doubt
+from orchestrator.errors import Throttled
 from orchestrator.models import Activation, Job, State
 from orchestrator.money import to_micros
 from orchestrator.purchase import place
+from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge
 from orchestrator.sandbox import SandboxConfig
 from orchestrator.settle import cancel, check
@@ -111,3 +115,45 @@ def test_an_in_doubt_slot_resolved_as_not_bought_releases_its_budget(tmp_path: P
             job = session.get(Job, 1)
             assert job is not None
             assert job.reserved_micros == 0
+
+
+class CancelsOnly:
+    """A shared limit kept booked by other workers' cancels: only a cancel's horizon reaches it."""
+
+    def acquire(self, priority: Priority) -> None:
+        if priority > Priority.CANCEL:
+            raise Throttled(0.01)
+
+    def pause(self, seconds: float) -> None:
+        raise AssertionError("the simulator sends no 429 here")
+
+
+def test_a_cancel_that_went_through_unrecorded_is_reconciled_while_polls_are_crowded_out(
+    tmp_path: Path,
+) -> None:
+    """A worker killed after its cancel reached the provider leaves only ``cancel_sent_at``.
+
+    The next attempt meets ``cancel_failed`` and must read /status to tell a refund from a
+    late code. That read is part of the cancel: when cancels keep the shared limit booked
+    beyond what a poll may book, it must still get its slot, or the slot loops (cancel,
+    refused status read, cancel again) until the order is past the provider's expiry.
+    """
+    no_codes = replace(PROVIDER, never_ratio=1.0)
+    with inprocess_runtime(tmp_path, no_codes) as (rt, simulator, clock):
+        [slot_id] = plan_job(rt.engine, quantity=1, code_timeout=6)
+        place(rt, slot_id)
+        clock.advance(7)
+        assert check(rt, slot_id) == [Nudge(Action.CANCEL, slot_id, 0.0)]
+        # The killed worker: it marked the cancel as sent, and the provider acted on it.
+        bought = slot(rt.engine, slot_id)
+        with transaction(rt.engine) as session:
+            assert store.mark_cancel_sent(session, bought, clock.now)
+        assert bought.order_id is not None
+        rt.client.cancel(bought.order_id)
+
+        rt.client._throttle = CancelsOnly()
+        assert cancel(rt, slot_id) == []
+
+        assert slot(rt.engine, slot_id).state is State.CANCELLED
+        [order] = simulator.ledger.orders()
+        assert order.refunded

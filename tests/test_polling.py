@@ -8,6 +8,7 @@ from orchestrator.polling import (
     MIN_SAMPLES,
     MIN_WAIT,
     POLL_SHARE,
+    POLL_SHARE_ALONE,
     ArrivalCache,
     ArrivalModel,
     budget_floor,
@@ -75,3 +76,10 @@ def test_polls_plan_to_use_at_most_their_share_of_the_rate_limit() -> None:
     assert budget_floor(100, 5.0) == pytest.approx(100 / (5.0 * POLL_SHARE))
     assert 100 / budget_floor(100, 5.0) == pytest.approx(5.0 * POLL_SHARE)
     assert budget_floor(100, 0.0) == 0.0  # no limit of our own, no floor
+
+
+def test_once_nothing_is_left_to_buy_polls_take_all_but_the_cancels_share() -> None:
+    # The same 100 orders with every number bought: 4.5 of the 5 requests/s go to polls.
+    alone = budget_floor(100, 5.0, buying=False)
+    assert 100 / alone == pytest.approx(5.0 * POLL_SHARE_ALONE)
+    assert alone < budget_floor(100, 5.0)

@@ -258,6 +258,19 @@ def test_an_unlimited_rate_still_obeys_a_pause(make_limiter: LimiterFactory) -> 
         limiter.acquire(Priority.ORDER)
 
 
+def test_an_unlimited_rate_heeds_another_process_pause_within_a_moment(
+    make_limiter: LimiterFactory,
+) -> None:
+    ours, theirs = make_limiter(rate=0), make_limiter(rate=0)
+    ours.acquire(Priority.POLL)  # no pause: ours may skip Redis for a moment
+    theirs.pause(2.0)  # another process met a 429
+
+    time.sleep(0.1)
+    with pytest.raises(Throttled) as refused:
+        ours.acquire(Priority.CANCEL)
+    assert refused.value.retry_after > 0.5
+
+
 def test_the_api_key_never_reaches_redis(client: Redis) -> None:
     api_key = f"lsms_live_{uuid.uuid4().hex}"
     limiter = SharedRateLimiter(client, key_id=key_fingerprint(api_key), rate=2, max_wait=0)

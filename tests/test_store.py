@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlmodel import Session
 
 from orchestrator import store
-from orchestrator.db import create_tables, make_engine, transaction
+from orchestrator.db import SQLITE_CACHE_KIB, create_tables, make_engine, reading, transaction
 from orchestrator.errors import JobNotFound
 from orchestrator.models import Activation, Job, JobStatus, State, utcnow
 from orchestrator.money import to_micros
@@ -130,3 +131,24 @@ def test_a_job_is_found_by_id_or_by_name_the_newest_first(engine: Engine) -> Non
         assert store.get_job(session, "store").id == 2
         with pytest.raises(JobNotFound):
             store.get_job(session, "nope")
+
+
+def test_a_read_never_waits_for_a_writer(engine: Engine) -> None:
+    [slot_id] = plan(engine, quantity=1, budget=None)
+    began = time.monotonic()
+    with transaction(engine) as writer:  # holds SQLite's write lock (PostgreSQL: a row lock)
+        writer.execute(update(Activation).values(error="being written"))
+        with reading(engine) as session:
+            row = store.get_activation(session, slot_id)
+    assert row is not None and row.error is None  # the last committed state
+    assert time.monotonic() - began < 1.0
+
+
+def test_sqlite_connections_keep_a_small_page_cache(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        with engine.connect() as connection:
+            kib = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+        assert kib == -SQLITE_CACHE_KIB  # negative: KiB, not pages
+    finally:
+        engine.dispose()

@@ -1,25 +1,30 @@
-"""The actors: thin shells that run one lifecycle step and send the nudges it asks for.
+"""The actors: thin shells that run one lifecycle step per slot and send the nudges it asks for.
 
-Messages carry only a slot id. The database says what to do; a message delivered twice,
-late, or never changes nothing (``sweep`` re-sends lost ones).
+Messages carry slot ids only (several per message: see ``orchestrator.batching``). The
+database says what to do; a message delivered twice, late, or never changes nothing
+(``sweep`` re-sends lost ones).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import structlog
 
+from orchestrator.batching import pack
 from orchestrator.config import load_settings
 from orchestrator.purchase import place
 from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.settle import cancel, check
+from orchestrator.settle import cancel, check_many
 from orchestrator.sweep import sweep
 from orchestrator.wiring import make_runtime
 from workers.broker import broker  # noqa: F401  (must be set before actors are declared)
+
+log = structlog.get_logger(__name__)
 
 # One queue per kind of work: Dramatiq consumes each queue on its own thread, so a backlog of
 # polls never holds up a cancel that must reach the provider before the order expires.
@@ -31,8 +36,14 @@ QUEUES = {
 }
 RETRY: dict[str, Any] = {"max_retries": 8, "min_backoff": 1_000, "max_backoff": 60_000}
 
+Step = Callable[[Runtime, int], list[Nudge]]
+
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+
+
+class StepsFailed(Exception):
+    """Some slots of a message failed; Dramatiq retries it (the others drop out as done)."""
 
 
 def runtime() -> Runtime:
@@ -45,51 +56,63 @@ def runtime() -> Runtime:
 
 
 def send(nudges: list[Nudge]) -> None:
-    """Send each nudge as a (possibly delayed) message to its actor."""
-    for nudge in nudges:
-        ACTORS[nudge.action].send_with_options(
-            args=(nudge.activation_id,), delay=max(0, int(nudge.delay * 1000))
+    """Send the nudges as (possibly delayed) messages, packed several slots to a message."""
+    for batch in pack(nudges):
+        ACTORS[batch.action].send_with_options(
+            args=(list(batch.activation_ids),), delay=max(0, int(batch.delay * 1000))
         )
 
 
-def _bind(activation_id: int | None) -> None:
-    # Worker threads are reused: start every message from a clean logging context.
-    structlog.contextvars.clear_contextvars()
-    if activation_id is not None:
+def _run(step: Step, activation_ids: list[int]) -> None:
+    """Run ``step`` for each slot, each on its own: one failing slot holds up no other."""
+    rt = runtime()
+    nudges: list[Nudge] = []
+    failed: list[int] = []
+    for activation_id in activation_ids:
+        # Worker threads are reused: start every slot from a clean logging context.
+        structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(activation_id=activation_id)
+        try:
+            nudges += step(rt, activation_id)
+        except Exception:
+            log.exception("step_failed", step=step.__name__)
+            failed.append(activation_id)
+    structlog.contextvars.clear_contextvars()
+    send(nudges)
+    if failed:
+        # The retry repeats the whole message; the slots done meanwhile are no longer due.
+        raise StepsFailed(f"{step.__name__} failed for slots {failed}")
 
 
 # Under a busy worker, cancels before polls before new orders (lower runs first).
 @dramatiq.actor(queue_name=QUEUES["cancel"], priority=0, **RETRY)
-def cancel_order(activation_id: int) -> None:
-    """Cancel an order that got no code in time, for a refund."""
-    _bind(activation_id)
-    send(cancel(runtime(), activation_id))
+def cancel_orders(activation_ids: list[int]) -> None:
+    """Cancel orders that got no code in time, for a refund."""
+    _run(cancel, activation_ids)
 
 
 @dramatiq.actor(queue_name=QUEUES["check"], priority=10, **RETRY)
-def check_code(activation_id: int) -> None:
-    """Poll one order for its code."""
-    _bind(activation_id)
-    send(check(runtime(), activation_id))
+def check_codes(activation_ids: list[int]) -> None:
+    """Poll orders for their codes, reading and writing the database once for all of them."""
+    structlog.contextvars.clear_contextvars()
+    send(check_many(runtime(), activation_ids))
 
 
 @dramatiq.actor(queue_name=QUEUES["place"], priority=20, **RETRY)
-def place_order(activation_id: int) -> None:
-    """Buy the number for one slot, at most once."""
-    _bind(activation_id)
-    send(place(runtime(), activation_id))
+def place_orders(activation_ids: list[int]) -> None:
+    """Buy the number for each slot, at most once."""
+    _run(place, activation_ids)
 
 
 @dramatiq.actor(queue_name=QUEUES["sweep"], priority=0, max_retries=0)
 def sweep_all() -> None:
     """Re-drive every slot whose message was lost; end finished jobs."""
-    _bind(None)
+    structlog.contextvars.clear_contextvars()
     send(sweep(runtime()))
 
 
-ACTORS: dict[Action, dramatiq.Actor[[int], None]] = {
-    Action.PLACE: place_order,
-    Action.CHECK: check_code,
-    Action.CANCEL: cancel_order,
+ACTORS: dict[Action, dramatiq.Actor[[list[int]], None]] = {
+    Action.PLACE: place_orders,
+    Action.CHECK: check_codes,
+    Action.CANCEL: cancel_orders,
 }

@@ -1,0 +1,159 @@
+"""Polling several orders in one step: one read, one write, each slot's outcome on its own."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from orchestrator import store
+from orchestrator.db import reading, transaction
+from orchestrator.errors import Throttled
+from orchestrator.models import Activation, State
+from orchestrator.polling import POLL_SHARE
+from orchestrator.provider import CodeStatus
+from orchestrator.purchase import place
+from orchestrator.ratelimit import Priority
+from orchestrator.runtime import Action
+from orchestrator.sandbox import SandboxConfig
+from orchestrator.settle import check_many
+from tests.inprocess import inprocess_runtime, plan_job
+
+PROVIDER = SandboxConfig(seed=7, code_delay=(3.0, 3.0), never_ratio=0.5, cancel_min_age=5)
+
+
+@pytest.fixture(autouse=True)
+def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LEGITSMS_API_KEY", "LEGITSMS_BASE_URL", "REDIS_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def states(engine: Engine, ids: list[int]) -> dict[int, State]:
+    with reading(engine) as session:
+        return {act.id or 0: act.state for act in store.get_activations(session, ids)}
+
+
+def test_codes_are_stored_and_the_rest_polled_again_each_once(tmp_path: Path) -> None:
+    with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600) as (rt, simulator, clock):
+        ids = plan_job(rt.engine, quantity=8, code_timeout=60)
+        for slot_id in ids:
+            place(rt, slot_id)
+        clock.advance(4)  # every code that will ever come has come
+
+        nudges = check_many(rt, ids)
+
+        ended = states(rt.engine, ids)
+        with_code = {o.order_id for o in simulator.ledger.orders() if o.code_due_at is not None}
+        assert 0 < len(with_code) < len(ids)
+        with Session(rt.engine) as session:
+            for slot_id in ids:
+                row = session.get(Activation, slot_id)
+                assert row is not None
+                expected = State.RECEIVED if row.order_id in with_code else State.WAITING
+                assert ended[slot_id] is expected
+        waiting = sorted(i for i, s in ended.items() if s is State.WAITING)
+        assert sorted(n.activation_id for n in nudges) == waiting
+        assert {n.action for n in nudges} == {Action.CHECK}
+
+
+def test_a_slot_another_worker_moved_meanwhile_is_left_alone(tmp_path: Path) -> None:
+    no_codes = replace(PROVIDER, never_ratio=1.0)
+    with inprocess_runtime(tmp_path, no_codes, price_cache_ttl=3600) as (rt, _simulator, clock):
+        first, second = plan_job(rt.engine, quantity=2, code_timeout=60)
+        place(rt, first)
+        place(rt, second)
+        clock.advance(4)
+        status = rt.client.status
+
+        def status_while_another_worker_ends_first(order_id: str, **kwargs: object) -> CodeStatus:
+            with transaction(rt.engine) as session:
+                row = store.get_activation(session, first)
+                assert row is not None
+                if row.state is State.WAITING:
+                    store.move(session, row, State.RECEIVED, event="code_received", code="1234")
+            return status(order_id)
+
+        rt.client.status = status_while_another_worker_ends_first  # type: ignore[method-assign]
+        nudges = check_many(rt, [first, second])
+
+        assert [n.activation_id for n in nudges] == [second]
+        assert states(rt.engine, [first, second]) == {
+            first: State.RECEIVED,
+            second: State.WAITING,
+        }
+
+
+class Busy:
+    """A shared limit with no room for a poll in the next 0.3 s."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def acquire(self, priority: Priority) -> None:
+        self.asked += 1
+        if priority is not Priority.CANCEL:
+            raise Throttled(0.3)
+
+    def pause(self, seconds: float) -> None:
+        raise AssertionError("no 429 here")
+
+
+def test_polls_the_limit_turns_away_come_back_one_after_another(tmp_path: Path) -> None:
+    with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600, rate_limit=4) as (
+        rt,
+        _simulator,
+        clock,
+    ):
+        ids = plan_job(rt.engine, quantity=5, code_timeout=60)
+        for slot_id in ids:
+            place(rt, slot_id)
+        clock.advance(4)
+        busy = Busy()
+        rt.client._throttle = busy
+
+        nudges = check_many(rt, ids)
+
+        assert busy.asked == 1, "once one poll is refused, the rest are not tried"
+        assert sorted(n.activation_id for n in nudges) == ids
+        spacing = 1 / (4 * POLL_SHARE)  # a poll's share of 4 requests/s
+        for position, nudge in enumerate(nudges):
+            low = 0.3 + position * spacing
+            assert low <= nudge.delay < low + spacing, (position, nudge)
+
+
+def test_one_order_failing_to_poll_loses_none_of_the_others(tmp_path: Path) -> None:
+    with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600) as (rt, simulator, clock):
+        ids = plan_job(rt.engine, quantity=6, code_timeout=60)
+        for slot_id in ids:
+            place(rt, slot_id)
+        clock.advance(4)
+        broken = slot_order(rt.engine, ids[0])
+        status = rt.client.status
+
+        def status_failing_for_one(order_id: str, **kwargs: Any) -> CodeStatus:
+            if order_id == broken:
+                raise RuntimeError("something unforeseen")
+            return status(order_id, **kwargs)
+
+        rt.client.status = status_failing_for_one  # type: ignore[method-assign]
+        nudges = check_many(rt, ids)
+
+        ended = states(rt.engine, ids)
+        with_code = {o.order_id for o in simulator.ledger.orders() if o.code_due_at is not None}
+        for slot_id in ids[1:]:
+            came = slot_order(rt.engine, slot_id) in with_code
+            assert ended[slot_id] is (State.RECEIVED if came else State.WAITING)
+        assert any(ended[slot_id] is State.RECEIVED for slot_id in ids[1:])
+        assert ended[ids[0]] is State.WAITING
+        assert ids[0] in [n.activation_id for n in nudges]  # polled again later
+
+
+def slot_order(engine: Engine, slot_id: int) -> str:
+    with reading(engine) as session:
+        act = store.get_activation(session, slot_id)
+        assert act is not None and act.order_id is not None
+        return act.order_id

@@ -74,8 +74,9 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
     tmp_path: Path, sandbox: SandboxServer, redis_url: str, postgres_url: str
 ) -> None:
     # Each "host" has its own working and data folder; only Redis and PostgreSQL are shared.
-    # A shared limit of 8 requests a second spreads the job over a few seconds, so that both
-    # hosts' consumers find work (unlimited, the first to wake can take every purchase).
+    # A shared limit of 8 requests a second spreads the job over a few seconds, and a worker
+    # takes from the queue only what its threads can start: with two threads a host holds at
+    # most two of the job's five purchase messages, so the other host finds work.
     hosts = [
         Orchestrator(
             workdir=_folder(tmp_path / f"host{i}"),
@@ -87,7 +88,7 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
     try:
         # Both workers wait on the queue before the job arrives, as long-lived services do.
         for host in hosts:
-            host.start_worker(threads=4)
+            host.start_worker(threads=2)
         for host in hosts:
             _wait_for_log(host.workdir, '"worker_started"', timeout=30)
         submitted = hosts[0].run("submit", str(write_job(tmp_path, TWO_TARGETS)))

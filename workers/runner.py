@@ -26,6 +26,10 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
     worker = dramatiq.Worker(
         broker, queues=set(QUEUES.values()), worker_threads=threads, worker_timeout=1000
     )
+    # Take from a queue only what a thread can start now (Dramatiq's default is twice that): a
+    # message holds several purchases that wait on the shared rate limit, and one hoarded by a
+    # busy host is one another host's idle threads could have been working on.
+    worker.queue_prefetch = threads
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -7,12 +7,26 @@ change and the budget it moves are committed together or not at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Update, and_, case, exists, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    CursorResult,
+    Executable,
+    Update,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlmodel import Session, col
 
 from orchestrator.errors import JobNotFound
@@ -35,20 +49,91 @@ def record(
     session: Session, job_id: int, kind: str, activation_id: int | None = None, **detail: Any
 ) -> None:
     """Append one line to the audit trail."""
-    session.add(
-        Event(
-            job_id=job_id,
-            activation_id=activation_id,
-            kind=kind,
-            detail=json.dumps(detail, default=str, sort_keys=True),
-        )
-    )
+    params = {
+        "job_id": job_id,
+        "activation_id": activation_id,
+        "at": utcnow(),
+        "kind": kind,
+        "detail": json.dumps(detail, default=str, sort_keys=True),
+    }
+    _execute(session, "record", lambda: insert(Event), params)
 
 
 def _update(table: type[Job] | type[Activation]) -> Update:
     # Plain SQL semantics: the ORM must not rewrite in-memory objects behind the caller's back
     # (move() compares against the values the caller read).
     return update(table).execution_options(synchronize_session=False)
+
+
+# The hot writes (a few per number) are built once per shape, with bound parameters, and run
+# on the session's connection: building, hashing and routing a statement through the ORM costs
+# many times the CPU SQLite spends running it, and none of them needs the ORM's unit of work.
+_statements: dict[Hashable, Executable] = {}
+
+
+def _statement(shape: Hashable, build: Callable[[], Executable]) -> Executable:
+    statement = _statements.get(shape)
+    if statement is None:
+        statement = _statements.setdefault(shape, build())
+    return statement
+
+
+def _execute(
+    session: Session, shape: Hashable, build: Callable[[], Executable], params: Mapping[str, Any]
+) -> CursorResult[Any]:
+    return session.connection().execute(_statement(shape, build), params)
+
+
+def _move_statement(columns: tuple[str, ...], states: int) -> Executable:
+    # One equality per expected state, not an expanding IN: SQLAlchemy rewrites the SQL of an
+    # expanding parameter at every execution.
+    return (
+        update(Activation)
+        .where(
+            col(Activation.id) == bindparam("p_id"),
+            or_(*(col(Activation.state) == bindparam(f"p_state{i}") for i in range(states))),
+            col(Activation.reserved_micros) == bindparam("p_reserved"),
+        )
+        .values({name: bindparam(f"v_{name}") for name in columns})
+    )
+
+
+def _move_row(
+    session: Session, act_id: int, states: Sequence[State], reserved: int, changes: dict[str, Any]
+) -> bool:
+    """The compare-and-set UPDATE of one slot: True if it was in ``states`` with ``reserved``."""
+    columns = tuple(sorted(changes))
+    params: dict[str, Any] = {"p_id": act_id, "p_reserved": reserved}
+    params |= {f"p_state{i}": state for i, state in enumerate(states)}
+    params |= {f"v_{name}": changes[name] for name in columns}
+    shape = ("move", columns, len(states))
+    result = _execute(session, shape, lambda: _move_statement(columns, len(states)), params)
+    return _rowcount(result) == 1
+
+
+def _reserve_within_budget_statement() -> Executable:
+    delta: BindParameter[int] = bindparam("p_delta")
+    return (
+        update(Job)
+        .where(
+            col(Job.id) == bindparam("p_id"),
+            col(Job.status) == JobStatus.ACTIVE,
+            col(Job.cancel_requested_at).is_(None),
+            or_(
+                col(Job.budget_micros).is_(None),
+                col(Job.reserved_micros) + delta <= col(Job.budget_micros),
+            ),
+        )
+        .values(reserved_micros=col(Job.reserved_micros) + delta)
+    )
+
+
+def _reserve_statement() -> Executable:
+    return (
+        update(Job)
+        .where(col(Job.id) == bindparam("p_id"))
+        .values(reserved_micros=col(Job.reserved_micros) + bindparam("p_delta"))
+    )
 
 
 def _rowcount(result: Any) -> int:
@@ -63,14 +148,29 @@ def get_activation(session: Session, activation_id: int) -> Activation | None:
 
 def get_activations(session: Session, activation_ids: Collection[int]) -> list[Activation]:
     """The slots among ``activation_ids`` that exist, in one query, in id order."""
-    query = select(Activation).where(col(Activation.id).in_(list(activation_ids)))
-    return list(session.execute(query.order_by(col(Activation.id))).scalars().all())
+    return _by_ids(session, Activation, activation_ids)
 
 
 def get_jobs(session: Session, job_ids: Collection[int]) -> dict[int, Job]:
     """The jobs among ``job_ids``, by id, in one query."""
-    query = select(Job).where(col(Job.id).in_(list(job_ids)))
-    return {job.id: job for job in session.execute(query).scalars().all() if job.id is not None}
+    return {job.id: job for job in _by_ids(session, Job, job_ids) if job.id is not None}
+
+
+def get_targets(session: Session, target_ids: Collection[int]) -> dict[int, Target]:
+    """The targets among ``target_ids``, by id, in one query."""
+    return {t.id: t for t in _by_ids(session, Target, target_ids) if t.id is not None}
+
+
+Row = TypeVar("Row", Activation, Job, Target)
+
+
+def _by_ids(session: Session, table: type[Row], ids: Collection[int]) -> list[Row]:
+    def build() -> Executable:
+        wanted = col(table.id).in_(bindparam("p_ids", expanding=True))
+        return select(table).where(wanted).order_by(col(table.id))
+
+    statement = _statement(("by_ids", table), build)
+    return list(session.execute(statement, {"p_ids": list(ids)}).scalars().all())
 
 
 def get_job(session: Session, ref: str | int) -> Job:
@@ -112,23 +212,11 @@ def move(
         changes.setdefault("next_action_at", None)
     if reserve is not None:
         changes["reserved_micros"] = reserve
-    result = session.execute(
-        _update(Activation)
-        .where(
-            col(Activation.id) == act.id,
-            col(Activation.state).in_(states),
-            col(Activation.reserved_micros) == act.reserved_micros,
-        )
-        .values(**changes)
-    )
-    if _rowcount(result) != 1:
+    if not _move_row(session, act.id, states, act.reserved_micros, changes):
         return False
     if reserve is not None and reserve != act.reserved_micros:
-        session.execute(
-            _update(Job)
-            .where(col(Job.id) == act.job_id)
-            .values(reserved_micros=col(Job.reserved_micros) + (reserve - act.reserved_micros))
-        )
+        delta = reserve - act.reserved_micros
+        _execute(session, "reserve", _reserve_statement, {"p_id": act.job_id, "p_delta": delta})
     record(session, act.job_id, event, act.id, state=to.value, **_loggable(values))
     for key, value in changes.items():
         setattr(act, key, value)
@@ -158,43 +246,28 @@ def claim(
 ) -> Claim:
     """Mark the slot ``ordering`` and reserve its cap against the job budget, atomically.
 
-    Unless CLAIMED, nothing changed. The caller commits before sending ``POST /order``.
+    Unless CLAIMED, nothing changed; nor is anything else in the caller's transaction undone
+    (it may carry other slots' writes). The caller commits before sending ``POST /order``.
     """
     assert act.id is not None
-    claimed = session.execute(
-        _update(Activation)
-        .where(
-            col(Activation.id) == act.id,
-            col(Activation.state) == State.PLANNED,
-            col(Activation.reserved_micros) == 0,
-        )
-        .values(
-            state=State.ORDERING,
-            reserved_micros=act.cap_micros,
-            country_id=country_id,
-            country_name=country_name,
-            claimed_at=now,
-            updated_at=now,
-            next_action_at=next_action_at,
-        )
-    )
-    if _rowcount(claimed) != 1:
+    changes = {
+        "state": State.ORDERING,
+        "reserved_micros": act.cap_micros,
+        "country_id": country_id,
+        "country_name": country_name,
+        "claimed_at": now,
+        "updated_at": now,
+        "next_action_at": next_action_at,
+    }
+    if not _move_row(session, act.id, [State.PLANNED], 0, changes):
         return Claim.TAKEN
-    reserved = session.execute(
-        _update(Job)
-        .where(
-            col(Job.id) == act.job_id,
-            col(Job.status) == JobStatus.ACTIVE,
-            col(Job.cancel_requested_at).is_(None),
-            or_(
-                col(Job.budget_micros).is_(None),
-                col(Job.reserved_micros) + act.cap_micros <= col(Job.budget_micros),
-            ),
-        )
-        .values(reserved_micros=col(Job.reserved_micros) + act.cap_micros)
-    )
+    # The slot first, then the job: every transaction locks rows in that order (PostgreSQL).
+    budget = {"p_id": act.job_id, "p_delta": act.cap_micros}
+    reserved = _execute(session, "reserve_within_budget", _reserve_within_budget_statement, budget)
     if _rowcount(reserved) != 1:
-        session.rollback()  # undo the claim made above
+        # Put the slot back as it was read, leaving the rest of the transaction alone.
+        before = {name: getattr(act, name) for name in changes}
+        _move_row(session, act.id, [State.ORDERING], act.cap_micros, before)
         return Claim.NO_BUDGET
     record(session, act.job_id, "slot_claimed", act.id, country_id=country_id)
     act.state = State.ORDERING
@@ -239,24 +312,30 @@ def has_live_reservations(session: Session, job_id: int, *, besides: int) -> boo
 
 def finish_job_if_done(session: Session, job_id: int) -> bool:
     """Mark the job ended when no slot is live any more; True if this call ended it."""
+    params = {"p_id": job_id, "p_now": utcnow()}
+    result = _execute(session, "finish_job", _finish_job_statement, params)
+    if _rowcount(result) != 1:
+        return False
+    record(session, job_id, "job_finished")
+    return True
+
+
+def _finish_job_statement() -> Executable:
+    job_id: BindParameter[int] = bindparam("p_id")
     live = exists().where(
         col(Activation.job_id) == job_id, col(Activation.state).in_(list(LIVE_STATES))
     )
-    result = session.execute(
-        _update(Job)
+    return (
+        update(Job)
         .where(col(Job.id) == job_id, col(Job.status) == JobStatus.ACTIVE, ~live)
         .values(
             status=case(
                 (col(Job.cancel_requested_at).is_(None), JobStatus.FINISHED.value),
                 else_=JobStatus.CANCELLED.value,
             ),
-            finished_at=utcnow(),
+            finished_at=bindparam("p_now"),
         )
     )
-    if _rowcount(result) != 1:
-        return False
-    record(session, job_id, "job_finished")
-    return True
 
 
 def request_job_cancel(session: Session, job: Job) -> bool:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import structlog
 from sqlmodel import Session
@@ -18,7 +21,7 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.models import Activation, Job, State, Target
+from orchestrator.models import Activation, Job, State
 from orchestrator.money import from_micros, to_micros
 from orchestrator.planner import Choice, choose_country
 from orchestrator.provider import Order
@@ -32,27 +35,91 @@ UNRECORDED_CLAIM = "claimed but never recorded: the purchase may or may not have
 BUDGET_RECHECK_SECONDS = 10.0  # a refund elsewhere may free budget; look again this often
 
 
-def place(rt: Runtime, activation_id: int) -> list[Nudge]:
-    """Drive a planned slot to an order (or to its end); return the nudges to send next."""
-    with reading(rt.engine) as session:
-        act = store.get_activation(session, activation_id)
-        if act is None:
-            return []
-        job = session.get(Job, act.job_id)
-        target = session.get(Target, act.target_id)
-        assert job is not None and target is not None
+Write = Callable[[Session], list[Nudge]]
+
+
+class Purchases:
+    """The slots of one message, read once, and the outcome of its last order, still owed.
+
+    What one ``POST /order`` came to is written in the transaction that claims the next slot,
+    so a purchase costs one write transaction instead of two. At most one outcome is owed,
+    and only while the next slot goes straight to its claim (the rate limit holds an order
+    back a fraction of a second at most): before a price refresh, which may wait on the
+    network, it is written on its own, and finish() writes the last.
+    Until written, its slot stays ``ordering``: a process dying then leaves the order to the
+    claim lease (``in_doubt``), as a death just after the POST always did.
+
+    What was read may be stale by a slot's turn: every write is a compare-and-set, and the
+    claim checks the job (status, cancel, budget) in the database.
+    """
+
+    def __init__(self, rt: Runtime, activation_ids: Collection[int]) -> None:
+        self.rt = rt
+        with reading(rt.engine) as session:
+            acts = store.get_activations(session, activation_ids)
+            self.jobs = store.get_jobs(session, {act.job_id for act in acts})
+            self.targets = store.get_targets(session, {act.target_id for act in acts})
+        self.activations = {act.id: act for act in acts if act.id is not None}
+        self._owed: list[Write] = []
+        self._nudges: list[Nudge] = []
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction that also writes what is owed, after the caller's own work."""
+        with transaction(self.rt.engine) as session:
+            yield session
+            # Last, so that a failure in the caller's work leaves them unapplied, to be
+            # written later. Once applied they are not retried: their rows changed in memory.
+            owed, self._owed = self._owed, []
+            nudges = [nudge for write in owed for nudge in write(session)]
+        self._nudges += nudges
+
+    def owe(self, write: Write) -> None:
+        self._owed.append(write)
+
+    def flush(self) -> None:
+        """Write what is owed now, on its own."""
+        if self._owed:
+            with self.transaction():
+                pass
+
+    def finish(self) -> list[Nudge]:
+        """Write what is owed; return the nudges that the owed writes asked for."""
+        self.flush()
+        nudges, self._nudges = self._nudges, []
+        return nudges
+
+
+def place(rt: Runtime, activation_id: int, *, purchases: Purchases | None = None) -> list[Nudge]:
+    """Drive a planned slot to an order (or to its end); return the nudges to send next.
+
+    ``purchases``: the message's slots, read once; the caller then calls its finish().
+    """
+    if purchases is None:
+        alone = Purchases(rt, [activation_id])
+        return _place(rt, alone, activation_id) + alone.finish()
+    return _place(rt, purchases, activation_id)
+
+
+def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]:
+    act = purchases.activations.get(activation_id)
+    if act is None:
+        return []
+    job, target = purchases.jobs[act.job_id], purchases.targets[act.target_id]
     if act.state is State.ORDERING:
-        _expire_stale_claim(rt, act)
+        _expire_stale_claim(rt, purchases, act)
         return []
     if act.state is not State.PLANNED or not rt.is_due(act.next_action_at):
         return []  # a duplicate or stale message: the row says what to do, not the message
     if job.cancel_requested_at is not None:
-        with transaction(rt.engine) as session:
+        with purchases.transaction() as session:
             if store.move(session, act, State.FAILED, event="slot_dropped", error="job cancelled"):
                 store.finish_job_if_done(session, act.job_id)
         return []
     countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
 
+    if not rt.prices.fresh(act.service_id):
+        purchases.flush()  # the price refresh may wait on the network
     try:
         prices = rt.prices.get(act.service_id)
     except Throttled as exc:
@@ -63,19 +130,17 @@ def place(rt: Runtime, activation_id: int) -> list[Nudge]:
 
     choice = choose_country(countries, prices, from_micros(act.cap_micros))
     if not isinstance(choice, Choice):
-        return _fail(rt, act, choice.reason, choice.detail)
+        return _fail(purchases, act, choice.reason, choice.detail)
 
     if rt.throttle is not None:
+        # An order waits for its slot at most a quarter of the limiter's max_wait: what is
+        # owed can wait that long with it.
         try:
             rt.throttle.acquire(Priority.ORDER)
         except Throttled as exc:
             return _later(rt, act, exc.retry_after, spread=True)
 
-    with transaction(rt.engine) as session:
-        fresh = store.get_activation(session, activation_id)
-        if fresh is None or fresh.state is not State.PLANNED:
-            return []
-        act = fresh
+    with purchases.transaction() as session:
         claimed = store.claim(
             session,
             act,
@@ -89,10 +154,12 @@ def place(rt: Runtime, activation_id: int) -> list[Nudge]:
         if claimed is store.Claim.NO_BUDGET:
             return _budget_refused(rt, session, act)
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
-    return _send_order(rt, act, choice)
+    purchases.owe(_send_order(rt, act, choice))
+    return []
 
 
-def _send_order(rt: Runtime, act: Activation, choice: Choice) -> list[Nudge]:
+def _send_order(rt: Runtime, act: Activation, choice: Choice) -> Write:
+    """Send the one ``POST /order``; return the write that records what it came to."""
     try:
         order = rt.client.order(act.service_id, choice.country_id, slot_acquired=True)
     except NoStock:
@@ -102,37 +169,40 @@ def _send_order(rt: Runtime, act: Activation, choice: Choice) -> list[Nudge]:
         delay = exc.retry_after if isinstance(exc, RateLimited | Throttled) else 5.0
         return _unclaim(rt, act, delay=delay, why=type(exc).__name__)
     except ProviderRejected as exc:
-        with transaction(rt.engine) as session:
-            store.move(session, act, State.FAILED, event="order_refused", reserve=0, error=exc.code)
-            store.finish_job_if_done(session, act.job_id)
         log.warning("order_refused", activation_id=act.id, code=exc.code)
-        return []
+        code = exc.code
+        return lambda session: _end(
+            session, act, State.FAILED, "order_refused", reserve=0, error=code
+        )
     except ProviderError as exc:
         # It may have bought a number: hold the cap, never buy this slot again by ourselves.
-        with transaction(rt.engine) as session:
-            store.move(session, act, State.IN_DOUBT, event="order_in_doubt", error=str(exc))
-            store.finish_job_if_done(session, act.job_id)
         log.error("order_in_doubt", activation_id=act.id, error=str(exc))
-        return []
+        error = str(exc)
+        return lambda session: _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
     log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
     return _record_order(rt, act, order)
 
 
-def _record_order(rt: Runtime, act: Activation, order: Order) -> list[Nudge]:
+def _end(session: Session, act: Activation, to: State, event: str, **values: Any) -> list[Nudge]:
+    if store.move(session, act, to, event=event, **values):
+        store.finish_job_if_done(session, act.job_id)
+    return []
+
+
+def _record_order(rt: Runtime, act: Activation, order: Order) -> Write:
     cost = to_micros(order.cost)
-    now = rt.now()
     fields = {
         "order_id": order.order_id,
         "phone": order.phone,
         "cost_micros": cost,
-        "ordered_at": now,
+        "ordered_at": rt.now(),
     }
-    over_cap = cost > act.cap_micros
-    # Read the arrival history before this transaction takes SQLite's write lock.
+    # Read the arrival history now, not in the transaction that holds SQLite's write lock.
     wait = rt.poll_wait(act.service_id, act.country_id or 0, 0.0)
-    with transaction(rt.engine) as session:
-        if over_cap:
-            first = rt.after(rt.settings.cancel_min_age)
+
+    def write(session: Session) -> list[Nudge]:
+        if cost > act.cap_micros:
+            nudge = Nudge(Action.CANCEL, act.id or 0, rt.settings.cancel_min_age)
             moved = store.move(
                 session,
                 act,
@@ -142,12 +212,11 @@ def _record_order(rt: Runtime, act: Activation, order: Order) -> list[Nudge]:
                 reserve=cost,
                 cancel_reason="over_cap",
                 error=f"charged {order.cost} above the cap {from_micros(act.cap_micros)}",
-                next_action_at=first,
+                next_action_at=rt.after(nudge.delay),
                 **fields,
             )
-            nudge = Nudge(Action.CANCEL, act.id or 0, rt.settings.cancel_min_age)
         else:
-            first = rt.after(wait)
+            nudge = Nudge(Action.CHECK, act.id or 0, wait)
             moved = store.move(
                 session,
                 act,
@@ -155,26 +224,26 @@ def _record_order(rt: Runtime, act: Activation, order: Order) -> list[Nudge]:
                 event="order_placed",
                 expect={State.ORDERING, State.IN_DOUBT},
                 reserve=cost,
-                next_action_at=first,
+                next_action_at=rt.after(wait),
                 **fields,
             )
-            nudge = Nudge(Action.CHECK, act.id or 0, wait)
-    if not moved:
-        # Only a human resolving the slot meanwhile can do this; the audit log must keep it.
-        log.error("order_not_recorded", activation_id=act.id, order_id=order.order_id)
-        return []
-    return [nudge]
+        if not moved:
+            # Only a human resolving the slot meanwhile can do this; the audit log must keep it.
+            log.error("order_not_recorded", activation_id=act.id, order_id=order.order_id)
+            return []
+        return [nudge]
+
+    return write
 
 
-def _unclaim(rt: Runtime, act: Activation, *, delay: float, why: str) -> list[Nudge]:
+def _unclaim(rt: Runtime, act: Activation, *, delay: float, why: str) -> Write:
     """Give back a slot whose POST provably bought nothing, to be tried again later."""
     attempts = act.attempts + 1
-    with transaction(rt.engine) as session:
+
+    def write(session: Session) -> list[Nudge]:
         if attempts >= MAX_UNSENT_ATTEMPTS:
-            store.move(session, act, State.FAILED, event="order_gave_up", reserve=0, error=why)
-            store.finish_job_if_done(session, act.job_id)
-            return []
-        store.move(
+            return _end(session, act, State.FAILED, "order_gave_up", reserve=0, error=why)
+        moved = store.move(
             session,
             act,
             State.PLANNED,
@@ -184,7 +253,9 @@ def _unclaim(rt: Runtime, act: Activation, *, delay: float, why: str) -> list[Nu
             error=why,
             next_action_at=rt.after(delay),
         )
-    return [Nudge(Action.PLACE, act.id or 0, delay)]
+        return [Nudge(Action.PLACE, act.id or 0, delay)] if moved else []
+
+    return write
 
 
 def _budget_refused(rt: Runtime, session: Session, act: Activation) -> list[Nudge]:
@@ -201,19 +272,17 @@ def _budget_refused(rt: Runtime, session: Session, act: Activation) -> list[Nudg
     return []
 
 
-def _expire_stale_claim(rt: Runtime, act: Activation) -> None:
+def _expire_stale_claim(rt: Runtime, purchases: Purchases, act: Activation) -> None:
     """A claim older than the lease: its POST may have bought a number, so it is in doubt."""
     if act.claimed_at is None or act.claimed_at >= rt.after(-rt.claim_lease):
         return
-    with transaction(rt.engine) as session:
-        if store.move(session, act, State.IN_DOUBT, event="order_in_doubt", error=UNRECORDED_CLAIM):
-            store.finish_job_if_done(session, act.job_id)
+    with purchases.transaction() as session:
+        _end(session, act, State.IN_DOUBT, "order_in_doubt", error=UNRECORDED_CLAIM)
 
 
-def _fail(rt: Runtime, act: Activation, reason: str, detail: str) -> list[Nudge]:
-    with transaction(rt.engine) as session:
-        store.move(session, act, State.FAILED, event="slot_dropped", error=f"{reason}: {detail}")
-        store.finish_job_if_done(session, act.job_id)
+def _fail(purchases: Purchases, act: Activation, reason: str, detail: str) -> list[Nudge]:
+    with purchases.transaction() as session:
+        _end(session, act, State.FAILED, "slot_dropped", error=f"{reason}: {detail}")
     log.warning("slot_dropped", activation_id=act.id, reason=reason, detail=detail)
     return []
 

@@ -58,6 +58,12 @@ class PriceCache:
             self._entries[service_id] = (time.monotonic(), prices)
         return prices
 
+    def fresh(self, service_id: int) -> bool:
+        """Whether get() would answer from the cache, without a call to the provider."""
+        with self._lock:
+            entry = self._entries.get(service_id)
+            return entry is not None and time.monotonic() - entry[0] < self._ttl
+
     def mark_out_of_stock(self, service_id: int, country_id: int) -> None:
         """Remember a no_stock answer until the next refresh."""
         with self._lock:

@@ -7,6 +7,7 @@ database says what to do; a message delivered twice, late, or never changes noth
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import structlog
 
 from orchestrator.batching import pack
 from orchestrator.config import load_settings
-from orchestrator.purchase import place
+from orchestrator.purchase import Purchases, place
 from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.settle import cancel, check_many
 from orchestrator.sweep import sweep
@@ -63,9 +64,15 @@ def send(nudges: list[Nudge]) -> None:
         )
 
 
-def _run(step: Step, activation_ids: list[int]) -> None:
-    """Run ``step`` for each slot, each on its own: one failing slot holds up no other."""
+def _run(
+    step: Step, activation_ids: list[int], *, finish: Callable[[], list[Nudge]] = list
+) -> None:
+    """Run ``step`` for each slot, each on its own: one failing slot holds up no other.
+
+    ``finish`` writes what the steps left owed, before their nudges are sent.
+    """
     rt = runtime()
+    name = getattr(step, "func", step).__name__  # a partial's own function
     nudges: list[Nudge] = []
     failed: list[int] = []
     for activation_id in activation_ids:
@@ -75,13 +82,16 @@ def _run(step: Step, activation_ids: list[int]) -> None:
         try:
             nudges += step(rt, activation_id)
         except Exception:
-            log.exception("step_failed", step=step.__name__)
+            log.exception("step_failed", step=name)
             failed.append(activation_id)
     structlog.contextvars.clear_contextvars()
-    send(nudges)
+    try:
+        nudges += finish()
+    finally:
+        send(nudges)  # the slots already written must go on, whatever finish() met
     if failed:
         # The retry repeats the whole message; the slots done meanwhile are no longer due.
-        raise StepsFailed(f"{step.__name__} failed for slots {failed}")
+        raise StepsFailed(f"{name} failed for slots {failed}")
 
 
 # Under a busy worker, cancels before polls before new orders (lower runs first).
@@ -101,7 +111,8 @@ def check_codes(activation_ids: list[int]) -> None:
 @dramatiq.actor(queue_name=QUEUES["place"], priority=20, **RETRY)
 def place_orders(activation_ids: list[int]) -> None:
     """Buy the number for each slot, at most once."""
-    _run(place, activation_ids)
+    purchases = Purchases(runtime(), activation_ids)  # one read for the message's slots
+    _run(functools.partial(place, purchases=purchases), activation_ids, finish=purchases.finish)
 
 
 @dramatiq.actor(queue_name=QUEUES["sweep"], priority=0, max_retries=0)

@@ -8,8 +8,10 @@ The policy (documented in the README):
 * Otherwise polls are spaced so that each one covers the same share (``STEP``) of the codes
   that will arrive: dense where codes usually come, sparse where they rarely do, none before
   the fastest code seen. The wait is kept between ``MIN_WAIT`` and ``poll_interval`` x 6.
+* When what is left of the arrivals (up to the slowest code seen) spans at most two
+  ``MIN_WAIT``, a single poll at its end covers it.
 * Past the slowest code seen, the order is probably one that never gets a code: it is polled
-  ever more rarely (a quarter of its age) until the cancel, which reads a late code anyway.
+  ever more rarely (half its age) until the cancel, which reads a late code anyway.
 * Polls plan to use at most ``POLL_SHARE`` of the shared rate limit while numbers remain to
   be bought: with N orders waiting and a limit of R requests/s, no order is polled more often
   than every N / (R x POLL_SHARE) seconds, so new orders and cancels keep the rest of the
@@ -31,8 +33,9 @@ MIN_SAMPLES = 20  # below this, the history says too little: poll at the configu
 STEP = 0.12  # share of the arrival distribution one poll covers (about 8 polls across it)
 MIN_WAIT = 0.5  # seconds: never poll one order more often than this
 REFRESH = 60.0  # seconds a learnt model is reused before the history is read again
-REFRESH_LEARNING = 10.0  # ...and while it has too few samples to be used
+REFRESH_LEARNING = 2.0  # ...and while it has too few samples to be used (a cheap query)
 MAX_STRETCH = 6  # the longest wait, in poll intervals, while codes are still expected
+TAIL_SHARE = 2  # past the slowest code seen, wait age / TAIL_SHARE: mostly orders never served
 POLL_SHARE = 0.5  # of the rate limit that polls plan to use; orders and cancels keep the rest
 POLL_SHARE_ALONE = 0.9  # ...and once nothing is left to buy; cancels keep the rest
 COUNT_REFRESH = 2.0  # seconds a count of waiting orders is reused
@@ -60,7 +63,11 @@ def next_poll(model: ArrivalModel | None, age: float, *, interval: float) -> flo
         return interval
     slowest = model.delays[-1]
     if age >= slowest:
-        return max(interval, age / 4)
+        return max(interval, age / TAIL_SHARE)
+    if slowest - age <= 2 * MIN_WAIT:
+        # What is left fits in two of the shortest waits: one poll at its end reads every
+        # code; splitting it would spend a second poll on most of them to save < MIN_WAIT.
+        return max(slowest - age, MIN_WAIT)
     target = min(1.0, model.share_by(age) + STEP)
     wait = model.age_at(target) - age
     return min(max(wait, MIN_WAIT), interval * MAX_STRETCH)

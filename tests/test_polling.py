@@ -50,10 +50,18 @@ def test_polls_cover_the_distribution_in_a_handful_of_steps() -> None:
     assert 6 <= polls <= 12
 
 
+def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:
+    quick = uniform(0.2, 1.0)  # all of it within two of the shortest waits
+    assert next_poll(quick, 0.0, interval=0.5) == pytest.approx(1.0)
+    model = uniform(5.0, 60.0)
+    assert next_poll(model, 59.5, interval=5.0) == pytest.approx(MIN_WAIT)
+    assert next_poll(model, 59.2, interval=5.0) == pytest.approx(0.8)
+
+
 def test_past_the_slowest_code_an_order_is_polled_ever_more_rarely() -> None:
     model = uniform(5.0, 60.0)
-    assert next_poll(model, 80.0, interval=5.0) == pytest.approx(20.0)
-    assert next_poll(model, 200.0, interval=5.0) == pytest.approx(50.0)
+    assert next_poll(model, 80.0, interval=5.0) == pytest.approx(40.0)
+    assert next_poll(model, 200.0, interval=5.0) == pytest.approx(100.0)
 
 
 def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:

@@ -87,6 +87,7 @@ def _wrap_transactions(modules: list[Any]) -> None:
 def _timed_session(original: Any, key: str) -> Any:
     @contextmanager
     def timed(engine: Any) -> Iterator[Any]:
+        _count(key)
         start, began = time.thread_time(), time.perf_counter()
         try:
             with original(engine) as session:

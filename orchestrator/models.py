@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
@@ -122,7 +122,12 @@ class Target(SQLModel, table=True):
 class Activation(SQLModel, table=True):
     """One number to buy: a slot planned up front, so a slot can be bought at most once."""
 
-    __table_args__ = (UniqueConstraint("job_id", "slot"),)
+    # (job_id, state): "is any slot of this job still live?" is asked each time a slot ends;
+    # by job_id alone it reads every slot of the job, most of them ended by then.
+    __table_args__ = (
+        UniqueConstraint("job_id", "slot"),
+        Index("ix_activation_job_id_state", "job_id", "state"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: int = Field(foreign_key="job.id", index=True)

@@ -278,24 +278,20 @@ def claim(
 
 def mark_cancel_sent(session: Session, act: Activation, when: datetime) -> bool:
     """Note, before sending it, that a cancel is on its way (see Activation.cancel_sent_at)."""
-    result = session.execute(
-        _update(Activation)
-        .where(col(Activation.id) == act.id, col(Activation.state) == State.CANCELLING)
-        .values(cancel_sent_at=when, updated_at=utcnow())
-    )
+    assert act.id is not None
+    changes = {"cancel_sent_at": when, "updated_at": utcnow()}
+    moved = _move_row(session, act.id, [State.CANCELLING], act.reserved_micros, changes)
     act.cancel_sent_at = when
-    return _rowcount(result) == 1
+    return moved
 
 
 def reschedule(session: Session, act: Activation, when: datetime) -> bool:
     """Note when the slot's next nudge is due, if it is still in the state it was read in."""
-    result = session.execute(
-        _update(Activation)
-        .where(col(Activation.id) == act.id, col(Activation.state) == act.state)
-        .values(next_action_at=when, updated_at=utcnow())
-    )
+    assert act.id is not None
+    changes = {"next_action_at": when, "updated_at": utcnow()}
+    moved = _move_row(session, act.id, [act.state], act.reserved_micros, changes)
     act.next_action_at = when
-    return _rowcount(result) == 1
+    return moved
 
 
 def has_live_reservations(session: Session, job_id: int, *, besides: int) -> bool:
@@ -448,7 +444,7 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
     assert row.id is not None
     now = utcnow()
     slot = 0
-    slots: list[Activation] = []
+    slots: list[dict[str, Any]] = []
     for spec in job.targets:
         target = Target(
             job_id=row.id,
@@ -464,20 +460,26 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
         assert target.id is not None
         for _ in range(spec.quantity):
             slots.append(
-                Activation(
-                    job_id=row.id,
-                    target_id=target.id,
-                    slot=slot,
-                    service_id=spec.service_id,
-                    cap_micros=target.max_price_micros,
-                    next_action_at=now,
-                )
+                {
+                    "job_id": row.id,
+                    "target_id": target.id,
+                    "slot": slot,
+                    "state": State.PLANNED,
+                    "service_id": spec.service_id,
+                    "cap_micros": target.max_price_micros,
+                    "reserved_micros": 0,
+                    "attempts": 0,
+                    "cancel_attempts": 0,
+                    "next_action_at": now,
+                    "updated_at": now,
+                }
             )
             slot += 1
-    session.add_all(slots)
-    session.flush()
+    # One multi-row INSERT, not thousands of ORM objects: a large job is planned in moments.
+    planned = insert(Activation).returning(col(Activation.id), sort_by_parameter_order=True)
+    ids = [int(i) for i in session.execute(planned, slots).scalars().all()]
     record(session, row.id, "job_submitted", slots=slot, name=job.name)
-    return row, [a.id for a in slots if a.id is not None]
+    return row, ids
 
 
 def arrival_delays(

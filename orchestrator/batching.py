@@ -17,7 +17,7 @@ from orchestrator.runtime import Action, Nudge
 # another, so those share with few: purchases spread over every thread and host, and a
 # cancel, which may wait its turn at the rate limit, is not late. Polls are read and written
 # together (settle.check_many), so they gain most from company.
-BATCH_SIZE: Final = {Action.PLACE: 5, Action.CHECK: 20, Action.CANCEL: 5}
+BATCH_SIZE: Final = {Action.PLACE: 10, Action.CHECK: 20, Action.CANCEL: 5}
 # Nudges due within this many seconds of the first in a message go with it (and wait for
 # the last): a poll delayed this much is noise beside the seconds between polls.
 SPREAD: Final = 0.2

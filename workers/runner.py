@@ -18,9 +18,14 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
     """Consume the queue with ``threads`` threads until told to stop; returns an exit code."""
     import dramatiq
 
-    from workers.actors import QUEUES
+    from workers.actors import QUEUES, runtime
     from workers.broker import broker
     from workers.periodic import PeriodicSweep
+
+    try:
+        runtime()  # connect, migrate and load now: the first message should not pay for it
+    except Exception as exc:  # the database may come up later: messages retry until it does
+        log.warning("runtime_not_ready", error=str(exc))
 
     broker.add_middleware(PeriodicSweep(os.environ["REDIS_URL"], sweep_interval))
     worker = dramatiq.Worker(

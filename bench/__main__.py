@@ -36,6 +36,10 @@ from bench.processes import Environment
 from bench.report import (
     growth_table,
     growth_targets,
+    median_pair,
+    pair_figures,
+    paired_targets,
+    print_pairs,
     print_targets,
     print_trace,
     scenario_table,
@@ -47,6 +51,7 @@ from orchestrator.logs import configure_logging
 from orchestrator.sandbox import SandboxServer
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+REPEAT_A = 3  # pairs of runs for (a): its verdicts are on the median of the pairs' ratios
 # Wide enough for the tables when the output goes to a file or a pipe.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
@@ -82,6 +87,13 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="an extra environment variable for the workers (experiments; repeatable)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help=f"runs of each side, alternating (default {REPEAT_A} for (a), whose CPU figures "
+        "swing between runs on a shared machine; 1 for the others)",
     )
     parser.add_argument("--show", type=Path, metavar="FILE", help="print a saved report and exit")
     parser.add_argument("--keep", action="store_true", help="keep the runs' folders and logs")
@@ -159,6 +171,19 @@ def run_scenario(scenario: Scenario, opts: argparse.Namespace, root: Path) -> di
     return result
 
 
+def run_repeated(scenario: Scenario, opts: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Run both sides ``--repeat`` times, alternating, so drift in the machine's speed falls
+    on both; report the pair with the median CPU ratio, and judge on the median ratios."""
+    count = opts.repeat or (REPEAT_A if scenario.group == "a" else 1)
+    if count <= 1 or not scenario.baseline:
+        return run_scenario(scenario, opts, root)
+    pairs = [run_scenario(scenario, opts, root / f"pair-{i + 1}") for i in range(count)]
+    shown = median_pair(pairs)
+    shown["pairs"] = [pair_figures(pair) for pair in pairs]
+    shown["targets"] = paired_targets(shown, pairs)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = _options(argv)
     if opts.show is not None:
@@ -181,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "log_level": opts.log_level,
             "trace": opts.trace,
             "numbers": opts.numbers,
+            "repeat": opts.repeat,
             "worker_env": opts.worker_env,
             "database": "postgresql" if opts.postgres else "sqlite",
             "redis": "shared" if opts.redis_url else "private server",
@@ -193,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for group in groups:
             chosen = scenarios(group, quick=opts.quick, numbers=opts.numbers)
-            runs = [run_scenario(s, opts, root) for s in chosen]
+            runs = [run_repeated(s, opts, root) for s in chosen]
             report["scenarios"] += runs
             if group == "c" and len(runs) > 1:
                 report["group_targets"]["c"] = growth_targets(runs)
@@ -218,6 +244,7 @@ def show_group(group: str, runs: list[dict[str, Any]], targets: list[dict[str, A
         return
     for run in runs:
         console.print(scenario_table(run))
+        print_pairs(console, run)
         print_targets(console, run["targets"])
         print_trace(console, run)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -192,6 +193,62 @@ def scenario_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             ),
         ]
     return []
+
+
+def pair_figures(result: dict[str, Any]) -> dict[str, float]:
+    """One pair of runs of a scenario: each side's CPU per number and throughput, and ratios."""
+    orch, base = result["sides"]["orchestrator"], result["sides"]["baseline"]
+    cpu_o, cpu_b = orch["batch_cpu_ms_per_number"], base["batch_cpu_ms_per_number"]
+    tput_o, tput_b = orch["numbers_per_second"], base["numbers_per_second"]
+    return {
+        "cpu_ms_orchestrator": cpu_o,
+        "cpu_ms_baseline": cpu_b,
+        "cpu_ratio": cpu_o / cpu_b,
+        "throughput_orchestrator": tput_o,
+        "throughput_baseline": tput_b,
+        "throughput_ratio": tput_o / tput_b,
+    }
+
+
+def median_pair(pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The pair whose CPU ratio is the median (the lower middle one of an even count)."""
+    ranked = sorted(pairs, key=lambda pair: pair_figures(pair)["cpu_ratio"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def paired_targets(shown: dict[str, Any], pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group (a) judged on the median of each ratio over the pairs; others on ``shown``."""
+    if shown["group"] != "a":
+        return scenario_targets(shown)
+    figures = [pair_figures(pair) for pair in pairs]
+    cpu = statistics.median(f["cpu_ratio"] for f in figures)
+    tput = statistics.median(f["throughput_ratio"] for f in figures)
+    each_cpu = ", ".join(f"{f['cpu_ratio']:.2f}x" for f in figures)
+    each_tput = ", ".join(f"{f['throughput_ratio']:.2f}x" for f in figures)
+    return [
+        target(
+            "CPU per number at most 1.5x the baseline's",
+            cpu <= 1.5,
+            f"median {cpu:.2f}x over {len(figures)} pairs ({each_cpu})",
+        ),
+        target(
+            "throughput at least half the baseline's",
+            tput >= 0.5,
+            f"median {tput:.2f}x over {len(figures)} pairs ({each_tput})",
+        ),
+    ]
+
+
+def print_pairs(console: Console, run: dict[str, Any]) -> None:
+    """Each pair's figures, when the scenario ran more than once (the table shows the median)."""
+    for i, f in enumerate(run.get("pairs", []), start=1):
+        console.print(
+            f"  pair {i}: CPU ms per number {f['cpu_ms_orchestrator']:.2f} vs "
+            f"{f['cpu_ms_baseline']:.2f} ({f['cpu_ratio']:.2f}x), numbers per second "
+            f"{f['throughput_orchestrator']:.1f} vs {f['throughput_baseline']:.1f} "
+            f"({f['throughput_ratio']:.2f}x)",
+            highlight=False,
+        )
 
 
 def growth_targets(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -113,9 +113,7 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         return []  # a duplicate or stale message: the row says what to do, not the message
     if job.cancel_requested_at is not None:
         with purchases.transaction() as session:
-            if store.move(session, act, State.FAILED, event="slot_dropped", error="job cancelled"):
-                store.finish_job_if_done(session, act.job_id)
-        return []
+            return _end(session, act, State.FAILED, "slot_dropped", error="job cancelled")
     countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
 
     if not rt.prices.fresh(act.service_id):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 import tenacity.nap
 from structlog.testing import capture_logs
 
-from orchestrator.client import LegitSMSClient
+from orchestrator.client import LegitSMSClient, proxy_for
 from orchestrator.errors import (
     CancelFailed,
     CannotCancel,
@@ -209,6 +210,32 @@ def test_a_cancel_succeeds_and_the_order_is_refunded(live: StartLive) -> None:
     bought = sandbox.server.ledger.order(order.order_id)
     assert bought is not None and bought.refunded
     assert sandbox.client.balance() == Decimal("1000.00")
+
+
+def test_the_environment_proxy_carries_the_calls_unless_no_proxy_names_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = SandboxServer(SandboxConfig(), port=0).start()
+    try:
+        with socket.socket() as closed:  # a port nothing listens on: the proxy is down
+            closed.bind(("127.0.0.1", 0))
+            dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert proxy_for(server.url) == dead_proxy
+        with (
+            LegitSMSClient(server.url, DEMO_API_KEY, attempts=1) as client,
+            pytest.raises(NotSent),  # it went to the proxy, which is not there
+        ):
+            client.balance()
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert proxy_for(server.url) is None
+        with LegitSMSClient(server.url, DEMO_API_KEY, attempts=1) as client:
+            assert client.balance() > 0
+    finally:
+        server.stop()
 
 
 def test_the_key_travels_in_the_x_api_key_header_only_never_in_a_url_or_a_body(

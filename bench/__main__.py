@@ -62,7 +62,11 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="reduced sizes, for a smoke check")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads per worker (default: the scenario's; 1 for (a), 8 for the others)",
+    )
     parser.add_argument("--log-level", default="info", help="the orchestrator's (default info)")
     parser.add_argument(
         "--redis-url",
@@ -118,7 +122,7 @@ def _orchestrator_side(
             redis_url=redis_url,
             database_url=database_url,
             workers=opts.workers,
-            threads=opts.threads,
+            threads=opts.threads or scenario.threads,
             log_level=opts.log_level,
             trace=opts.trace,
             worker_env=tuple(_pair(item) for item in opts.worker_env),

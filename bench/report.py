@@ -49,7 +49,15 @@ def _bought(s: Side) -> str:
     return f"{_num(s['first_order_after_seconds'], 1)} / {_num(s['last_order_after_seconds'], 1)}"
 
 
+def _deployment(s: Side) -> str:
+    notes = s["notes"]
+    if "threads" not in notes:
+        return "1 x asyncio"  # the script: one process, one event loop
+    return f"{notes['workers']} x {notes['threads']}"
+
+
 ROWS: list[Row] = [
+    ("processes x threads", _deployment),
     ("wall time (s)", lambda s: _num(s["wall_seconds"], 1)),
     ("numbers per second", lambda s: _num(s["numbers_per_second"])),
     ("first / last number bought at (s)", _bought),

@@ -34,6 +34,8 @@ class Scenario:
     code_timeout: float
     poll_interval: float
     orchestrator_env: Mapping[str, str] = field(default_factory=dict)
+    # Threads per worker process: the product's default (8) unless the scenario is CPU-bound.
+    threads: int = 8
     baseline: bool = True
     # Both sides at once, each on its own simulator: only where CPU is not what is measured.
     concurrent: bool = False
@@ -69,6 +71,7 @@ class Scenario:
             "code_timeout": self.code_timeout,
             "poll_interval": self.poll_interval,
             "orchestrator_env": dict(self.orchestrator_env),
+            "worker_threads": self.threads,
             "concurrent_sides": self.concurrent,
         }
 
@@ -116,6 +119,9 @@ def throughput(numbers: int) -> Scenario:
         code_timeout=5.0,
         poll_interval=0.5,
         orchestrator_env=_env(rate=0, poll=0.5, cancel_min_age=2, expiry=300),
+        # A simulator that answers in well under a millisecond makes every worker CPU-bound:
+        # a second thread in a process only contends for the GIL (README, Performance).
+        threads=1,
         time_limit=900,
     )
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session, col
 
+from orchestrator import prepared
 from orchestrator.errors import JobNotFound
 from orchestrator.models import (
     FINAL_STATES,
@@ -56,7 +57,8 @@ def record(
         "kind": kind,
         "detail": json.dumps(detail, default=str, sort_keys=True),
     }
-    _execute(session, "record", lambda: insert(Event), params)
+    # inline(): no RETURNING of the new id, which nothing reads.
+    _execute(session, "record", lambda: insert(Event).inline(), params)
 
 
 def _update(table: type[Job] | type[Activation]) -> Update:
@@ -81,7 +83,7 @@ def _statement(shape: Hashable, build: Callable[[], Executable]) -> Executable:
 def _execute(
     session: Session, shape: Hashable, build: Callable[[], Executable], params: Mapping[str, Any]
 ) -> CursorResult[Any]:
-    return session.connection().execute(_statement(shape, build), params)
+    return prepared.execute(session.connection(), shape, _statement(shape, build), params)
 
 
 def _move_statement(columns: tuple[str, ...], states: int) -> Executable:

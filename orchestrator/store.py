@@ -321,7 +321,8 @@ def finish_job_if_done(session: Session, job_id: int) -> bool:
 def _finish_job_statement() -> Executable:
     job_id: BindParameter[int] = bindparam("p_id")
     live = exists().where(
-        col(Activation.job_id) == job_id, col(Activation.state).in_(list(LIVE_STATES))
+        col(Activation.job_id) == job_id,
+        or_(*(col(Activation.state) == state for state in sorted(LIVE_STATES))),  # not an IN
     )
     return (
         update(Job)

@@ -59,6 +59,20 @@ def _wrap_step(module: Any, name: str) -> None:
     setattr(module, name, counted)
 
 
+def _wrap_nudges(owner: Any, attr: str, name: str) -> None:
+    """Count the nudges ``owner.attr`` returns as step ``name``'s."""
+    function: Callable[..., list[Any]] = getattr(owner, attr)
+
+    @functools.wraps(function)
+    def counted(*args: Any, **kwargs: Any) -> list[Any]:
+        nudges = function(*args, **kwargs)
+        for nudge in nudges:
+            _count(f"nudge {name} -> {nudge.action.value}")
+        return nudges
+
+    setattr(owner, attr, counted)
+
+
 def _wrap_timed(owner: Any, name: str, key: str) -> None:
     function: Callable[..., Any] = getattr(owner, name)
 
@@ -134,6 +148,7 @@ def main() -> None:
 
     # The actors import these names late, after the broker is set: patched by then.
     _wrap_step(purchase, "place")
+    _wrap_nudges(purchase.Purchases, "finish", "place")  # a message's purchases nudge at its end
     _wrap_step(settle, "check")
     _wrap_step(settle, "check_many")
     _wrap_step(settle, "cancel")

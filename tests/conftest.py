@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 import structlog
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from orchestrator.db import create_tables, make_engine
 from orchestrator.sandbox import SandboxConfig, SandboxServer
 from tests.support import Orchestrator, fast_env
 
@@ -79,6 +80,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'orchestrator.db'}"
         return
     yield from _postgres_database()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh database at the newest schema (SQLite, then PostgreSQL)."""
+    engine = make_engine(database_url)
+    create_tables(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -22,14 +21,6 @@ _RESERVE_IF_ACTIVE = (
     .where(col(Job.id) == bindparam("p_id"), col(Job.status) == JobStatus.ACTIVE)
     .values(reserved_micros=col(Job.reserved_micros) + bindparam("p_delta"))
 )
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
 
 
 def _events(engine: Engine) -> list[tuple[str, str, datetime]]:

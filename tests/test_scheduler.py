@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 from structlog.testing import capture_logs
 
-from orchestrator.db import create_tables, make_engine, transaction
+from orchestrator.db import make_engine, transaction
 from orchestrator.errors import JobOverlap, ProviderUnavailable, SpecError
 from orchestrator.models import Job, ScheduleFire
 from orchestrator.scheduler import (
@@ -203,14 +203,6 @@ def fired(engine: Engine, count: int) -> Callable[[], bool]:
 def fires(engine: Engine) -> list[ScheduleFire]:
     with transaction(engine) as session:
         return list(session.exec(select(ScheduleFire).order_by(col(ScheduleFire.id))).all())
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

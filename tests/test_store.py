@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -11,19 +10,11 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session
 
 from orchestrator import store
-from orchestrator.db import SQLITE_CACHE_KIB, create_tables, make_engine, reading, transaction
+from orchestrator.db import SQLITE_CACHE_KIB, make_engine, reading, transaction
 from orchestrator.errors import JobNotFound
 from orchestrator.models import Activation, Job, JobStatus, State, utcnow
 from orchestrator.money import to_micros
 from tests.inprocess import plan_job
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
 
 
 def plan(engine: Engine, *, quantity: int, budget: str | None, cap: str = "2.00") -> list[int]:

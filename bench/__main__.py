@@ -46,7 +46,7 @@ from bench.report import (
     scenario_targets,
 )
 from bench.run_baseline import run_baseline
-from bench.scenarios import GROUPS, Scenario, scenarios
+from bench.scenarios import DEFAULT_THREADS, GROUPS, Scenario, scenarios
 from orchestrator.logs import configure_logging
 from orchestrator.sandbox import SandboxServer
 
@@ -65,7 +65,8 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        help="threads per worker (default: the scenario's; 1 for (a), 8 for the others)",
+        help=f"threads per worker (default: the scenario's; 1 for (a), {DEFAULT_THREADS} for the "
+        "others)",
     )
     parser.add_argument("--log-level", default="info", help="the orchestrator's (default info)")
     parser.add_argument(

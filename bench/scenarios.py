@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from orchestrator.config import Settings
 from orchestrator.sandbox import SandboxConfig
 
 # Tiktok in Indonesia: the simulator's deepest stock (22,000) at its lowest price ($0.12).
@@ -16,6 +17,7 @@ BALANCE = Decimal("100000.00")
 ORCHESTRATOR_KEY = "sk_bench_orchestrator"
 BASELINE_KEY = "sk_bench_baseline"
 GROUPS = ("a", "b", "c")
+DEFAULT_THREADS: int = Settings.model_fields["worker_threads"].default
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class Scenario:
     code_timeout: float
     poll_interval: float
     orchestrator_env: Mapping[str, str] = field(default_factory=dict)
-    # Threads per worker process: the product's default (8) unless the scenario is CPU-bound.
-    threads: int = 8
+    # Threads per worker process: the product's default unless the scenario is CPU-bound.
+    threads: int = DEFAULT_THREADS
     baseline: bool = True
     # Both sides at once, each on its own simulator: only where CPU is not what is measured.
     concurrent: bool = False

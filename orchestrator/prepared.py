@@ -5,8 +5,9 @@ time on every execution: a walk of the statement for its cache key, a lookup in 
 cache and a compiled execution context. Compiled once here, a statement runs through
 ``exec_driver_sql``: SQLAlchemy still owns the transaction, its events and its error
 wrapping, but skips all three. Only statements whose SQL text and parameters are fixed
-qualify: one with an expanding ``IN`` (rewritten at every execution) or one leaving a column
-to a Python-side default (computed at every execution) runs the ordinary way.
+qualify: one with an expanding ``IN`` (rewritten at every execution), one leaving a column
+to a Python-side default or holding a bind whose value is a function (computed at every
+execution), or one missing a parameter (refused at every execution) runs the ordinary way.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def _prepare(statement: Executable, dialect: Dialect, keys: Collection[str]) -> 
         return None
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
     binds = [compiled.binds[name] for name in names]
+    for name, bind in zip(names, binds, strict=True):
+        if bind.callable is not None or (bind.required and name not in keys):
+            return None  # a value computed, or refused, at every execution
     return _Prepared(
         sql=compiled.string,
         names=names,

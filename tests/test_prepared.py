@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import StatementError
 from sqlmodel import col
 
 from orchestrator import prepared
@@ -68,6 +69,24 @@ def test_an_expanding_in_runs_the_ordinary_way(engine: Engine) -> None:
     with transaction(engine) as session:
         result = prepared.execute(session.connection(), "t-in", statement, {"p_value": 7})
         assert result.rowcount == 1
+
+
+def test_a_missing_parameter_is_refused_as_sqlalchemy_refuses_it(engine: Engine) -> None:
+    plan_job(engine, quantity=1)
+    with transaction(engine) as session, pytest.raises(StatementError, match="p_delta"):
+        prepared.execute(session.connection(), "t-missing", _RESERVE_IF_ACTIVE, {"p_id": 1})
+
+
+def test_a_bind_whose_value_is_a_function_calls_it_every_time(engine: Engine) -> None:
+    plan_job(engine, quantity=1)
+    values = iter(range(10, 20))
+    statement = update(Job).values(
+        reserved_micros=bindparam("p_next", callable_=lambda: next(values))
+    )
+    with transaction(engine) as session:
+        for _ in range(2):
+            prepared.execute(session.connection(), "t-callable", statement, {})
+        assert session.execute(select(col(Job.reserved_micros))).scalar_one() == 11
 
 
 @pytest.mark.postgres

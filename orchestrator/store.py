@@ -68,8 +68,9 @@ def _update(table: type[Job] | type[Activation]) -> Update:
 
 
 # The hot writes (a few per number) are built once per shape, with bound parameters, and run
-# on the session's connection: building, hashing and routing a statement through the ORM costs
-# many times the CPU SQLite spends running it, and none of them needs the ORM's unit of work.
+# on the session's connection, compiled once per database (see prepared.py): building, hashing
+# and routing a statement through the ORM costs many times the CPU SQLite spends running it,
+# and none of them needs the ORM's unit of work.
 _statements: dict[Hashable, Executable] = {}
 
 

@@ -183,12 +183,16 @@ class LegitSMSClient:
             return CodeStatus(code=None)
         raise MalformedResponse(f"/status: unknown status {state!r}")
 
-    def cancel(self, order_id: str) -> None:
-        """``POST /set_status`` with status 8: cancel an order for a refund."""
+    def cancel(self, order_id: str, *, priority: Priority = Priority.CANCEL) -> None:
+        """``POST /set_status`` with status 8: cancel an order for a refund.
+
+        A cancel sent again after a refusal, while the order is far from its expiry, passes
+        ``Priority.POLL``: it must not crowd out other jobs' work (see settle.py).
+        """
         self._call(
             "POST",
             "/set_status",
-            Priority.CANCEL,
+            priority,
             data={"order_id": order_id, "status": CANCEL_STATUS},
         )
 

@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
@@ -79,6 +88,20 @@ class State(StrEnum):
     EXPIRED = "expired"  # the provider expired it without a code and without a refund
     FAILED = "failed"  # never bought: no stock, price above cap, budget, funds, job cancelled
     IN_DOUBT = "in_doubt"  # a purchase whose outcome is unknown; never re-bought automatically
+
+
+class CancelAnswer(StrEnum):
+    """What the provider's last answer to a cancel left unknown; a ``/status`` read comes next.
+
+    A refusal is never answered with the same cancel: the read tells a code that came (the
+    slot ends ``received``) from an order still waiting (the cancel is sent again, paced).
+    """
+
+    REFUSED = "refused"  # cannot_cancel or cancel_failed: maybe a code came, maybe too early
+    # cancel_failed after an earlier cancel whose answer was lost: if no code came, that
+    # earlier cancel is what the provider met, and the order was refunded
+    REFUSED_AFTER_UNKNOWN = "refused_after_unknown"
+    UNCONFIRMED = "unconfirmed"  # no documented answer (5xx, an unusable body, none at all)
 
 
 FINAL_STATES = frozenset(
@@ -157,6 +180,12 @@ class Activation(SQLModel, table=True):
     finished_at: datetime | None = _ts()
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    # Set when a cancel was refused or went unconfirmed: the next step is a /status read, not
+    # another cancel (see CancelAnswer). Cleared when that read shows the order still waiting.
+    # (Last, where migration 0004 added it.)
+    cancel_answer: CancelAnswer | None = Field(
+        default=None, sa_column=Column(String(32), nullable=True)
     )
 
 

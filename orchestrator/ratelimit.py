@@ -13,7 +13,7 @@ from redis import Redis
 
 from orchestrator.errors import Throttled
 
-__all__ = ["Priority", "SharedRateLimiter", "key_fingerprint"]
+__all__ = ["Priority", "SharedRateLimiter", "horizon", "key_fingerprint"]
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -83,6 +83,15 @@ class Priority(IntEnum):
     ORDER = 2  # new purchases: postponing one costs nothing
 
 
+def horizon(priority: Priority, *, interval: float, max_wait: float) -> float:
+    """How far ahead of now a caller of ``priority`` may book a slot (see SharedRateLimiter)."""
+    if priority == Priority.CANCEL:
+        return max_wait
+    if priority == Priority.POLL:
+        return min(2 * interval, max_wait / 2)
+    return min(interval / 2, max_wait / 4)
+
+
 class SharedRateLimiter:
     """Books send slots for one API key so that all workers together keep to ``rate``.
 
@@ -143,12 +152,7 @@ class SharedRateLimiter:
 
     def horizon(self, priority: Priority) -> float:
         """How far ahead, in seconds, a caller of this priority may book a slot."""
-        i, m = self.interval, self.max_wait
-        if priority == Priority.CANCEL:
-            return m
-        if priority == Priority.POLL:
-            return min(2 * i, m / 2)
-        return min(i / 2, m / 4)
+        return horizon(priority, interval=self.interval, max_wait=self.max_wait)
 
     def acquire(self, priority: Priority) -> None:
         """Book the next send slot and sleep until it; the caller must then send.

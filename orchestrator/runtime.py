@@ -87,12 +87,14 @@ class Runtime:
     arrivals: ArrivalCache = field(init=False)
     waiting: CachedCount = field(init=False)
     to_buy: CachedCount = field(init=False)
+    cancelling: CachedCount = field(init=False)
 
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
         self.arrivals = ArrivalCache(self._arrival_delays)
         self.waiting = CachedCount(lambda: self._count(State.WAITING))
         self.to_buy = CachedCount(lambda: self._count(State.PLANNED))
+        self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
 
     def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
         with reading(self.engine) as session:

@@ -21,15 +21,18 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.models import Activation, Job, State
+from orchestrator.models import Activation, CancelAnswer, Job, State
 from orchestrator.polling import POLL_SHARE
 from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge, Runtime, defer
 
 log = structlog.get_logger(__name__)
 
-CANCEL_RETRY_SECONDS = 15.0  # after a refusal, ask again this much later (the provider's pace)
 SKEW_SECONDS = 1.0  # send a cancel this long after the minimum age, for clock differences
+CANCEL_PACE = 15.0  # after a refusal and a read showing no code, cancel again this much later
+CANCEL_PACE_MAX = 120.0  # ...doubling with each refusal, up to this (see _cancel_pace)
+RETRY_SHARE = 0.25  # of the rate limit that cancels sent again (and their reads) plan to use
+READ_RETRY_SECONDS = 5.0  # a reconciling read that got no usable answer is tried this much later
 
 
 def check(rt: Runtime, activation_id: int) -> list[Nudge]:
@@ -104,9 +107,9 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace) -> Write:
     assert act.order_id is not None
     deadline = cancel_at(rt, act, job)
     if job.cancel_requested_at is not None:
-        return lambda session: _start_cancel_in(session, rt, act, "job_cancelled")
+        return lambda session: start_cancel(session, rt, act, "job_cancelled")
     if rt.now() >= deadline:
-        return lambda session: _start_cancel_in(session, rt, act, "timeout")
+        return lambda session: start_cancel(session, rt, act, "timeout")
     if pace.busy:
         return _later(rt, act, _until(rt, deadline, pace.wait()))
     try:
@@ -143,15 +146,21 @@ def _poll_wait(rt: Runtime, act: Activation) -> float:
 
 
 def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
-    """Ask the provider to cancel and refund an order; reconcile any refusal through /status."""
+    """Ask the provider to cancel and refund an order; after a refusal, read /status first.
+
+    A refused or unconfirmed cancel is never answered with the same cancel: the slot keeps
+    ``cancel_answer`` until a ``/status`` read says what became of the order (a code: it ends
+    ``received``; still waiting: the cancel goes again, paced). The read waits its turn under
+    the rate limit like any call, and the cancel is not sent again meanwhile.
+    """
     with reading(rt.engine) as session:
         act = store.get_activation(session, activation_id)
-        if act is None or act.state is not State.CANCELLING:
+        if act is None or act.state is not State.CANCELLING or not rt.is_due(act.next_action_at):
             return []
-        if not rt.is_due(act.next_action_at):
-            return []
-        assert act.order_id is not None and act.ordered_at is not None
-    allowed_at = act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
+    assert act.order_id is not None and act.ordered_at is not None
+    if act.cancel_answer is not None:
+        return _reconcile(rt, act)
+    allowed_at = cancel_allowed_at(rt, act)
     if rt.now() < allowed_at:
         return defer(rt, act, Action.CANCEL, (allowed_at - rt.now()).total_seconds())
 
@@ -162,19 +171,23 @@ def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
     try:
         rt.client.cancel(act.order_id)
     except CannotCancel:
-        return _reconcile(rt, act, replayed=False)
+        return _answered(rt, act, CancelAnswer.REFUSED, "cannot_cancel", unknown=earlier_unknown)
     except CancelFailed as exc:
-        return _reconcile(rt, act, replayed=exc.replayed or earlier_unknown)
+        # After a cancel whose answer was lost, a refusal may be the provider meeting its effect.
+        after_unknown = exc.replayed or earlier_unknown
+        answer = CancelAnswer.REFUSED_AFTER_UNKNOWN if after_unknown else CancelAnswer.REFUSED
+        return _answered(rt, act, answer, "cancel_failed", unknown=after_unknown)
     except NotFound:
         return _end(
             rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
         )
     except (NotSent, RateLimited) as exc:
+        # Provably not acted on (it never left, or a 429 turned it away): the same cancel, later.
         delay = exc.retry_after if isinstance(exc, RateLimited | Throttled) else 1.0
-        return _refused(rt, act, str(exc), delay=delay, sent=earlier_unknown)
+        return _cancel_later(rt, act, delay, why=str(exc), unknown=earlier_unknown)
     except ProviderError as exc:
-        log.warning("cancel_unanswered", activation_id=act.id, error=str(exc))
-        return _refused(rt, act, str(exc), sent=True)
+        # A 5xx, an answer that is not the documented success, or none at all: it may have acted.
+        return _answered(rt, act, CancelAnswer.UNCONFIRMED, str(exc), unknown=True)
     log.info("order_cancelled", activation_id=act.id, order_id=act.order_id)
     return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
 
@@ -187,60 +200,16 @@ def cancel_at(rt: Runtime, act: Activation, job: Job) -> datetime:
     return act.ordered_at + timedelta(seconds=wait)
 
 
-def _reconcile(rt: Runtime, act: Activation, *, replayed: bool) -> list[Nudge]:
-    """A refused cancel: read /status rather than guess what became of the order."""
-    assert act.order_id is not None
-    try:
-        # At the cancel's priority: a poll's would lose its slot to the very cancels it
-        # competes with, and the next attempt would re-send the cancel instead.
-        status = rt.client.status(act.order_id, priority=Priority.CANCEL)
-    except Throttled as exc:
-        return defer(rt, act, Action.CANCEL, exc.retry_after)
-    except NotFound:
-        return _end(
-            rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
-        )
-    except ProviderError as exc:
-        return _refused(rt, act, str(exc), sent=replayed)
-    if status.code is not None:
-        return _store_code(rt, act, status.code)
-    if replayed:
-        # Our first cancel went through but its answer was lost; the replay met its effect.
-        return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
-    if _past_expiry(rt, act):
-        return _end(rt, act, State.EXPIRED, "order_expired", error="expired before a cancel took")
-    return _refused(rt, act, "cancel refused; order still waiting")
-
-
-def _refused(
-    rt: Runtime, act: Activation, why: str, *, delay: float | None = None, sent: bool = False
-) -> list[Nudge]:
-    """Try the cancel again later; ``sent`` keeps the mark that an earlier one may have acted."""
-    if _past_expiry(rt, act):
-        return _end(rt, act, State.EXPIRED, "order_expired", error=f"never cancelled: {why}")
+def cancel_allowed_at(rt: Runtime, act: Activation) -> datetime:
+    """The earliest moment the provider accepts a cancel of the order (with clock skew)."""
     assert act.ordered_at is not None
-    expiry = act.ordered_at + timedelta(seconds=rt.settings.provider_expiry)
-    if delay is None:
-        delay = max(1.0, min(CANCEL_RETRY_SECONDS, (expiry - rt.now()).total_seconds() / 2))
-    with transaction(rt.engine) as session:
-        store.move(
-            session,
-            act,
-            State.CANCELLING,
-            event="cancel_refused",
-            cancel_attempts=act.cancel_attempts + 1,
-            cancel_sent_at=act.cancel_sent_at if sent else None,
-            error=why,
-            next_action_at=rt.after(delay),
-        )
+    return act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
+
+
+def start_cancel(session: Session, rt: Runtime, act: Activation, reason: str) -> list[Nudge]:
+    """Move a bought order to ``cancelling``; its cancel goes as soon as the provider allows."""
     assert act.id is not None
-    return [Nudge(Action.CANCEL, act.id, delay)]
-
-
-def _start_cancel_in(session: Session, rt: Runtime, act: Activation, reason: str) -> list[Nudge]:
-    assert act.ordered_at is not None and act.id is not None
-    allowed_at = act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
-    delay = max(0.0, (allowed_at - rt.now()).total_seconds())
+    delay = max(0.0, (cancel_allowed_at(rt, act) - rt.now()).total_seconds())
     moved = store.move(
         session,
         act,
@@ -249,6 +218,115 @@ def _start_cancel_in(session: Session, rt: Runtime, act: Activation, reason: str
         cancel_reason=reason,
         next_action_at=rt.after(delay),
     )
+    return [Nudge(Action.CANCEL, act.id, delay)] if moved else []
+
+
+def _answered(
+    rt: Runtime, act: Activation, answer: CancelAnswer, why: str, *, unknown: bool
+) -> list[Nudge]:
+    """The cancel was refused or went unconfirmed: note it, then read /status (not re-cancel).
+
+    ``unknown`` keeps the mark that a cancel of this order may have acted unseen.
+    """
+    attempt = act.cancel_attempts + 1
+    log.info(
+        "cancel_refused", activation_id=act.id, order_id=act.order_id, answer=why, attempt=attempt
+    )
+    with transaction(rt.engine) as session:
+        moved = store.move(
+            session,
+            act,
+            State.CANCELLING,
+            event="cancel_refused",
+            cancel_answer=answer,
+            cancel_attempts=attempt,
+            cancel_sent_at=act.cancel_sent_at if unknown else None,
+            error=why,
+            next_action_at=rt.now(),
+        )
+    return _reconcile(rt, act) if moved else []
+
+
+def _reconcile(rt: Runtime, act: Activation) -> list[Nudge]:
+    """Read /status after a refused or unconfirmed cancel, and act on what it shows."""
+    assert act.order_id is not None and act.id is not None
+    try:
+        status = rt.client.status(act.order_id, priority=Priority.CANCEL)
+    except Throttled as exc:
+        return defer(rt, act, Action.CANCEL, exc.retry_after)  # the read waits its turn
+    except NotFound:
+        return _end(
+            rt, act, State.EXPIRED, "order_vanished", error="the provider no longer knows it"
+        )
+    except ProviderError as exc:
+        if _past_expiry(rt, act):
+            why = f"never confirmed cancelled: {exc}"
+            return _end(rt, act, State.EXPIRED, "order_expired", error=why)
+        log.warning("cancel_reconcile_failed", activation_id=act.id, error=str(exc))
+        return defer(rt, act, Action.CANCEL, _until_expiry(rt, act, READ_RETRY_SECONDS))
+    if status.code is not None:
+        log.info("cancel_reconciled", activation_id=act.id, outcome="code")
+        return _store_code(rt, act, status.code)
+    if act.cancel_answer == CancelAnswer.REFUSED_AFTER_UNKNOWN:
+        # Our earlier cancel went through but its answer was lost; the refusal met its effect.
+        log.info("cancel_reconciled", activation_id=act.id, outcome="cancelled")
+        return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
+    if _past_expiry(rt, act):
+        return _end(rt, act, State.EXPIRED, "order_expired", error="expired before a cancel took")
+    pace = _cancel_pace(rt, act)
+    log.info("cancel_reconciled", activation_id=act.id, outcome="waiting", cancel_in=round(pace))
+    with transaction(rt.engine) as session:
+        moved = store.move(
+            session,
+            act,
+            State.CANCELLING,
+            event="cancel_read_waiting",
+            cancel_answer=None,
+            next_action_at=rt.after(pace),
+        )
+    return [Nudge(Action.CANCEL, act.id, pace)] if moved else []
+
+
+def _cancel_pace(rt: Runtime, act: Activation) -> float:
+    """How long after a read showed the order still waiting its cancel goes again.
+
+    The provider's refusal lasts minutes, not milliseconds: the wait doubles with each refusal
+    (from ``CANCEL_PACE`` up to ``CANCEL_PACE_MAX``). Under a rate limit, the cancels sent
+    again and their reads plan to use at most ``RETRY_SHARE`` of it all together, so refused
+    cancels never starve other jobs' orders and polls. Either wait gives way to the provider's
+    expiry: the last tries come at most half the time left before it.
+    """
+    pace = min(CANCEL_PACE * 2 ** max(0, act.cancel_attempts - 1), CANCEL_PACE_MAX)
+    rate = rt.settings.rate_limit
+    if rate > 0:
+        calls_per_retry = 2  # the cancel and its read
+        pace = max(pace, calls_per_retry * rt.cancelling.get() / (rate * RETRY_SHARE))
+    return _until_expiry(rt, act, pace)
+
+
+def _until_expiry(rt: Runtime, act: Activation, seconds: float) -> float:
+    """``seconds``, but at most half the time left before the provider's expiry (>= 1 s)."""
+    assert act.ordered_at is not None
+    expiry = act.ordered_at + timedelta(seconds=rt.settings.provider_expiry)
+    return max(1.0, min(seconds, (expiry - rt.now()).total_seconds() / 2))
+
+
+def _cancel_later(
+    rt: Runtime, act: Activation, delay: float, *, why: str, unknown: bool
+) -> list[Nudge]:
+    """Send the same cancel again later: nothing reached the provider this time."""
+    if _past_expiry(rt, act):
+        return _end(rt, act, State.EXPIRED, "order_expired", error=f"never cancelled: {why}")
+    with transaction(rt.engine) as session:
+        moved = store.move(
+            session,
+            act,
+            State.CANCELLING,
+            event="cancel_not_sent",
+            cancel_sent_at=act.cancel_sent_at if unknown else None,
+            next_action_at=rt.after(delay),
+        )
+    assert act.id is not None
     return [Nudge(Action.CANCEL, act.id, delay)] if moved else []
 
 

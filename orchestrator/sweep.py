@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 import structlog
 from sqlmodel import Session
@@ -13,7 +12,7 @@ from orchestrator.db import transaction
 from orchestrator.models import Activation, Job, State
 from orchestrator.purchase import UNRECORDED_CLAIM
 from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.settle import SKEW_SECONDS, cancel, cancel_at, check
+from orchestrator.settle import cancel, cancel_at, check, start_cancel
 
 log = structlog.get_logger(__name__)
 
@@ -117,16 +116,5 @@ def _apply_job_cancels(rt: Runtime, session: Session) -> list[Nudge]:
         if act.state is State.PLANNED:
             store.move(session, act, State.FAILED, event="slot_dropped", error="job cancelled")
             continue
-        assert act.ordered_at is not None
-        allowed_at = act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
-        delay = max(0.0, (allowed_at - rt.now()).total_seconds())
-        if store.move(
-            session,
-            act,
-            State.CANCELLING,
-            event="cancel_due",
-            cancel_reason="job_cancelled",
-            next_action_at=rt.after(delay),
-        ):
-            nudges.append(Nudge(Action.CANCEL, act.id, delay))
+        nudges += start_cancel(session, rt, act, "job_cancelled")
     return nudges

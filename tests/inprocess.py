@@ -6,7 +6,9 @@ down to the database is real, only sockets and the broker are replaced.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+import itertools
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,14 +18,21 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from orchestrator import store
 from orchestrator.client import LegitSMSClient, Throttle
 from orchestrator.config import Settings
 from orchestrator.db import create_tables, make_engine, transaction
-from orchestrator.runtime import Runtime
+from orchestrator.errors import Throttled
+from orchestrator.models import Job, JobStatus
+from orchestrator.purchase import place
+from orchestrator.ratelimit import Priority, horizon
+from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, Simulator
+from orchestrator.settle import cancel, check
 from orchestrator.spec import ResolvedJob, ResolvedTarget
+from orchestrator.sweep import sweep
 
 BASE_URL = "http://sandbox.test/wp-json/legitsms/v2"
 
@@ -82,13 +91,19 @@ def settings(**overrides: Any) -> Settings:
 
 @contextmanager
 def inprocess_runtime(
-    folder: Path, config: SandboxConfig, *, throttle: Throttle | None = None, **overrides: Any
+    folder: Path,
+    config: SandboxConfig,
+    *,
+    throttle: Throttle | None = None,
+    clock: FakeClock | None = None,
+    **overrides: Any,
 ) -> Iterator[tuple[Runtime, Simulator, FakeClock]]:
     """A Runtime on an SQLite file in ``folder`` whose provider is an in-memory simulator.
 
-    ``throttle`` (a real shared limiter, say) paces the client's calls; none by default.
+    ``throttle`` (a real shared limiter, or a FakeLimit on ``clock``) paces the client's
+    calls; none by default.
     """
-    clock = FakeClock()
+    clock = clock or FakeClock()
     simulator = Simulator(config, clock=clock.epoch)
     engine = make_engine(f"sqlite:///{folder / 'inprocess.db'}")
     create_tables(engine)
@@ -134,3 +149,77 @@ def plan_job(
     with transaction(engine) as session:
         _, ids = store.create_job(session, job, source="inline")
     return ids
+
+
+class FakeLimit:
+    """The shared limiter's rule on the fake clock: one slot per interval, booked ahead only
+    within the caller's priority horizon; a granted caller "sleeps" (the clock moves) to it."""
+
+    def __init__(self, clock: FakeClock, rate: float, *, max_wait: float = 1.0) -> None:
+        self.clock = clock
+        self.interval = 1 / rate
+        self.max_wait = max_wait
+        self.tat = 0.0
+
+    def acquire(self, priority: Priority) -> None:
+        now = self.clock.epoch()
+        slot = max(now, self.tat)
+        ahead = horizon(priority, interval=self.interval, max_wait=self.max_wait)
+        if slot - now > ahead:
+            raise Throttled(slot - ahead - now)
+        self.tat = slot + self.interval
+        self.clock.advance(slot - now)
+
+    def pause(self, seconds: float) -> None:
+        self.tat = max(self.tat, self.clock.epoch() + seconds)
+
+
+STEPS = {Action.PLACE: place, Action.CHECK: check, Action.CANCEL: cancel}
+Extra = tuple[int, Action, int]  # at the k-th delivery, also deliver (action, slot id) now
+
+
+def run_broker(
+    rt: Runtime,
+    clock: FakeClock,
+    nudges: Sequence[Nudge],
+    *,
+    horizon: float,
+    extras: Collection[Extra] = (),
+    losses: Collection[int] = (),
+) -> None:
+    """Deliver nudges in due order, with the given duplicates and losses, plus periodic sweeps,
+    until no job is active or ``horizon`` fake seconds have passed."""
+    counter = itertools.count()
+    queue: list[tuple[float, int, Nudge]] = []
+    start = rt.now().timestamp()
+
+    def push(sent: Sequence[Nudge]) -> None:
+        for nudge in sent:
+            heapq.heappush(queue, (rt.now().timestamp() + nudge.delay, next(counter), nudge))
+
+    push(nudges)
+    delivered = 0
+    next_sweep = start + rt.settings.sweep_interval
+    while rt.now().timestamp() - start < horizon:
+        due = queue[0][0] if queue else next_sweep
+        if next_sweep <= due:
+            clock.advance(max(0.0, next_sweep - rt.now().timestamp()))
+            push(sweep(rt))
+            next_sweep += rt.settings.sweep_interval
+            if not _active_jobs(rt):
+                return
+            continue
+        when, _, nudge = heapq.heappop(queue)
+        clock.advance(max(0.0, when - rt.now().timestamp()))
+        for k, action, slot_id in extras:
+            if k == delivered:
+                push(STEPS[action](rt, slot_id))
+        if delivered not in losses:
+            push(STEPS[nudge.action](rt, nudge.activation_id))
+        delivered += 1
+
+
+def _active_jobs(rt: Runtime) -> int:
+    with Session(rt.engine) as session:
+        query = select(Job).where(col(Job.status) == JobStatus.ACTIVE)
+        return len(session.exec(query).all())

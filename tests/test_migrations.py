@@ -20,9 +20,10 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.models import Event, Job
 
 # What ``create_all`` made before migrations existed: the baseline revision's tables, less
-# the indexes that later revisions added to them.
+# the indexes and columns that later revisions added to them.
 BASELINE_TABLES = ("job", "target", "activation", "event")
 INDEXES_ADDED_SINCE = ("ix_activation_job_id_state",)
+COLUMNS_ADDED_SINCE = (("activation", "cancel_answer"),)
 
 BROKEN_REVISION = """
 import sqlalchemy as sa
@@ -150,6 +151,8 @@ def test_a_database_made_by_create_all_is_adopted_and_keeps_its_rows(
         with engine.begin() as conn:
             for index in INDEXES_ADDED_SINCE:
                 conn.execute(text(f"DROP INDEX {index}"))
+            for table, column in COLUMNS_ADDED_SINCE:
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
     add_job(engine, "made-before-migrations")
 
     create_tables(engine)

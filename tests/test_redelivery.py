@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections import Counter
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -15,18 +13,14 @@ from sqlmodel import Session, select
 
 from orchestrator.jobrun import read_progress
 from orchestrator.models import Activation, Job, JobStatus
-from orchestrator.purchase import place
 from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.sandbox import SandboxConfig
-from orchestrator.settle import cancel, check
-from orchestrator.sweep import sweep
-from tests.inprocess import inprocess_runtime, plan_job
+from tests.inprocess import inprocess_runtime, plan_job, run_broker
 
 SLOTS = 4
 PROVIDER = SandboxConfig(
     seed=3, code_delay=(3.0, 3.0), never_ratio=0.5, cancel_min_age=5, expiry=60
 )
-STEPS = {Action.PLACE: place, Action.CHECK: check, Action.CANCEL: cancel}
 HORIZON = 600.0  # fake seconds; a job here ends in about 30
 
 # One perturbation of the broker: at the k-th delivery, also deliver (action, slot) now,
@@ -39,50 +33,6 @@ lost = st.integers(0, 60)
 def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("LEGITSMS_API_KEY", "LEGITSMS_BASE_URL", "REDIS_URL", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
-
-
-def run_broker(
-    rt: Runtime,
-    clock: object,
-    slots: list[int],
-    extras: list[tuple[int, Action, int]],
-    losses: set[int],
-) -> None:
-    """Deliver nudges in due order, with the given duplicates and losses, plus periodic sweeps."""
-    counter = itertools.count()
-    queue: list[tuple[float, int, Nudge]] = []
-    start = rt.now().timestamp()
-
-    def push(nudges: list[Nudge]) -> None:
-        for nudge in nudges:
-            heapq.heappush(queue, (rt.now().timestamp() + nudge.delay, next(counter), nudge))
-
-    push([Nudge(Action.PLACE, slot) for slot in slots])
-    delivered = 0
-    next_sweep = start + rt.settings.sweep_interval
-    while rt.now().timestamp() - start < HORIZON:
-        due = queue[0][0] if queue else next_sweep
-        if next_sweep <= due:
-            clock.advance(max(0.0, next_sweep - rt.now().timestamp()))  # type: ignore[attr-defined]
-            push(sweep(rt))
-            next_sweep += rt.settings.sweep_interval
-            if _ended(rt):
-                return
-            continue
-        when, _, nudge = heapq.heappop(queue)
-        clock.advance(max(0.0, when - rt.now().timestamp()))  # type: ignore[attr-defined]
-        for k, action, slot in extras:
-            if k == delivered:
-                push(STEPS[action](rt, slots[slot]))
-        if delivered not in losses:
-            push(STEPS[nudge.action](rt, nudge.activation_id))
-        delivered += 1
-
-
-def _ended(rt: Runtime) -> bool:
-    with Session(rt.engine) as session:
-        job = session.exec(select(Job)).one()
-        return job.status is not JobStatus.ACTIVE
 
 
 def outcome(rt: Runtime, simulator: object) -> tuple[Counter[str], int, int, bool]:
@@ -107,7 +57,9 @@ def simulate(
         inprocess_runtime(Path(folder), PROVIDER) as (rt, sim, clock),
     ):
         slots = plan_job(rt.engine, quantity=SLOTS)
-        run_broker(rt, clock, slots, extras, losses)
+        extra_ids = [(k, action, slots[slot]) for k, action, slot in extras]
+        first = [Nudge(Action.PLACE, slot) for slot in slots]
+        run_broker(rt, clock, first, horizon=HORIZON, extras=extra_ids, losses=losses)
         job_id = 1
         assert read_progress(rt.engine, job_id).total == SLOTS
         return outcome(rt, sim)

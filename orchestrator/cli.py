@@ -157,14 +157,11 @@ def _submit(
     engine = make_database(settings)
     with _client(settings, redis_url) as client:
         resolved = resolve_job(spec, client, str(job_file))
+    source = job_file.read_text()
     with transaction(engine) as session:
-        running = store.active_job_named(session, resolved.name)
-        if running is not None and not allow_overlap:
-            raise JobOverlap(
-                f"job {running.id} ({resolved.name!r}) is still active; "
-                "not submitting another (use --allow-overlap to run both)"
-            )
-        job, slot_ids = store.create_job(session, resolved, source=job_file.read_text())
+        job, slot_ids = store.submit_job(
+            session, resolved, source=source, allow_overlap=allow_overlap
+        )
     from orchestrator.runtime import Action
 
     _send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlmodel import Session, col
 
 from orchestrator import prepared
-from orchestrator.errors import JobNotFound
+from orchestrator.errors import JobNotFound, JobOverlap
 from orchestrator.models import (
     FINAL_STATES,
     LIVE_STATES,
@@ -433,6 +433,23 @@ def active_job_named(session: Session, name: str) -> Job | None:
     """The active job with this name, if any (a cron run that has not finished)."""
     query = select(Job).where(col(Job.name) == name, col(Job.status) == JobStatus.ACTIVE)
     return session.execute(query.limit(1)).scalars().first()
+
+
+def submit_job(
+    session: Session, job: ResolvedJob, *, source: str, allow_overlap: bool = False
+) -> tuple[Job, list[int]]:
+    """Plan the job unless one of its name is still active (then ``JobOverlap``).
+
+    The one place the overlap rule lives: ``submit``, ``run`` and the scheduler all come here.
+    """
+    if not allow_overlap:
+        running = active_job_named(session, job.name)
+        if running is not None:
+            raise JobOverlap(
+                f"job {running.id} ({job.name!r}) is still active; "
+                "not submitting another (use --allow-overlap to run both)"
+            )
+    return create_job(session, job, source=source)
 
 
 def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job, list[int]]:

@@ -27,7 +27,15 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite, one safe to share between processes."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=MAX_OVERFLOW)
+        # READ COMMITTED, whatever the server's default: store.submit_job's check, made after
+        # waiting for a lock, must see what was committed while it waited.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=MAX_OVERFLOW,
+            isolation_level="READ COMMITTED",
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(

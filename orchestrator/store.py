@@ -6,6 +6,7 @@ change and the budget it moves are committed together or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from datetime import datetime
@@ -25,6 +26,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlmodel import Session, col
@@ -441,8 +443,13 @@ def submit_job(
     """Plan the job unless one of its name is still active (then ``JobOverlap``).
 
     The one place the overlap rule lives: ``submit``, ``run`` and the scheduler all come here.
+    The check and the insert must be one atomic step, or two submits at once both find no
+    active job and both plan one (every number bought twice). On SQLite the transaction's
+    BEGIN IMMEDIATE already lets one writer in at a time; on PostgreSQL a lock on the name,
+    held to the end of the transaction, makes a second submit wait, then see the first's job.
     """
     if not allow_overlap:
+        _lock_job_name(session, job.name)
         running = active_job_named(session, job.name)
         if running is not None:
             raise JobOverlap(
@@ -450,6 +457,19 @@ def submit_job(
                 "not submitting another (use --allow-overlap to run both)"
             )
     return create_job(session, job, source=source)
+
+
+def _lock_job_name(session: Session, name: str) -> None:
+    """Hold a lock on ``name`` until the caller's transaction ends (PostgreSQL only)."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return  # SQLite: the transaction already holds the database's one write lock
+    # A transaction-scoped advisory lock on a 64-bit key from the name: nothing to clean up,
+    # and submits of other names do not wait. The query after it runs in a new READ
+    # COMMITTED snapshot (the engines' level), so it sees a job committed while we waited.
+    digest = hashlib.blake2b(f"job-name:{name}".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job, list[int]]:

@@ -25,6 +25,7 @@ from orchestrator.db import transaction
 from orchestrator.embedded import EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
     ConfigError,
+    DatabaseGone,
     JobNotFound,
     JobOverlap,
     OrchestratorError,
@@ -91,6 +92,8 @@ def _guard() -> Iterator[None]:
         _fail(ExitCode.BAD_INPUT, str(exc))
     except JobOverlap as exc:
         _fail(ExitCode.OVERLAP, str(exc))
+    except DatabaseGone as exc:  # never "no job": the jobs are in the file that went away
+        _fail(ExitCode.UNAVAILABLE, str(exc))
     except ProviderRejected as exc:
         _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
     except ProviderError as exc:

@@ -73,13 +73,16 @@ def _check_file(path: str) -> None:
     except FileNotFoundError:
         if path in _files:
             raise DatabaseGone(
-                f"the database {path} was deleted while in use; stopping rather than "
-                "going on with a copy no other process sees (restore the file, then run again)"
+                f"the database {path} was deleted while in use; stopping rather than going "
+                "on with a copy no other process sees (what was bought since it started is "
+                "recorded only there: see the provider's dashboard)"
             ) from None
         return
     seen = (info.st_dev, info.st_ino)
-    with _files_lock:
-        known = _files.setdefault(path, seen)
+    known = _files.get(path)
+    if known is None:
+        with _files_lock:
+            known = _files.setdefault(path, seen)
     if known != seen:
         raise DatabaseGone(
             f"the database {path} was replaced by another file while in use; stopping rather "

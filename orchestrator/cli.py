@@ -25,6 +25,7 @@ from orchestrator.db import transaction
 from orchestrator.embedded import EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
     ConfigError,
+    DatabaseGone,
     JobNotFound,
     JobOverlap,
     OrchestratorError,
@@ -91,6 +92,8 @@ def _guard() -> Iterator[None]:
         _fail(ExitCode.BAD_INPUT, str(exc))
     except JobOverlap as exc:
         _fail(ExitCode.OVERLAP, str(exc))
+    except DatabaseGone as exc:  # never "no job": the jobs are in the file that went away
+        _fail(ExitCode.UNAVAILABLE, str(exc))
     except ProviderRejected as exc:
         _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
     except ProviderError as exc:
@@ -157,14 +160,11 @@ def _submit(
     engine = make_database(settings)
     with _client(settings, redis_url) as client:
         resolved = resolve_job(spec, client, str(job_file))
+    source = job_file.read_text()
     with transaction(engine) as session:
-        running = store.active_job_named(session, resolved.name)
-        if running is not None and not allow_overlap:
-            raise JobOverlap(
-                f"job {running.id} ({resolved.name!r}) is still active; "
-                "not submitting another (use --allow-overlap to run both)"
-            )
-        job, slot_ids = store.create_job(session, resolved, source=job_file.read_text())
+        job, slot_ids = store.submit_job(
+            session, resolved, source=source, allow_overlap=allow_overlap
+        )
     from orchestrator.runtime import Action
 
     _send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from orchestrator import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from orchestrator.errors import DatabaseGone
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Connections beyond the pool's 10 that a process may open at a busy moment: a worker's
@@ -27,17 +30,64 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite, one safe to share between processes."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=MAX_OVERFLOW)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # READ COMMITTED, whatever the server's default: store.submit_job's check, made after
+        # waiting for a lock, must see what was committed while it waited.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=MAX_OVERFLOW,
+            isolation_level="READ COMMITTED",
+        )
+    path: str | None = None
+    if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+        path = os.path.abspath(Path(parsed.database).expanduser())
+        _check_file(path)  # a file this process already used must still be the same one
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         pool_size=10,
         max_overflow=MAX_OVERFLOW,
     )
-    _make_sqlite_safe(engine)
+    _make_sqlite_safe(engine, path)
     return engine
+
+
+# The identity (device, inode) of each SQLite file this process has used, by absolute path.
+# Open connections keep a deleted file alive: without this, a process whose file was deleted
+# (or replaced, by a restore say) goes on reading and writing a copy no other process sees,
+# and a new engine on the path starts an empty database ("no job", "nothing was bought").
+_files: dict[str, tuple[int, int]] = {}
+_files_lock = threading.Lock()
+
+
+def _check_file(path: str) -> None:
+    """Raise DatabaseGone if the file at ``path`` is not the one this process has been using.
+
+    The first sight of the file records it: an engine may create its file (first connection),
+    and any number of engines in a process may share one. Costs one stat (microseconds).
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if path in _files:
+            raise DatabaseGone(
+                f"the database {path} was deleted while in use; stopping rather than going "
+                "on with a copy no other process sees (what was bought since it started is "
+                "recorded only there: see the provider's dashboard)"
+            ) from None
+        return
+    seen = (info.st_dev, info.st_ino)
+    known = _files.get(path)
+    if known is None:
+        with _files_lock:
+            known = _files.setdefault(path, seen)
+    if known != seen:
+        raise DatabaseGone(
+            f"the database {path} was replaced by another file while in use; stopping rather "
+            "than mixing the two (run again to use the new file)"
+        )
 
 
 def _use_wal(cursor: Any) -> None:
@@ -55,7 +105,13 @@ def _use_wal(cursor: Any) -> None:
             time.sleep(0.01)
 
 
-def _make_sqlite_safe(engine: Engine) -> None:
+def _make_sqlite_safe(engine: Engine, path: str | None) -> None:
+    @event.listens_for(engine, "do_connect")
+    def before_connect(*_args: Any) -> None:
+        # Before sqlite3 opens the path: it would quietly create an empty file in its place.
+        if path is not None:
+            _check_file(path)
+
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (see on_begin).
@@ -75,6 +131,8 @@ def _make_sqlite_safe(engine: Engine) -> None:
         # Take the write lock up front: a deferred transaction that later writes can fail at
         # once with "database is locked" when another process writes, busy timeout or not.
         # A reading() transaction never writes, so it reads its WAL snapshot without the lock.
+        if path is not None:
+            _check_file(path)  # never begin on a file that is no longer the database
         if connection.get_execution_options().get(_READ_ONLY):
             connection.exec_driver_sql("BEGIN DEFERRED")
         else:

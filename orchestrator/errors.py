@@ -7,6 +7,7 @@
     ├── SpecError                   bad job file: names the file, the field and the problem
     ├── JobNotFound                 no job by that id or name
     ├── JobOverlap                  a job of that name is still active (cron overlap)
+    ├── DatabaseGone                the SQLite file was deleted or replaced while in use
     └── ProviderError               anything about talking to LegitSMS
         ├── ProviderRejected        a documented error answer ({"code", "message", "data"})
         │   ├── InvalidKey          401 invalid_key
@@ -56,6 +57,10 @@ class JobNotFound(OrchestratorError):
 
 class JobOverlap(OrchestratorError):
     """Raised when a job is submitted while another of the same name is still active."""
+
+
+class DatabaseGone(OrchestratorError):
+    """Raised when the SQLite file a process has been using was deleted or replaced."""
 
 
 class ProviderError(OrchestratorError):

@@ -6,6 +6,7 @@ change and the budget it moves are committed together or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from datetime import datetime
@@ -25,12 +26,13 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlmodel import Session, col
 
 from orchestrator import prepared
-from orchestrator.errors import JobNotFound
+from orchestrator.errors import JobNotFound, JobOverlap
 from orchestrator.models import (
     FINAL_STATES,
     LIVE_STATES,
@@ -433,6 +435,41 @@ def active_job_named(session: Session, name: str) -> Job | None:
     """The active job with this name, if any (a cron run that has not finished)."""
     query = select(Job).where(col(Job.name) == name, col(Job.status) == JobStatus.ACTIVE)
     return session.execute(query.limit(1)).scalars().first()
+
+
+def submit_job(
+    session: Session, job: ResolvedJob, *, source: str, allow_overlap: bool = False
+) -> tuple[Job, list[int]]:
+    """Plan the job unless one of its name is still active (then ``JobOverlap``).
+
+    The one place the overlap rule lives: ``submit``, ``run`` and the scheduler all come here.
+    The check and the insert must be one atomic step, or two submits at once both find no
+    active job and both plan one (every number bought twice). On SQLite the transaction's
+    BEGIN IMMEDIATE already lets one writer in at a time; on PostgreSQL a lock on the name,
+    held to the end of the transaction, makes a second submit wait, then see the first's job.
+    """
+    if not allow_overlap:
+        _lock_job_name(session, job.name)
+        running = active_job_named(session, job.name)
+        if running is not None:
+            raise JobOverlap(
+                f"job {running.id} ({job.name!r}) is still active; "
+                "not submitting another (use --allow-overlap to run both)"
+            )
+    return create_job(session, job, source=source)
+
+
+def _lock_job_name(session: Session, name: str) -> None:
+    """Hold a lock on ``name`` until the caller's transaction ends (PostgreSQL only)."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return  # SQLite: the transaction already holds the database's one write lock
+    # A transaction-scoped advisory lock on a 64-bit key from the name: nothing to clean up,
+    # and submits of other names do not wait. The query after it runs in a new READ
+    # COMMITTED snapshot (the engines' level), so it sees a job committed while we waited.
+    digest = hashlib.blake2b(f"job-name:{name}".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job, list[int]]:

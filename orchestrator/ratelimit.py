@@ -26,6 +26,12 @@ _MIN_RETRY: Final = 0.001
 # process's 429 is then heeded up to this much later.
 _UNLIMITED_RECHECK: Final = 0.05
 
+# Slots are booked this much (a share of the interval) further apart than the rate says: two
+# requests sent exactly 1/rate apart by our clock may reach the provider a millisecond closer
+# (a wake-up or a connection a little late the first time), and a strict limiter refuses the
+# second (seen at 0.5 req/s: requests 1.999 s apart, answered 429).
+SLOT_MARGIN: Final = 0.02
+
 # Books one slot, GCRA style. The theoretical arrival time (TAT) is the earliest moment the
 # next request may be sent; a grant takes the slot max(now, TAT, paused_until) and pushes TAT
 # one interval past it. Everything is integer microseconds of the Redis server's clock, so
@@ -128,7 +134,7 @@ class SharedRateLimiter:
         self.key_id = key_id
         self.rate = rate if rate > 0 else 0.0
         # rate <= 0 means no limit of our own; a pause from a 429 still applies.
-        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.interval = (1.0 + SLOT_MARGIN) / rate if rate > 0 else 0.0
         self.max_wait = max_wait
         self._clear_until = 0.0  # (no limit of our own) until then, skip asking Redis
         # The braces are a Redis Cluster hash tag: both keys land in one slot, as a

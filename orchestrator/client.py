@@ -461,7 +461,7 @@ def _parse_cancel(status: int, body: dict[str, Any]) -> None:
 
 def _parse_order(status: int, body: dict[str, Any]) -> Order:
     raw_id = body.get("order_id")
-    order_id = _text(raw_id, limit=MAX_ORDER_ID_LENGTH, spaces=False)
+    order_id = usable_order_id(raw_id)
     if order_id is None:
         _raise_documented(status, body)
         what = (
@@ -492,6 +492,12 @@ def _parse_order(status: int, body: dict[str, Any]) -> Order:
         raise UnusableOrder(message, order_id=order_id, phone=phone, cost=cost)
     assert phone is not None
     return Order(order_id=order_id, phone=phone, cost=cost)
+
+
+def usable_order_id(value: object) -> str | None:
+    """``value`` as an order id we can store, poll and cancel by, or None: 1 to
+    MAX_ORDER_ID_LENGTH printable characters without whitespace (a whole number is taken)."""
+    return _text(value, limit=MAX_ORDER_ID_LENGTH, spaces=False)
 
 
 def _text(

@@ -526,15 +526,23 @@ def resolve(
     ] = False,
 ) -> None:
     """Settle an in-doubt purchase by hand: attach the real order, or release it."""
-    from orchestrator.doubt import resolve_in_doubt
+    from orchestrator.client import usable_order_id
+    from orchestrator.doubt import ORDER_ID_RULE, resolve_in_doubt
+    from orchestrator.errors import ResolveRefused
 
     if (order_id is None) == (not not_bought):
         _fail(ExitCode.BAD_INPUT, "give exactly one of --order-id ID or --not-bought")
+    if order_id is not None and usable_order_id(order_id) is None:
+        _fail(ExitCode.BAD_INPUT, f"--order-id must be {ORDER_ID_RULE}")
     with _guard():
         settings = _ctx(ctx).settings()
         with _broker(settings) as url:
             rt = make_runtime(settings, url, patient=True)
-            _send(resolve_in_doubt(rt, activation, order_id=order_id))
+            try:
+                nudges = resolve_in_doubt(rt, activation, order_id=order_id)
+            except ResolveRefused as exc:  # a bad request: nothing changed
+                _fail(ExitCode.BAD_INPUT, str(exc))
+            _send(nudges)
     out.print(f"slot {activation} resolved")
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -31,6 +33,8 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
     TransportError,
+    UnpricedOrder,
+    UnusableOrder,
 )
 from orchestrator.provider import CodeStatus, Order, Price, Service
 from orchestrator.ratelimit import Priority
@@ -40,6 +44,17 @@ log = structlog.get_logger(__name__)
 CANCEL_STATUS = "8"  # the reference's status value for "cancel and refund"
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 USER_AGENT = "legitsms-orchestrator"
+RETRY_AFTER_CAP = 120.0  # seconds: the longest one 429 may hold every process on the key
+PATIENCE = 10.0  # seconds during which a read or a cancel may begin another attempt
+# No number costs a million dollars; in micro-dollars that is 1e12, far inside a BIGINT even
+# summed over every slot of a job. A cost above it is as unusable as a negative one.
+MAX_COST = Decimal(1_000_000)
+MAX_ORDER_ID_LENGTH = 64  # an order id is a key: it is stored under a unique index
+MAX_PHONE_LENGTH = 32
+SHOWN = 80  # characters of an unusable provider value quoted in an error message
+
+T = TypeVar("T")
+Parse = Callable[[int, dict[str, Any]], T]
 
 
 class Throttle(Protocol):
@@ -50,8 +65,8 @@ class Throttle(Protocol):
     def pause(self, seconds: float) -> None: ...
 
 
-def _replay_is_safe(exc: BaseException) -> bool:
-    """Reads and cancels: a replay cannot charge money, so retry any blip."""
+def _read_again(exc: BaseException) -> bool:
+    """Reads: a replay cannot charge money, so retry any blip."""
     if isinstance(exc, Throttled):
         return False  # our own limiter says wait long: a delayed message, not a sleep
     if isinstance(exc, ProviderUnavailable):
@@ -59,6 +74,18 @@ def _replay_is_safe(exc: BaseException) -> bool:
     # A non-JSON page (a proxy's maintenance notice) is a blip too; a JSON body lacking a
     # field is not, but replaying a read costs only a request, so both are retried.
     return isinstance(exc, TransportError | RateLimited | MalformedResponse)
+
+
+def _cancel_again(exc: BaseException) -> bool:
+    """POST /set_status: a replay is safe when the first try never acted or got no answer.
+
+    An answer that came back and is not the documented success (MalformedResponse) is not
+    replayed: the cancel may have acted, and settle reconciles it by reading /status. After a
+    lost answer (OutcomeUnknown, 502/503/504) the replay's refusal is marked ``replayed``.
+    """
+    if isinstance(exc, MalformedResponse):
+        return False
+    return _read_again(exc)
 
 
 def _provably_unsent(exc: BaseException) -> bool:
@@ -81,11 +108,21 @@ class LegitSMSClient:
         throttle: Throttle | None = None,
         attempts: int = 4,
         max_retry_seconds: float = 10.0,
+        patience: float = PATIENCE,
+        retry_after_cap: float = RETRY_AFTER_CAP,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``attempts`` bounds the attempts of any call. ``POST /order`` retries (only what
+        provably never left) within ``max_retry_seconds``. Reads and cancels may begin another
+        attempt while the one that failed began less than ``patience`` seconds after the
+        first, so one slow answer never uses the patience up. A 429's Retry-After is cut to
+        ``retry_after_cap`` seconds."""
         self._throttle = throttle
         self._attempts = attempts
         self._max_retry_seconds = max_retry_seconds
+        self._patience = patience
+        self._retry_after_cap = retry_after_cap
+        self._max_backoff = max(2.0, patience / 8)
         # Requests go straight to the transport: the Client around it (cookie jar, auth,
         # redirects, URL merging) cost as much CPU per call as the connection itself, and the
         # API needs none of it.
@@ -118,55 +155,36 @@ class LegitSMSClient:
 
     def balance(self) -> Decimal:
         """``GET /balance``: the wallet balance."""
-        body = self._call("GET", "/balance", Priority.POLL)
-        return _money(body, "balance")
+        return self._call("GET", "/balance", Priority.POLL, _parse_balance)
 
     def services(self) -> list[Service]:
         """``GET /services``: every app the provider sells numbers for."""
-        body = self._call("GET", "/services", Priority.POLL)
-        rows = _field(body, "services", list)
-        try:
-            return [Service(id=int(row["id"]), name=str(row["name"])) for row in rows]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedResponse(f"/services: bad service entry ({exc!r})") from None
+        return self._call("GET", "/services", Priority.POLL, _parse_services)
 
     def prices(self, service_id: int) -> dict[int, Price]:
         """``GET /prices``: live price, stock and success rate per country for a service."""
-        body = self._call("GET", "/prices", Priority.ORDER, params={"service": service_id})
-        table = _field(body, "prices", dict)
-        prices: dict[int, Price] = {}
-        try:
-            for key, row in table.items():
-                country_id = int(row.get("id", key))
-                prices[country_id] = Price(
-                    country_id=country_id,
-                    country=str(row["country"]),
-                    cost=_money(row, "cost"),
-                    count=int(row["count"]),
-                    rate=int(row["rate"]),
-                )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise MalformedResponse(f"/prices: bad price entry ({exc!r})") from None
-        return prices
+        return self._call(
+            "GET", "/prices", Priority.ORDER, _parse_prices, params={"service": service_id}
+        )
 
     def order(self, service_id: int, country_id: int, *, slot_acquired: bool = False) -> Order:
         """``POST /order``: buy a number. Sent once unless it provably never left.
 
         ``slot_acquired`` says the caller already took a rate-limit slot for the first attempt
         (it does so before claiming the slot, so a busy limit never churns claims).
+
+        An answer naming a usable order id is never lost: if the rest of it cannot be used,
+        ``UnpricedOrder`` (the cost) or ``UnusableOrder`` (the phone, or an error beside it)
+        carries the id, for the caller to record the order and cancel it.
         """
-        body = self._call(
+        return self._call(
             "POST",
             "/order",
             Priority.ORDER,
+            _parse_order,
             data={"service": service_id, "country": country_id},
-            replay_safe=False,
+            again=_provably_unsent,
             slot_acquired=slot_acquired,
-        )
-        return Order(
-            order_id=str(_field(body, "order_id", str | int)),
-            phone=str(_field(body, "phone", str | int)),
-            cost=_money(body, "cost"),
         )
 
     def status(self, order_id: str, *, priority: Priority = Priority.POLL) -> CodeStatus:
@@ -175,25 +193,22 @@ class LegitSMSClient:
         A read that settles a refused cancel is part of that cancel: it passes
         ``Priority.CANCEL``, so polls crowding the limit cannot hold it up.
         """
-        body = self._call("GET", "/status", priority, params={"order_id": order_id})
-        state = _field(body, "status", str)
-        if state == "STATUS_OK":
-            return CodeStatus(code=str(_field(body, "code", str | int)))
-        if state == "STATUS_WAIT_CODE":
-            return CodeStatus(code=None)
-        raise MalformedResponse(f"/status: unknown status {state!r}")
+        return self._call("GET", "/status", priority, _parse_status, params={"order_id": order_id})
 
-    def cancel(self, order_id: str, *, priority: Priority = Priority.CANCEL) -> None:
+    def cancel(self, order_id: str) -> None:
         """``POST /set_status`` with status 8: cancel an order for a refund.
 
-        A cancel sent again after a refusal, while the order is far from its expiry, passes
-        ``Priority.POLL``: it must not crowd out other jobs' work (see settle.py).
+        Returns only for the documented success (``"status": "success"``). A documented
+        refusal raises its class whatever the HTTP status (a 200 ``cancel_failed`` is a
+        ``CancelFailed``); any other answer raises ``MalformedResponse`` and is not resent.
         """
         self._call(
             "POST",
             "/set_status",
-            priority,
+            Priority.CANCEL,
+            _parse_cancel,
             data={"order_id": order_id, "status": CANCEL_STATUS},
+            again=_cancel_again,
         )
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -203,20 +218,26 @@ class LegitSMSClient:
         method: str,
         path: str,
         priority: Priority,
+        parse: Parse[T],
         *,
         params: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
-        replay_safe: bool = True,
+        again: Callable[[BaseException], bool] = _read_again,
         slot_acquired: bool = False,
-    ) -> dict[str, Any]:
+    ) -> T:
         attempts: list[str] = []  # what each earlier attempt ended as, for ProviderRejected
+        started: list[float] = []  # when each attempt began
 
-        def attempt() -> dict[str, Any]:
+        def attempt() -> T:
             if attempts:
                 log.info("provider_retry", endpoint=path, attempt=len(attempts) + 1)
+            started.append(time.monotonic())
             try:
                 throttled = not (slot_acquired and not attempts)
-                return self._send_once(method, path, priority, params, data, throttled)
+                status, body = self._send_once(method, path, priority, params, data, throttled)
+                # Inside the attempt: what the body says is judged by the same retry policy,
+                # and a refusal in a 2xx body is marked replayed like one in a 4xx.
+                return parse(status, body)
             except ProviderRejected as exc:
                 # A cancel replayed after a lost answer may meet the effect of its own first try.
                 exc.replayed = any(a == "unknown" for a in attempts)
@@ -228,9 +249,19 @@ class LegitSMSClient:
                 attempts.append("refused")
                 raise
 
+        def patience_spent(state: RetryCallState) -> bool:
+            # Measured to the start of the attempt that failed, not to its end: a single
+            # answer slower than the patience (a read timeout) is still followed by a retry.
+            return started[-1] - started[0] >= self._patience
+
+        if again is _provably_unsent:
+            # POST /order keeps its short window: claim_lease is sized from it.
+            stop: Any = stop_after_delay(self._max_retry_seconds)
+        else:
+            stop = patience_spent
         retrying = Retrying(
-            retry=retry_if_exception(_replay_is_safe if replay_safe else _provably_unsent),
-            stop=stop_after_attempt(self._attempts) | stop_after_delay(self._max_retry_seconds),
+            retry=retry_if_exception(again),
+            stop=stop_after_attempt(self._attempts) | stop,
             wait=self._wait,
             reraise=True,
         )
@@ -241,7 +272,8 @@ class LegitSMSClient:
         if isinstance(exc, RateLimited) and self._throttle is None:
             return min(exc.retry_after, self._max_retry_seconds)
         # With a throttle, its pause already makes the next acquire wait.
-        return float(wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2)(state))
+        backoff = wait_exponential_jitter(multiplier=0.2, max=self._max_backoff, jitter=0.2)
+        return float(backoff(state))
 
     def _send_once(
         self,
@@ -251,7 +283,7 @@ class LegitSMSClient:
         params: dict[str, Any] | None,
         data: dict[str, Any] | None,
         throttled: bool,
-    ) -> dict[str, Any]:
+    ) -> tuple[int, dict[str, Any]]:
         if throttled and self._throttle is not None:
             self._throttle.acquire(priority)
         request = httpx.Request(
@@ -272,20 +304,34 @@ class LegitSMSClient:
             raise NotSent(f"{path}: could not connect ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise OutcomeUnknown(f"{path}: no answer ({type(exc).__name__})") from None
-        return self._decode(path, response)
+        return response.status_code, self._decode(path, response)
 
     def _decode(self, path: str, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code
         if status == 429:
-            retry_after = _retry_after(response)
+            header = response.headers.get("retry-after")
+            retry_after = min(_retry_after(header), self._retry_after_cap)
             if self._throttle is not None:
                 self._throttle.pause(retry_after)
-            log.warning("provider_rate_limited", endpoint=path, retry_after=retry_after)
+            log.warning(
+                "provider_rate_limited",
+                endpoint=path,
+                retry_after=retry_after,
+                retry_after_header=None if header is None else _shown(header),
+            )
             raise RateLimited(retry_after)
         if status >= 500:
             raise ProviderUnavailable(status)
         try:
-            body = json.loads(response.content, parse_float=Decimal, parse_constant=_not_json)
+            # Numbers as exact Decimals (an integer of any length included); NaN and Infinity,
+            # which JSON lacks, as a marker no field accepts, so an order answer holding one
+            # still yields its order id.
+            body = json.loads(
+                response.content,
+                parse_float=Decimal,
+                parse_int=Decimal,
+                parse_constant=_NonFinite,
+            )
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             kind = response.headers.get("content-type", "no content type")
             raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})") from None
@@ -295,9 +341,8 @@ class LegitSMSClient:
             code = body.get("code")
             if not isinstance(code, str):
                 raise MalformedResponse(f"{path}: HTTP {status} error without a code")
-            message = str(body.get("message", ""))
             cls = REJECTIONS.get(code, ProviderRejected)
-            raise cls(message, status=status, code=code)
+            raise cls(_message(body), status=status, code=_shown(code))
         return body
 
 
@@ -311,39 +356,187 @@ def proxy_for(url: str) -> str | None:
     return proxy
 
 
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(header: str | None) -> float:
     """Seconds from a Retry-After header; 2 s (the provider's usual spacing) when unreadable."""
     try:
-        seconds = float(response.headers.get("retry-after", "2"))
+        seconds = float(header if header is not None else "2")
     except ValueError:
         return 2.0
     # "inf" and "nan" parse as floats, but no caller can wait (or build a timedelta) from them.
     return max(0.0, seconds) if math.isfinite(seconds) else 2.0
 
 
-def _not_json(constant: str) -> NoReturn:
-    """Refuse NaN and Infinity, which Python's json accepts but JSON does not."""
-    raise ValueError(f"{constant} is not JSON")
+class _NonFinite:
+    """What ``NaN`` or ``Infinity`` in an answer reads as: not a value any field accepts."""
+
+    def __init__(self, constant: str) -> None:
+        self.constant = constant
+
+    def __repr__(self) -> str:
+        return self.constant
+
+
+def _shown(value: object) -> str:
+    """A provider value, cut short for an error message or a log line."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= SHOWN else text[:SHOWN] + f"... ({len(text)} characters)"
+
+
+def _message(body: dict[str, Any]) -> str:
+    return _shown(str(body.get("message", "")))
+
+
+# -- answers: each endpoint's documented success, or its documented error, or malformed ------
+
+
+def _raise_documented(status: int, body: dict[str, Any]) -> None:
+    """A 2xx body carrying a documented error code is that error, as the 4xx would be."""
+    code = body.get("code")
+    if isinstance(code, str) and code in REJECTIONS:
+        raise REJECTIONS[code](_message(body), status=status, code=code)
+
+
+def _success_status(path: str, status: int, body: dict[str, Any]) -> None:
+    """/services and /prices say ``"status": "success"``; an answer saying otherwise is not."""
+    _raise_documented(status, body)
+    state = body.get("status", "success")
+    if state != "success":
+        raise MalformedResponse(f"{path}: HTTP {status} answer has status {_shown(state)}")
+
+
+def _parse_balance(status: int, body: dict[str, Any]) -> Decimal:
+    _raise_documented(status, body)
+    return _money(body, "balance")
+
+
+def _parse_services(status: int, body: dict[str, Any]) -> list[Service]:
+    _success_status("/services", status, body)
+    rows = _field(body, "services", list)
+    try:
+        return [Service(id=int(row["id"]), name=str(row["name"])) for row in rows]
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise MalformedResponse(f"/services: bad service entry ({_shown(exc)})") from None
+
+
+def _parse_prices(status: int, body: dict[str, Any]) -> dict[int, Price]:
+    _success_status("/prices", status, body)
+    table = _field(body, "prices", dict)
+    prices: dict[int, Price] = {}
+    try:
+        for key, row in table.items():
+            country_id = int(row.get("id", key))
+            prices[country_id] = Price(
+                country_id=country_id,
+                country=str(row["country"]),
+                cost=_money(row, "cost"),
+                count=int(row["count"]),
+                rate=int(row["rate"]),
+            )
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise MalformedResponse(f"/prices: bad price entry ({_shown(exc)})") from None
+    return prices
+
+
+def _parse_status(status: int, body: dict[str, Any]) -> CodeStatus:
+    state = body.get("status")
+    if state == "STATUS_OK":
+        code = _text(body.get("code"), printable=False)  # an SMS text may span lines
+        if code is None:
+            raise MalformedResponse("/status: STATUS_OK without a valid 'code'")
+        return CodeStatus(code=code)
+    if state == "STATUS_WAIT_CODE":
+        return CodeStatus(code=None)
+    _raise_documented(status, body)
+    if not isinstance(state, str):
+        raise MalformedResponse("/status: answer lacks a valid 'status' field")
+    raise MalformedResponse(f"/status: unknown status {_shown(state)}")
+
+
+def _parse_cancel(status: int, body: dict[str, Any]) -> None:
+    _raise_documented(status, body)
+    if body.get("status") != "success" or body.get("code") is not None:
+        shown = _shown({k: body[k] for k in ("status", "code", "message") if k in body})
+        raise MalformedResponse(f"/set_status: HTTP {status} answer is not a success: {shown}")
+
+
+def _parse_order(status: int, body: dict[str, Any]) -> Order:
+    raw_id = body.get("order_id")
+    order_id = usable_order_id(raw_id)
+    if order_id is None:
+        _raise_documented(status, body)
+        what = (
+            "lacks an order_id" if raw_id is None else f"has an unusable order_id {_shown(raw_id)}"
+        )
+        raise MalformedResponse(f"/order: HTTP {status} answer {what}")
+    # From here on a number was bought: whatever else is wrong, the id must reach the caller.
+    phone = _text(body.get("phone"), limit=MAX_PHONE_LENGTH)
+    problems: list[str] = []
+    cost: Decimal | None = None
+    try:
+        cost = _money(body, "cost")
+    except MalformedResponse as exc:
+        problems.append(str(exc))
+    if cost is not None and cost > MAX_COST:
+        problems.append(f"answer has an implausible 'cost': {_shown(body['cost'])}")
+        cost = None
+    if phone is None:
+        problems.append(f"answer has an unusable 'phone': {_shown(body.get('phone'))}")
+    if body.get("status", "success") != "success" or body.get("code") is not None:
+        state = {k: body[k] for k in ("status", "code", "message") if k in body}
+        problems.append(f"answer also says {_shown(state)}")
+    if cost is None:
+        message = f"/order: order {order_id} bought at an unknown cost: " + "; ".join(problems)
+        raise UnpricedOrder(message, order_id=order_id, phone=phone)
+    if problems:
+        message = f"/order: order {order_id} is not usable: " + "; ".join(problems)
+        raise UnusableOrder(message, order_id=order_id, phone=phone, cost=cost)
+    assert phone is not None
+    return Order(order_id=order_id, phone=phone, cost=cost)
+
+
+def usable_order_id(value: object) -> str | None:
+    """``value`` as an order id we can store, poll and cancel by, or None: 1 to
+    MAX_ORDER_ID_LENGTH printable characters without whitespace (a whole number is taken)."""
+    return _text(value, limit=MAX_ORDER_ID_LENGTH, spaces=False)
+
+
+def _text(
+    value: object, *, limit: int | None = None, spaces: bool = True, printable: bool = True
+) -> str | None:
+    """A string or whole number from an answer as text; None when empty, too long (over
+    ``limit``), holding control characters (unless not ``printable``), or (unless ``spaces``)
+    holding whitespace."""
+    if isinstance(value, Decimal):
+        if not value.is_finite() or value.as_tuple().exponent != 0:
+            return None  # only an integer written as one (parse_int) is an id or a code
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or (limit is not None and len(text) > limit):
+        return None
+    if printable and not text.isprintable():
+        return None
+    if not spaces and any(char.isspace() for char in text):
+        return None
+    return text
 
 
 def _field(body: dict[str, Any], name: str, kind: Any) -> Any:
     value = body.get(name)
     if value is None or not isinstance(value, kind) or isinstance(value, bool):
         raise MalformedResponse(f"answer lacks a valid {name!r} field")
-    if isinstance(value, str) and not value.strip():
-        # An empty order id or code cannot be polled, cancelled or used: as good as missing.
-        raise MalformedResponse(f"answer has an empty {name!r} field")
     return value
 
 
 def _money(body: dict[str, Any], name: str) -> Decimal:
     value = body.get(name)
-    if isinstance(value, bool) or value is None:
+    if not isinstance(value, Decimal | str | int) or isinstance(value, bool):
         raise MalformedResponse(f"answer lacks a valid {name!r} amount")
     try:
-        amount = Decimal(str(value))
+        amount = Decimal(value) if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:
-        raise MalformedResponse(f"answer has a non-numeric {name!r}: {value!r}") from None
+        raise MalformedResponse(f"answer has a non-numeric {name!r}: {_shown(value)}") from None
     if not amount.is_finite() or amount < 0:
-        raise MalformedResponse(f"answer has an invalid {name!r}: {value!r}")
+        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(value)}")
     return amount

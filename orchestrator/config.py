@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     price_cache_ttl: Seconds = Field(30.0, validation_alias="ORCHESTRATOR_PRICE_CACHE_TTL")
     connect_timeout: Seconds = Field(5.0, validation_alias="ORCHESTRATOR_CONNECT_TIMEOUT")
     read_timeout: Seconds = Field(15.0, validation_alias="ORCHESTRATOR_READ_TIMEOUT")
+    retry_after_cap: Seconds = Field(120.0, validation_alias="ORCHESTRATOR_RETRY_AFTER_CAP")
     worker_processes: int = Field(1, ge=1, validation_alias="ORCHESTRATOR_WORKER_PROCESSES")
     worker_threads: int = Field(8, ge=1, validation_alias="ORCHESTRATOR_WORKER_THREADS")
     log_level: str = Field("info", validation_alias="ORCHESTRATOR_LOG_LEVEL")

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
+
 from orchestrator import store
+from orchestrator.client import MAX_ORDER_ID_LENGTH, usable_order_id
 from orchestrator.db import transaction
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ResolveRefused
 from orchestrator.models import State
 from orchestrator.runtime import Action, Nudge, Runtime
+
+ORDER_ID_RULE = f"1 to {MAX_ORDER_ID_LENGTH} printable characters without spaces"
 
 
 def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -> list[Nudge]:
     """Attach the order the provider made (it is then polled and cancelled as usual), or, with
-    ``order_id=None``, record that nothing was bought and release the budget it held."""
+    ``order_id=None``, record that nothing was bought and release the budget it held.
+
+    Raises ResolveRefused, changing nothing, for an unknown slot, a slot not in doubt, an
+    order id that is not one, or one another slot already holds.
+    """
+    if order_id is not None:
+        valid = usable_order_id(order_id)
+        if valid is None:
+            raise ResolveRefused(f"an order id is {ORDER_ID_RULE}")
+        order_id = valid
     with transaction(rt.engine) as session:
         act = store.get_activation(session, activation_id)
         if act is None:
-            raise OrchestratorError(f"no slot {activation_id}")
+            raise ResolveRefused(f"no slot {activation_id}")
         if act.state is not State.IN_DOUBT:
-            raise OrchestratorError(f"slot {activation_id} is {act.state.value}, not in_doubt")
+            raise ResolveRefused(f"slot {activation_id} is {act.state.value}, not in_doubt")
         if order_id is None:
             store.move(
                 session,
@@ -29,15 +43,29 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
             )
             store.finish_job_if_done(session, act.job_id)
             return []
-        # The cost is not known from the dashboard id alone; the cap stays reserved.
-        store.move(
-            session,
-            act,
-            State.WAITING,
-            event="resolved_bought",
-            order_id=order_id,
-            ordered_at=act.claimed_at or rt.now(),
-            error=None,
-            next_action_at=rt.now(),
-        )
+        other = store.slot_holding_order(session, order_id)
+        if other is not None:
+            raise ResolveRefused(_taken(order_id, other))
+        try:
+            with session.begin_nested():
+                # The cost is not known from the dashboard id alone; the cap stays reserved.
+                store.move(
+                    session,
+                    act,
+                    State.WAITING,
+                    event="resolved_bought",
+                    order_id=order_id,
+                    ordered_at=act.claimed_at or rt.now(),
+                    error=None,
+                    next_action_at=rt.now(),
+                )
+        except IntegrityError:  # recorded by a worker since the check above
+            raise ResolveRefused(
+                _taken(order_id, store.slot_holding_order(session, order_id))
+            ) from None
     return [Nudge(Action.CHECK, activation_id)]
+
+
+def _taken(order_id: str, other: int | None) -> str:
+    holder = f"slot {other}'s" if other is not None else "another slot's"
+    return f"order id {order_id} is already {holder}: check the id on the provider's dashboard"

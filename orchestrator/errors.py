@@ -8,6 +8,8 @@
     ├── JobNotFound                 no job by that id or name
     ├── JobOverlap                  a job of that name is still active (cron overlap)
     ├── DatabaseGone                the SQLite file was deleted or replaced while in use
+    ├── ResolveRefused              `resolve` cannot apply: no such slot, not in doubt, or the
+    │                               order id is already another slot's
     └── ProviderError               anything about talking to LegitSMS
         ├── ProviderRejected        a documented error answer ({"code", "message", "data"})
         │   ├── InvalidKey          401 invalid_key
@@ -19,17 +21,30 @@
         │   └── CancelFailed        400 cancel_failed (expired, finished, or too early)
         ├── RateLimited             429; carries retry_after seconds
         ├── ProviderUnavailable     a 5xx answer: the request may or may not have acted
-        ├── MalformedResponse       HTML, non-JSON, or a JSON body missing a field
+        ├── MalformedResponse       HTML, non-JSON, a JSON body missing a field, or a 2xx
+        │   │                       body that is not the endpoint's documented success
+        │   └── UnusableOrder       POST /order answered a usable order_id, but something else
+        │       │                   in the answer is unusable (phone, or an error beside it):
+        │       │                   the number was bought; carries order_id, phone, cost
+        │       └── UnpricedOrder   ... its cost is missing, not a number, negative,
+        │                           non-finite or too large to store: carries order_id, phone
         └── TransportError          no HTTP answer at all
             ├── NotSent             the request provably never left (connect error/timeout)
             │   └── Throttled       our shared rate limiter had no slot soon enough
             └── OutcomeUnknown      it left, and no answer came back (read timeout, reset)
 
 Whether a failed ``POST /order`` may have bought a number is the question that matters
-most: only ``NotSent``, ``RateLimited`` and ``ProviderRejected`` prove it did not.
+most: only ``NotSent``, ``RateLimited`` and ``ProviderRejected`` prove it did not, and an
+``UnusableOrder`` proves it did.
+
+A documented error ``code`` is raised as its ``ProviderRejected`` class whatever the HTTP status
+it came with (a 200 ``cancel_failed`` is a ``CancelFailed``, with ``status`` 200), except on
+``POST /order`` when the answer also names a usable ``order_id`` (then ``UnusableOrder``).
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 
 class OrchestratorError(Exception):
@@ -61,6 +76,10 @@ class JobOverlap(OrchestratorError):
 
 class DatabaseGone(OrchestratorError):
     """Raised when the SQLite file a process has been using was deleted or replaced."""
+
+
+class ResolveRefused(OrchestratorError):
+    """Raised when ``resolve`` cannot apply: no such slot, not in doubt, or an order id in use."""
 
 
 class ProviderError(OrchestratorError):
@@ -157,6 +176,35 @@ class ProviderUnavailable(ProviderError):
 
 class MalformedResponse(ProviderError):
     """Raised when an answer is not the JSON the reference describes."""
+
+
+class UnusableOrder(MalformedResponse):
+    """Raised when ``POST /order`` answered an order we cannot use as it is, but did buy.
+
+    The answer names a usable ``order_id``; the phone (``None`` when unusable) or the rest
+    of the body is not what the reference describes. The order must be recorded (never
+    thrown away) and cancelled for a refund as soon as the provider allows. ``cost`` is the
+    charge when it was usable, else ``None``.
+    """
+
+    def __init__(
+        self, message: str, *, order_id: str, phone: str | None, cost: Decimal | None
+    ) -> None:
+        self.order_id = order_id
+        self.phone = phone
+        self.cost = cost
+        super().__init__(message)
+
+
+class UnpricedOrder(UnusableOrder):
+    """Raised when ``POST /order`` answered a usable ``order_id`` with an unusable cost.
+
+    Missing, not a number, negative, non-finite, or above ``client.MAX_COST``: what was paid
+    is unknown, so the slot holds its cap and the order is cancelled for a refund.
+    """
+
+    def __init__(self, message: str, *, order_id: str, phone: str | None) -> None:
+        super().__init__(message, order_id=order_id, phone=phone, cost=None)
 
 
 class TransportError(ProviderError):

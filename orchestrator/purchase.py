@@ -6,9 +6,11 @@ import json
 import random
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from orchestrator import store
@@ -20,6 +22,8 @@ from orchestrator.errors import (
     ProviderRejected,
     RateLimited,
     Throttled,
+    UnpricedOrder,
+    UnusableOrder,
 )
 from orchestrator.models import Activation, Job, State
 from orchestrator.money import from_micros, to_micros
@@ -27,6 +31,7 @@ from orchestrator.planner import Choice, choose_country
 from orchestrator.provider import Order
 from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge, Runtime, defer
+from orchestrator.settle import cancel_at
 
 log = structlog.get_logger(__name__)
 
@@ -152,11 +157,11 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         if claimed is store.Claim.NO_BUDGET:
             return _budget_refused(rt, session, act)
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
-    purchases.owe(_send_order(rt, act, choice))
+    purchases.owe(_send_order(rt, act, job, choice))
     return []
 
 
-def _send_order(rt: Runtime, act: Activation, choice: Choice) -> Write:
+def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice) -> Write:
     """Send the one ``POST /order``; return the write that records what it came to."""
     try:
         order = rt.client.order(act.service_id, choice.country_id, slot_acquired=True)
@@ -172,13 +177,17 @@ def _send_order(rt: Runtime, act: Activation, choice: Choice) -> Write:
         return lambda session: _end(
             session, act, State.FAILED, "order_refused", reserve=0, error=code
         )
+    except UnusableOrder as exc:
+        # It bought a number we cannot use as answered: keep it, and cancel it for a refund.
+        log.error("order_unusable", activation_id=act.id, order_id=exc.order_id, error=str(exc))
+        return _record_unusable(rt, act, exc)
     except ProviderError as exc:
         # It may have bought a number: hold the cap, never buy this slot again by ourselves.
         log.error("order_in_doubt", activation_id=act.id, error=str(exc))
         error = str(exc)
         return lambda session: _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
     log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
-    return _record_order(rt, act, order)
+    return _record_order(rt, act, job, order)
 
 
 def _end(session: Session, act: Activation, to: State, event: str, **values: Any) -> list[Nudge]:
@@ -187,51 +196,118 @@ def _end(session: Session, act: Activation, to: State, event: str, **values: Any
     return []
 
 
-def _record_order(rt: Runtime, act: Activation, order: Order) -> Write:
+def _record_order(rt: Runtime, act: Activation, job: Job, order: Order) -> Write:
     cost = to_micros(order.cost)
+    ordered_at = rt.now()
     fields = {
         "order_id": order.order_id,
         "phone": order.phone,
         "cost_micros": cost,
-        "ordered_at": rt.now(),
+        "ordered_at": ordered_at,
     }
+    if cost > act.cap_micros:
+        error = f"charged {order.cost} above the cap {from_micros(act.cap_micros)}"
+        return _record_for_cancel(rt, act, "order_over_cap", "over_cap", error, cost, fields)
     # Read the arrival history now, not in the transaction that holds SQLite's write lock.
     wait = rt.poll_wait(act.service_id, act.country_id or 0, 0.0)
+    # The first check, like every later one, comes no later than the order's cancel time:
+    # with a long poll_interval a short code_timeout would be cancelled late, and an order
+    # could even expire (unrefunded) before its first look.
+    read_at, act.ordered_at = act.ordered_at, ordered_at
+    try:
+        deadline = cancel_at(rt, act, job)
+    finally:
+        act.ordered_at = read_at  # the write sets it, if the slot is still ours
+    due = min(ordered_at + timedelta(seconds=wait), deadline)
 
     def write(session: Session) -> list[Nudge]:
-        if cost > act.cap_micros:
-            nudge = Nudge(Action.CANCEL, act.id or 0, rt.settings.cancel_min_age)
-            moved = store.move(
-                session,
-                act,
-                State.CANCELLING,
-                event="order_over_cap",
-                expect={State.ORDERING, State.IN_DOUBT},
-                reserve=cost,
-                cancel_reason="over_cap",
-                error=f"charged {order.cost} above the cap {from_micros(act.cap_micros)}",
-                next_action_at=rt.after(nudge.delay),
-                **fields,
-            )
-        else:
-            nudge = Nudge(Action.CHECK, act.id or 0, wait)
-            moved = store.move(
-                session,
-                act,
-                State.WAITING,
-                event="order_placed",
-                expect={State.ORDERING, State.IN_DOUBT},
-                reserve=cost,
-                next_action_at=rt.after(wait),
-                **fields,
-            )
-        if not moved:
-            # Only a human resolving the slot meanwhile can do this; the audit log must keep it.
-            log.error("order_not_recorded", activation_id=act.id, order_id=order.order_id)
-            return []
-        return [nudge]
+        delay = max(0.0, (due - rt.now()).total_seconds())
+        moved = _move_order(
+            session,
+            act,
+            State.WAITING,
+            event="order_placed",
+            reserve=cost,
+            next_action_at=rt.after(delay),
+            **fields,
+        )
+        return [Nudge(Action.CHECK, act.id or 0, delay)] if moved else []
 
     return write
+
+
+def _record_unusable(rt: Runtime, act: Activation, exc: UnusableOrder) -> Write:
+    """Record an order answered with an unusable cost or phone, to be cancelled for a refund.
+
+    An unknown cost is stored as unknown (NULL) and held at the cap, as an in-doubt slot is.
+    """
+    cost = None if exc.cost is None else to_micros(exc.cost)
+    fields = {
+        "order_id": exc.order_id,
+        "phone": exc.phone,
+        "cost_micros": cost,
+        "ordered_at": rt.now(),
+    }
+    reason = "unusable_cost" if isinstance(exc, UnpricedOrder) else "unusable_answer"
+    reserve = act.cap_micros if cost is None else cost
+    return _record_for_cancel(rt, act, f"order_{reason}", reason, str(exc), reserve, fields)
+
+
+def _record_for_cancel(
+    rt: Runtime,
+    act: Activation,
+    event: str,
+    reason: str,
+    error: str,
+    reserve: int,
+    fields: dict[str, Any],
+) -> Write:
+    """Record a bought order that must be cancelled as soon as the provider allows."""
+
+    def write(session: Session) -> list[Nudge]:
+        nudge = Nudge(Action.CANCEL, act.id or 0, rt.settings.cancel_min_age)
+        moved = _move_order(
+            session,
+            act,
+            State.CANCELLING,
+            event=event,
+            reserve=reserve,
+            cancel_reason=reason,
+            error=error,
+            next_action_at=rt.after(nudge.delay),
+            **fields,
+        )
+        return [nudge] if moved else []
+
+    return write
+
+
+def _move_order(session: Session, act: Activation, to: State, **values: Any) -> bool:
+    """Record the order ``order_id`` on the slot; a slot answered an id another slot holds
+    is in doubt instead (the provider contradicted itself; a human decides)."""
+    order_id = str(values["order_id"])
+    other = store.slot_holding_order(session, order_id)
+    if other is None:
+        try:
+            # A savepoint: a write refused by the unique index (another worker recorded the
+            # same id since the check) undoes this slot's write only, not the transaction's
+            # other work (the next slot's claim).
+            with session.begin_nested():
+                moved = store.move(
+                    session, act, to, expect={State.ORDERING, State.IN_DOUBT}, **values
+                )
+        except IntegrityError:
+            other = store.slot_holding_order(session, order_id)
+        else:
+            if not moved:
+                # Only a human resolving the slot meanwhile can do this; the audit log keeps it.
+                log.error("order_not_recorded", activation_id=act.id, order_id=order_id)
+            return moved
+    held = f"slot {other}" if other is not None else "another slot"
+    error = f"the provider answered order_id {order_id}, already recorded for {held}"
+    log.error("order_id_reused", activation_id=act.id, order_id=order_id, other_slot=other)
+    _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
+    return False
 
 
 def _unclaim(rt: Runtime, act: Activation, *, delay: float, why: str) -> Write:

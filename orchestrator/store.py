@@ -373,6 +373,13 @@ def overdue(session: Session, *, before: datetime, limit: int) -> Sequence[Activ
     return session.execute(query).scalars().all()
 
 
+def slot_holding_order(session: Session, order_id: str) -> int | None:
+    """The slot (activation id) that already holds ``order_id``, if any."""
+    query = select(col(Activation.id)).where(col(Activation.order_id) == order_id)
+    found = session.execute(query).scalars().first()
+    return None if found is None else int(found)
+
+
 def active_job_ids(session: Session) -> list[int]:
     """Ids of every job not yet ended."""
     query = select(col(Job.id)).where(col(Job.status) == JobStatus.ACTIVE)

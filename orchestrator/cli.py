@@ -118,7 +118,7 @@ def _broker(settings: Settings) -> Iterator[str]:
         yield url
     finally:
         if embedded is not None:
-            embedded.stop()
+            embedded.release()
 
 
 def _client(settings: Settings, redis_url: str) -> LegitSMSClient:

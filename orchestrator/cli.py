@@ -326,8 +326,12 @@ LEAVE_TIMEOUT = 5.0  # seconds a worker has to finish its message when run leave
 
 
 def _say_what_is_left(settings: Settings, job_id: int) -> None:
-    orders = open_orders(make_database(settings), job_id)
-    for line in leftover_lines(job_id, orders, provider_expiry=settings.provider_expiry):
+    engine = make_database(settings)
+    with transaction(engine) as session:
+        cancelled = store.get_job(session, job_id).cancel_requested_at is not None
+    orders = open_orders(engine, job_id)
+    expiry = settings.provider_expiry
+    for line in leftover_lines(job_id, orders, provider_expiry=expiry, cancelled=cancelled):
         _plain(err, line)
 
 

@@ -339,7 +339,12 @@ def finishing_line(orders: list[OpenOrder], *, cancel_min_age: float, signum: in
 
 
 def leftover_lines(
-    job_id: int, orders: list[OpenOrder], *, provider_expiry: float, shown: int = 20
+    job_id: int,
+    orders: list[OpenOrder],
+    *,
+    provider_expiry: float,
+    cancelled: bool = True,
+    shown: int = 20,
 ) -> list[str]:
     """What ``run`` says when it leaves a job unfinished: which orders, until when, and how."""
     if not orders:
@@ -356,8 +361,11 @@ def leftover_lines(
         )
     if len(orders) > shown:
         lines.append(f"  and {len(orders) - shown} more: `orchestrator status {job_id}`")
+    if cancelled:
+        why = f"job {job_id} is cancelled, so any worker's sweep cancels the code-less ones"
+    else:
+        why = "a worker reads their codes and cancels the code-less ones at the job's timeout"
     lines.append(
-        "finish them with `orchestrator worker` (with the same settings) before they expire: "
-        f"job {job_id} is cancelled, so any worker's sweep cancels the code-less ones"
+        f"finish them with `orchestrator worker` (with the same settings) before they expire: {why}"
     )
     return lines

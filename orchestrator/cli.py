@@ -22,7 +22,7 @@ from orchestrator.client import LegitSMSClient
 from orchestrator.config import Settings, load_settings
 from orchestrator.config_view import config_command
 from orchestrator.db import transaction
-from orchestrator.embedded import EmbeddedBroker, ensure_embedded
+from orchestrator.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
     ConfigError,
     DatabaseGone,
@@ -36,8 +36,22 @@ from orchestrator.errors import (
 from orchestrator.export import ExportFormat, write_rows
 from orchestrator.export_path import PathTemplate, TemplateError
 from orchestrator.export_select import Selection, SelectionError, parse_day, select_jobs
-from orchestrator.jobrun import ExitCode, LocalWorkers, Progress, child_env, wait_for_job
+from orchestrator.jobrun import (
+    BrokerWatch,
+    ExitCode,
+    Interrupted,
+    Leave,
+    LocalWorkers,
+    Progress,
+    Signals,
+    child_env,
+    finishing_line,
+    leftover_lines,
+    open_orders,
+    wait_for_job,
+)
 from orchestrator.logs import at_least, configure_logging
+from orchestrator.progress_bar import say_to
 from orchestrator.runtime import Nudge
 from orchestrator.sandbox_cli import sandbox_command
 from orchestrator.spec import load_job_spec, resolve_job
@@ -111,6 +125,14 @@ def _guard() -> Iterator[None]:
 @contextmanager
 def _broker(settings: Settings) -> Iterator[str]:
     """The Redis URL to use: REDIS_URL, or the embedded server (started here if needed)."""
+    with _broker_handle(settings) as (url, _embedded):
+        yield url
+
+
+@contextmanager
+def _broker_handle(settings: Settings) -> Iterator[tuple[str, EmbeddedBroker | None]]:
+    """The Redis URL, and our hold on the embedded server when REDIS_URL is unset: it is
+    shut down when we leave only if no other process of the data folder still uses it."""
     embedded: EmbeddedBroker | None = None
     url = settings.redis_url
     if not url:
@@ -118,10 +140,10 @@ def _broker(settings: Settings) -> Iterator[str]:
         url = embedded.url
     os.environ["REDIS_URL"] = url  # read by workers.broker, in this process and in children
     try:
-        yield url
+        yield url, embedded
     finally:
         if embedded is not None:
-            embedded.stop()
+            embedded.release()
 
 
 def _client(settings: Settings, redis_url: str) -> LegitSMSClient:
@@ -153,7 +175,12 @@ def main_options(
 
 
 def _submit(
-    settings: Settings, job_file: Path, redis_url: str, *, allow_overlap: bool
+    settings: Settings,
+    job_file: Path,
+    redis_url: str,
+    *,
+    allow_overlap: bool,
+    before_commit: Callable[[], None] = lambda: None,
 ) -> tuple[int, int]:
     """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots)."""
     spec = load_job_spec(job_file)  # a bad file stops here, before any network call
@@ -161,6 +188,7 @@ def _submit(
     with _client(settings, redis_url) as client:
         resolved = resolve_job(spec, client, str(job_file))
     source = job_file.read_text()
+    before_commit()
     with transaction(engine) as session:
         job, slot_ids = store.submit_job(
             session, resolved, source=source, allow_overlap=allow_overlap
@@ -214,41 +242,97 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Submit a job, work it with local workers, wait until every number ended, export."""
+    """Submit a job, work it with local workers, wait until every number ended, export.
+
+    Ctrl-C or SIGTERM stops the buying and finishes the orders bought (codes read, code-less
+    ones cancelled as soon as the provider allows), exports, and exits 130 / 143; a second
+    signal leaves at once, naming the orders left and the command that finishes them. With
+    --workers 0 a signal leaves the job to the workers elsewhere.
+    """
     try:  # a typo in the template is refused before anything is bought
         template = PathTemplate.parse(export) if export is not None else None
     except TemplateError as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
-    with _guard():
-        options = _ctx(ctx)
-        settings = options.settings()
-        level = options.log_level or settings.log_level
-        if quiet:
-            level = at_least(level, "warning")
-            configure_logging(level)
-        bar = err.is_terminal and not quiet
-        with _broker(settings) as url:
-            job_id, slots = _submit(settings, job_file, url, allow_overlap=allow_overlap)
-            if not quiet:
-                _plain(err, f"job {job_id}: {slots} numbers submitted")
-            count = settings.worker_processes if workers is None else workers
-            env = child_env(url, log_level=level, config=options.config, console_logs=bar)
-            local = _start_workers(settings, count, env, through_bar=bar)
-            try:
-                final = _watch(settings, job_id, local, quiet=quiet)
-            except KeyboardInterrupt:
-                _fail(
-                    ExitCode.INTERRUPTED, f"interrupted; job {job_id} goes on with the next workers"
-                )
-            finally:
-                if local is not None:
-                    local.stop()
-        if template is not None:
-            path, rows = _export_job(settings, job_id, template)
-            if not quiet:
-                _plain(err, f"wrote {rows} rows to {path}")
+    signals = Signals()
+    signals.install()
+    try:
+        with _guard():
+            final = _run(ctx, job_file, template, workers, allow_overlap, quiet, signals)
+    except Interrupted as exc:
+        _fail(
+            ExitCode.for_signal(exc.signum),
+            "interrupted before the job was submitted; nothing was bought",
+        )
+    finally:
+        signals.restore()
+    raise typer.Exit(int(signals.exit_code() if signals.received else final.exit_code()))
+
+
+def _run(
+    ctx: typer.Context,
+    job_file: Path,
+    template: PathTemplate | None,
+    workers: int | None,
+    allow_overlap: bool,
+    quiet: bool,
+    signals: Signals,
+) -> Progress:
+    """``run`` once its arguments are checked: its summary is printed, its verdict returned."""
+    options = _ctx(ctx)
+    settings = options.settings()
+    level = options.log_level or settings.log_level
+    if quiet:
+        level = at_least(level, "warning")
+        configure_logging(level)
+    bar = err.is_terminal and not quiet
+    with _broker_handle(settings) as (url, embedded):
+        job_id, slots = _submit(
+            settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting
+        )
+        if not quiet:
+            _plain(err, f"job {job_id}: {slots} numbers submitted")
+        count = settings.worker_processes if workers is None else workers
+        env = child_env(url, log_level=level, config=options.config, console_logs=bar)
+        local = _start_workers(settings, count, env, through_bar=bar)
+        watch = BrokerWatch(url, embedded, on_restart=say_to(err))
+        try:
+            final = _watch(settings, job_id, local, watch, signals, url=url, quiet=quiet)
+        except Leave:
+            if local is not None:
+                local.stop(timeout=LEAVE_TIMEOUT)
+            if local is None:
+                _plain(err, f"interrupted; job {job_id} goes on with the workers elsewhere")
+            else:
+                _say_what_is_left(settings, job_id)
+            raise typer.Exit(int(signals.exit_code())) from None
+        except BrokerLost as exc:
+            if local is not None:
+                local.stop(timeout=LEAVE_TIMEOUT)
+            _say_what_is_left(settings, job_id)
+            _fail(ExitCode.UNAVAILABLE, str(exc))
+        finally:
+            watch.close()
+            if local is not None:
+                local.stop()
+    if template is not None:
+        path, rows = _export_job(settings, job_id, template)
+        if not quiet:
+            _plain(err, f"wrote {rows} rows to {path}")
     _plain(out, f"job {job_id}: {final.line()}")
-    raise typer.Exit(int(final.exit_code()))
+    return final
+
+
+LEAVE_TIMEOUT = 5.0  # seconds a worker has to finish its message when run leaves at once
+
+
+def _say_what_is_left(settings: Settings, job_id: int) -> None:
+    engine = make_database(settings)
+    with transaction(engine) as session:
+        cancelled = store.get_job(session, job_id).cancel_requested_at is not None
+    orders = open_orders(engine, job_id)
+    expiry = settings.provider_expiry
+    for line in leftover_lines(job_id, orders, provider_expiry=expiry, cancelled=cancelled):
+        _plain(err, line)
 
 
 def _plain(console: Console, text: str) -> None:
@@ -270,10 +354,45 @@ def _start_workers(
 
 
 def _watch(
-    settings: Settings, job_id: int, local: LocalWorkers | None, *, quiet: bool = False
+    settings: Settings,
+    job_id: int,
+    local: LocalWorkers | None,
+    watch: BrokerWatch,
+    signals: Signals,
+    *,
+    url: str,
+    quiet: bool = False,
 ) -> Progress:
+    """Wait for the job to end, showing progress; act on signals and on a broker gone.
+
+    The first signal (with local workers) cancels the job as ``orchestrator cancel`` does and
+    goes on waiting while the workers finish its bought orders; a second one raises ``Leave``.
+    """
     engine = make_database(settings)
-    tick = local.keep_alive if local is not None else (lambda: None)
+    say = say_to(err)
+    label: list[Callable[[str], None]] = []
+    handled = 0
+
+    def tick() -> None:
+        nonlocal handled
+        if local is not None:
+            local.keep_alive()
+        watch.check()
+        if len(signals.received) == handled:
+            return
+        handled = len(signals.received)
+        if local is None or handled > 1:
+            raise Leave
+        _cancel_job(settings, url, job_id)
+        orders = open_orders(engine, job_id)
+        say(
+            finishing_line(
+                orders, cancel_min_age=settings.cancel_min_age, signum=signals.received[0]
+            )
+        )
+        for relabel in label:
+            relabel("finishing")
+
     if quiet:
         return wait_for_job(engine, job_id, on_progress=lambda _: None, tick=tick, interval=1.0)
     if not err.is_terminal:
@@ -289,7 +408,19 @@ def _watch(
     from orchestrator.progress_bar import ProgressBar
 
     with ProgressBar(err, job_id) as bar:
+        label.append(bar.label)
         return wait_for_job(engine, job_id, on_progress=bar.update, tick=tick, interval=0.5)
+
+
+def _cancel_job(settings: Settings, url: str, job_id: int) -> None:
+    """What ``orchestrator cancel`` does: no more purchases; the bought orders get cancelled
+    (once the provider allows it) unless their code comes first."""
+    from orchestrator.sweep import sweep
+
+    rt = make_runtime(settings, url, patient=True)
+    with transaction(rt.engine) as session:
+        store.request_job_cancel(session, store.get_job(session, job_id))
+    _send(sweep(rt))
 
 
 def _write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:

@@ -9,20 +9,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
+from types import FrameType
 
+import redis
 import structlog
 from sqlalchemy import Engine
 
 from orchestrator import store
 from orchestrator.db import transaction
+from orchestrator.embedded import BrokerLost, EmbeddedBroker
 from orchestrator.logs import CONSOLE_ENV
-from orchestrator.models import FINAL_STATES, JobStatus, State
+from orchestrator.models import FINAL_STATES, LIVE_STATES, JobStatus, State
 from orchestrator.money import from_micros
 
 log = structlog.get_logger(__name__)
+
+PARENT_ENV = "ORCHESTRATOR_RUN_PID"  # set for run's workers: they stop when run is gone
 
 
 class ExitCode(IntEnum):
@@ -34,7 +40,16 @@ class ExitCode(IntEnum):
     IN_DOUBT = 3  # some purchases have an unknown outcome: see `orchestrator resolve`
     OVERLAP = 4  # a job with this name is still active (cron overlap); nothing was submitted
     UNAVAILABLE = 5  # the provider, Redis or the database could not be used
-    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; the job goes on with the next workers
+    # Interrupted by SIGINT (Ctrl-C): ``run`` stopped buying and finished the orders it had
+    # bought (or left at a second signal, naming those left and the command that finishes
+    # them); with ``--workers 0``, the job goes on with the workers elsewhere.
+    INTERRUPTED = 130
+    TERMINATED = 143  # the same, for SIGTERM (a cron timeout, a shutdown)
+
+    @classmethod
+    def for_signal(cls, signum: int) -> ExitCode:
+        """What an interrupted ``run`` exits with: 128 + the signal, as a shell would say."""
+        return cls.TERMINATED if signum == signal.SIGTERM else cls.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -87,8 +102,10 @@ def read_progress(engine: Engine, job_id: int) -> Progress:
 class LocalWorkers:
     """Worker processes started by ``run`` on this machine, restarted if one dies.
 
-    With ``on_line``, their output is read here and handed over line by line (so a live
-    progress bar can print it above itself); without, they write to our stderr directly.
+    Each runs in a session of its own: a terminal's Ctrl-C reaches ``run`` only, which decides
+    when they stop; and each stops on its own if ``run`` dies (PARENT_ENV). With ``on_line``,
+    their output is read here and handed over line by line (so a live progress bar can print
+    it above itself); without, they write to our stderr directly.
     """
 
     def __init__(
@@ -100,15 +117,21 @@ class LocalWorkers:
         on_line: Callable[[str], None] | None = None,
     ) -> None:
         self._argv = argv
-        self._env = env
+        self._env = {**env, PARENT_ENV: str(os.getpid())}
         self._on_line = on_line
         self._children = [self._spawn() for _ in range(count)]
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         if self._on_line is None:
-            return subprocess.Popen(self._argv, env=self._env)  # noqa: S603  (our own command)
+            return subprocess.Popen(  # noqa: S603  (our own command)
+                self._argv, env=self._env, start_new_session=True
+            )
         child = subprocess.Popen(  # noqa: S603  (our own command)
-            self._argv, env=self._env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            self._argv,
+            env=self._env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         threading.Thread(target=self._forward, args=(child,), daemon=True).start()
         return child
@@ -173,3 +196,176 @@ def child_env(
     if console_logs:
         env[CONSOLE_ENV] = "1"
     return env
+
+
+class Interrupted(BaseException):  # like KeyboardInterrupt: no `except Exception` takes it
+    """Raised when a signal stops ``run`` before its job was submitted: nothing was bought."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Leave(BaseException):
+    """Raised when ``run`` stops watching its job and leaves it (a second signal, or
+    ``--workers 0`` and a first one)."""
+
+
+class Signals:
+    """SIGINT and SIGTERM while ``run`` works.
+
+    Until the job is being submitted, a signal stops ``run`` at once (``Interrupted``): nothing
+    was bought. From then on signals are only noted, for ``run`` to act on where it is safe:
+    the first stops the buying and lets the bought orders finish, the second leaves.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._raise = True
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may handle signals (run called in-process by a test)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def submitting(self) -> None:
+        """From now on only note signals: a job is submitted whole, and then finished."""
+        self._raise = False
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self._raise:
+            raise Interrupted(signum)
+
+    def exit_code(self) -> ExitCode:
+        return ExitCode.for_signal(self.received[0] if self.received else signal.SIGINT)
+
+
+class BrokerWatch:
+    """Pings the broker each tick of ``run``'s wait: restarts the embedded one if it died,
+    and gives up (``BrokerLost``, exit 5) after ``patience`` seconds without an answer."""
+
+    def __init__(
+        self,
+        url: str,
+        embedded: EmbeddedBroker | None,
+        *,
+        on_restart: Callable[[str], None],
+        patience: float = 30.0,
+    ) -> None:
+        self._url = url
+        self._embedded = embedded
+        self._on_restart = on_restart
+        self._patience = patience
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        self._down_since: float | None = None
+
+    def check(self) -> None:
+        error = self._ping()
+        if error is None:
+            self._down_since = None
+            return
+        if self._embedded is not None and self._embedded.revive():
+            self._down_since = None
+            self._on_restart(
+                f"the embedded broker had stopped ({error}); restarted it at {self._url}"
+            )
+            return
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("broker_not_answering", url=self._url, error=error)
+        elif now - self._down_since > self._patience:
+            raise BrokerLost(
+                f"Redis at {self._url} has not answered for {self._patience:.0f}s: {error}"
+            )
+
+    def _ping(self) -> str | None:
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    """A slot of the job that has not ended, as the messages about an interrupted run name it."""
+
+    activation_id: int
+    state: State
+    order_id: str | None
+    ordered_at: datetime | None
+
+
+def open_orders(engine: Engine, job_id: int) -> list[OpenOrder]:
+    """The job's slots that have not ended, in slot order."""
+    with transaction(engine) as session:
+        return [
+            OpenOrder(act.id or 0, act.state, act.order_id, act.ordered_at)
+            for _job, _target, act in store.export_rows(session, [job_id])
+            if act.state in LIVE_STATES
+        ]
+
+
+def _clock(moment: datetime) -> str:
+    return f"{moment:%H:%M:%S} UTC"
+
+
+def finishing_line(orders: list[OpenOrder], *, cancel_min_age: float, signum: int) -> str:
+    """What ``run`` says when a first signal stops the buying."""
+    bought = [o for o in orders if o.ordered_at is not None and o.state is not State.ORDERING]
+    again = "press Ctrl-C" if signum == signal.SIGINT else "send SIGTERM"
+    line = f"interrupted: no more purchases; finishing {len(bought)} bought orders"
+    if bought:
+        # SKEW as settle.py adds it: cancels are sent a second after the provider allows them.
+        latest = max(o.ordered_at for o in bought if o.ordered_at is not None)
+        allowed = latest + timedelta(seconds=cancel_min_age + 1.0)
+        line += f" (a code-less one is cancelled as the provider allows, all by {_clock(allowed)})"
+    in_flight = sum(1 for o in orders if o.state is State.ORDERING)
+    if in_flight:
+        line += f" and {in_flight} purchases in flight"
+    return f"{line}; {again} again to leave now"
+
+
+def leftover_lines(
+    job_id: int,
+    orders: list[OpenOrder],
+    *,
+    provider_expiry: float,
+    cancelled: bool = True,
+    shown: int = 20,
+) -> list[str]:
+    """What ``run`` says when it leaves a job unfinished: which orders, until when, and how."""
+    if not orders:
+        return [f"job {job_id}: no order is left unfinished"]
+    lines = [f"left job {job_id} with {len(orders)} orders unfinished:"]
+    for order in orders[:shown]:
+        if order.order_id is None or order.ordered_at is None:
+            lines.append(f"  slot {order.activation_id}: purchase in flight ({order.state})")
+            continue
+        expires = order.ordered_at + timedelta(seconds=provider_expiry)
+        lines.append(
+            f"  slot {order.activation_id}: order {order.order_id} ({order.state}), "
+            f"expires {_clock(expires)} unless cancelled"
+        )
+    if len(orders) > shown:
+        lines.append(f"  and {len(orders) - shown} more: `orchestrator status {job_id}`")
+    if cancelled:
+        why = f"job {job_id} is cancelled, so any worker's sweep cancels the code-less ones"
+    else:
+        why = "a worker reads their codes and cancels the code-less ones at the job's timeout"
+    lines.append(
+        f"finish them with `orchestrator worker` (with the same settings) before they expire: {why}"
+    )
+    return lines

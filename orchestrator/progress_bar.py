@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import TracebackType
 
@@ -18,13 +19,19 @@ from rich.text import Text
 from orchestrator.jobrun import Progress
 from orchestrator.models import State
 
+# Workers' lines arrive on reader threads. One printed while the bar is being stopped lands on
+# the bar's own line (no live display to print it above), and the bar is then drawn a second
+# time under it: starting, stopping and printing take turns.
+_TURNS = threading.RLock()
+
 
 class ProgressBar:
     """One bar for one job; ``update`` it with each ``Progress`` read from the database."""
 
     def __init__(self, console: Console, job_id: int) -> None:
+        self._job_id = job_id
         self._bar = RichProgress(
-            TextColumn(f"job {job_id}"),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("ended"),
@@ -38,7 +45,7 @@ class ProgressBar:
             console=console,
         )
         self._task = self._bar.add_task(
-            "job",
+            f"job {job_id}",
             total=None,
             received=0,
             waiting=0,
@@ -71,8 +78,13 @@ class ProgressBar:
             spend=spend,
         )
 
+    def label(self, note: str) -> None:
+        """Say what the job is doing beside its id (``job 7 finishing``)."""
+        self._bar.update(self._task, description=f"job {self._job_id} {note}")
+
     def __enter__(self) -> ProgressBar:
-        self._bar.start()
+        with _TURNS:
+            self._bar.start()
         return self
 
     def __exit__(
@@ -81,13 +93,25 @@ class ProgressBar:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._bar.stop()
+        with _TURNS:
+            self._bar.stop()
 
 
 def echo_to(console: Console) -> Callable[[str], None]:
     """A sink for worker log lines: printed on ``console``, above the bar while one is live."""
 
     def echo(line: str) -> None:
-        console.print(Text.from_ansi(line), soft_wrap=True, highlight=False)
+        with _TURNS:
+            console.print(Text.from_ansi(line), soft_wrap=True, highlight=False)
 
     return echo
+
+
+def say_to(console: Console) -> Callable[[str], None]:
+    """A sink for ``run``'s own lines: as they are (no markup, never wrapped), above the bar."""
+
+    def say(line: str) -> None:
+        with _TURNS:
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+    return say

@@ -11,6 +11,8 @@ from types import FrameType
 
 import structlog
 
+from orchestrator.jobrun import PARENT_ENV
+
 log = structlog.get_logger(__name__)
 
 
@@ -42,12 +44,26 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    parent = os.environ.get(PARENT_ENV)
+    if parent:  # started by `run`, in a session of its own: no terminal stops it if run dies
+        threading.Thread(
+            target=_stop_when_orphaned, args=(int(parent), stop), name="parent-watch", daemon=True
+        ).start()
     worker.start()
     log.info("worker_started", pid=os.getpid(), threads=threads)
     stop.wait()
     log.info("worker_stopping", pid=os.getpid())
     worker.stop(timeout=10_000)
     return 0
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    """Set ``stop`` once the process that started this one is gone (its pid is no longer our
+    parent's): a worker of a ``run`` that was killed must not work on alone, unwatched."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            log.warning("worker_orphaned", parent_pid=parent)
+            stop.set()
 
 
 def run_processes(count: int, argv: list[str]) -> int:

@@ -69,12 +69,17 @@ class Progress:
     def ended(self) -> int:
         return sum(n for state, n in self.counts.items() if state in FINAL_STATES)
 
+    @property
+    def waiting(self) -> int:
+        """Bought and not ended: waiting for a code, or for its cancel to take."""
+        return self.counts[State.WAITING] + self.counts[State.CANCELLING]
+
     def line(self) -> str:
         c = self.counts
         budget = f" of {self.budget}" if self.budget is not None else ""
         return (
             f"{self.ended}/{self.total} ended: {c[State.RECEIVED]} received, "
-            f"{c[State.WAITING]} waiting, {c[State.CANCELLED]} cancelled, "
+            f"{self.waiting} waiting, {c[State.CANCELLED]} cancelled, "
             f"{c[State.EXPIRED]} expired, {c[State.FAILED]} failed, {c[State.IN_DOUBT]} in doubt; "
             f"spent {self.spend}{budget}"
         )

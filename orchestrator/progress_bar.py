@@ -71,7 +71,7 @@ class ProgressBar:
             total=progress.total,
             completed=progress.ended,
             received=c[State.RECEIVED],
-            waiting=c[State.WAITING],
+            waiting=progress.waiting,
             cancelled=c[State.CANCELLED],
             expired=c[State.EXPIRED],
             trouble=trouble,

@@ -125,6 +125,7 @@ def test_the_progress_bar_on_a_terminal_shows_the_counts_and_spend_against_budge
         {
             State.RECEIVED: 3,
             State.WAITING: 2,
+            State.CANCELLING: 1,
             State.CANCELLED: 1,
             State.FAILED: 1,
             State.IN_DOUBT: 1,
@@ -138,9 +139,11 @@ def test_the_progress_bar_on_a_terminal_shows_the_counts_and_spend_against_budge
 
     shown = screen.getvalue()
     assert "job 7" in shown
-    assert "6/10" in shown  # received, cancelled, failed and in doubt have ended
+    assert "6/11" in shown  # received, cancelled, failed and in doubt have ended
     assert "3 received" in shown
-    assert "2 waiting" in shown
+    # Bought and not ended: two wait for a code, one for its cancel to take.
+    assert "3 waiting" in shown
+    assert "3 waiting" in progress.line()
     assert "1 cancelled" in shown
     assert "1 failed, 1 in doubt" in shown
     assert "spent 4.50 of 20.00 (22%)" in shown

@@ -10,13 +10,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
 from orchestrator.db import make_engine
 from orchestrator.jobrun import Progress, read_progress
 from orchestrator.models import JobStatus
-from orchestrator.sandbox import DEMO_API_KEY
+from orchestrator.sandbox import DEMO_API_KEY, SandboxServer
 
 COMMAND = [sys.executable, "-m", "orchestrator"]
 _INHERITED_PREFIXES = ("LEGITSMS_", "ORCHESTRATOR_", "REDIS_URL", "DATABASE_URL")
@@ -137,3 +138,13 @@ def submitted_job_id(stdout: str) -> int:
         if word.isdigit():
             return int(word)
     raise AssertionError(f"no job id in {stdout!r}")
+
+
+def settled_ledger(sandbox: SandboxServer) -> list[dict[str, Any]]:
+    """The simulator's orders once every one has had time to reach an end (its expiry)."""
+    orders: list[dict[str, Any]] = sandbox.ledger.snapshot(time.time())["orders"]
+    if orders:
+        last = max(o["created_at"] for o in orders)
+        time.sleep(max(0.0, last + sandbox.config.expiry + 0.5 - time.time()))
+    settled: list[dict[str, Any]] = sandbox.ledger.snapshot(time.time())["orders"]
+    return settled

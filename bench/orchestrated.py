@@ -24,10 +24,11 @@ from bench.scenarios import ORCHESTRATOR_KEY, Scenario
 from orchestrator.db import create_tables, make_engine, transaction
 from orchestrator.jobrun import read_progress
 from orchestrator.models import Activation, Job, JobStatus
+from workers import NAMESPACE
 
 COMMAND = [sys.executable, "-m", "orchestrator"]
-# Dramatiq's Redis broker records each worker process here (workers.broker.NAMESPACE).
-HEARTBEATS = "legitsms-orchestrator:__heartbeats__"
+# Dramatiq's Redis broker records each worker process here.
+HEARTBEATS = f"{NAMESPACE}:__heartbeats__"
 REPO = Path(__file__).resolve().parent.parent
 BOOT_TIMEOUT = 60.0
 SETTLE_SECONDS = 3.0

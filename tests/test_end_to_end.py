@@ -7,10 +7,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 
 from orchestrator.jobrun import ExitCode
 from orchestrator.sandbox import SandboxServer
 from tests.support import Orchestrator, fast_env, submitted_job_id, write_job
+from workers import NAMESPACE
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +93,9 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
             host.start_worker(threads=2)
         for host in hosts:
             _wait_for_log(host.workdir, '"worker_started"', timeout=30)
+        # ...and consume: each worker's broker beats in Redis once its consumers fetch. Without
+        # this, on a busy machine one host could take the whole job before the other listened.
+        _wait_for_consumers(redis_url, 2, timeout=30)
         submitted = hosts[0].run("submit", str(write_job(tmp_path, TWO_TARGETS)))
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted_job_id(submitted.stdout)
@@ -123,6 +128,15 @@ def _wait_for_log(workdir: Path, text: str, *, timeout: float) -> None:
     while not any(text in log.read_text() for log in workdir.glob("worker-*.log")):
         assert time.monotonic() < deadline, f"no {text} in {workdir}'s worker logs"
         time.sleep(0.1)
+
+
+def _wait_for_consumers(redis_url: str, count: int, *, timeout: float) -> None:
+    beats = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while beats.zcard(f"{NAMESPACE}:__heartbeats__") < count:
+        assert time.monotonic() < deadline, f"fewer than {count} workers consuming"
+        time.sleep(0.1)
+    beats.close()
 
 
 def _orders_placed(workdir: Path) -> int:

@@ -12,7 +12,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-NAMESPACE = "legitsms-orchestrator"
+from workers import NAMESPACE
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:

@@ -55,6 +55,13 @@ Request = tuple[float, str, int]
 
 
 @pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """SQLite only: the limit lives in Redis, whatever the database (the end-to-end tests run
+    workers on PostgreSQL); running both would double the slowest tests of the suite."""
+    return sqlite_url
+
+
+@pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
     """The simulator, quick to send codes and with no rate limit of its own."""
     with SandboxServer(PROVIDER) as server:

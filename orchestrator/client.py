@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import time
 import urllib.parse
 import urllib.request
@@ -49,6 +50,11 @@ PATIENCE = 10.0  # seconds during which a read or a cancel may begin another att
 # No number costs a million dollars; in micro-dollars that is 1e12, far inside a BIGINT even
 # summed over every slot of a job. A cost above it is as unusable as a negative one.
 MAX_COST = Decimal(1_000_000)
+# A wallet beyond a trillion dollars is a broken answer, and a balance with an exponent in the
+# millions would overflow the first sum it took part in.
+MAX_BALANCE = Decimal(10**12)
+MAX_ID = 2**31 - 1  # service and country ids are stored in INTEGER columns
+MAX_COUNT = 2**63 - 1
 MAX_ORDER_ID_LENGTH = 64  # an order id is a key: it is stored under a unique index
 MAX_PHONE_LENGTH = 32
 SHOWN = 80  # characters of an unusable provider value quoted in an error message
@@ -304,10 +310,23 @@ class LegitSMSClient:
             raise NotSent(f"{path}: could not connect ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise OutcomeUnknown(f"{path}: no answer ({type(exc).__name__})") from None
-        return response.status_code, self._decode(path, response)
+        except httpx.DecodingError:
+            # An answer came, compressed in a way that does not decompress: what it said is
+            # unknown (for an order: in doubt).
+            raise MalformedResponse(
+                f"{path}: answer cannot be decoded (broken content encoding)"
+            ) from None
+        return response.status_code, self._decode(path, response, path == "/order")
 
-    def _decode(self, path: str, response: httpx.Response) -> dict[str, Any]:
+    def _decode(self, path: str, response: httpx.Response, names_order: bool) -> dict[str, Any]:
+        """The answer's JSON object, or the error it stands for.
+
+        With ``names_order`` (POST /order), an object naming a usable order id is returned
+        whatever the HTTP status, even a 429 or a 5xx: the number may have been bought, and
+        ``_parse_order`` turns any answer but a 2xx success into an ``UnusableOrder``.
+        """
         status = response.status_code
+        refusal: RateLimited | None = None
         if status == 429:
             header = response.headers.get("retry-after")
             retry_after = min(_retry_after(header), self._retry_after_cap)
@@ -319,22 +338,22 @@ class LegitSMSClient:
                 retry_after=retry_after,
                 retry_after_header=None if header is None else _shown(header),
             )
-            raise RateLimited(retry_after)
+            refusal = RateLimited(retry_after)
+        refused = refusal is not None or status >= 500
+        body = _NOT_JSON if refused and not names_order else _load(response.content)
+        if (
+            names_order
+            and isinstance(body, dict)
+            and usable_order_id(body.get("order_id")) is not None
+        ):
+            return body
+        if refusal is not None:
+            raise refusal
         if status >= 500:
             raise ProviderUnavailable(status)
-        try:
-            # Numbers as exact Decimals (an integer of any length included); NaN and Infinity,
-            # which JSON lacks, as a marker no field accepts, so an order answer holding one
-            # still yields its order id.
-            body = json.loads(
-                response.content,
-                parse_float=Decimal,
-                parse_int=Decimal,
-                parse_constant=_NonFinite,
-            )
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            kind = response.headers.get("content-type", "no content type")
-            raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})") from None
+        if body is _NOT_JSON:
+            kind = _shown(response.headers.get("content-type", "no content type"))
+            raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})")
         if not isinstance(body, dict):
             raise MalformedResponse(f"{path}: HTTP {status} answer is not a JSON object")
         if status >= 400:
@@ -366,6 +385,24 @@ def _retry_after(header: str | None) -> float:
     return max(0.0, seconds) if math.isfinite(seconds) else 2.0
 
 
+_NOT_JSON = object()
+
+
+def _load(content: bytes) -> Any:
+    """An answer's JSON value, or ``_NOT_JSON``.
+
+    Numbers as exact Decimals (an integer of any length included); NaN and Infinity, which
+    JSON lacks, as a marker no field accepts, so an order answer holding one still yields its
+    order id.
+    """
+    try:
+        return json.loads(
+            content, parse_float=Decimal, parse_int=Decimal, parse_constant=_NonFinite
+        )
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return _NOT_JSON
+
+
 class _NonFinite:
     """What ``NaN`` or ``Infinity`` in an answer reads as: not a value any field accepts."""
 
@@ -376,14 +413,19 @@ class _NonFinite:
         return self.constant
 
 
+_REPR = reprlib.Repr()  # depth and length bounded, so no nesting makes a RecursionError
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN
+
+
 def _shown(value: object) -> str:
     """A provider value, cut short for an error message or a log line."""
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else _REPR.repr(value)
     return text if len(text) <= SHOWN else text[:SHOWN] + f"... ({len(text)} characters)"
 
 
 def _message(body: dict[str, Any]) -> str:
-    return _shown(str(body.get("message", "")))
+    return _shown(body.get("message", ""))
 
 
 # -- answers: each endpoint's documented success, or its documented error, or malformed ------
@@ -406,34 +448,38 @@ def _success_status(path: str, status: int, body: dict[str, Any]) -> None:
 
 def _parse_balance(status: int, body: dict[str, Any]) -> Decimal:
     _raise_documented(status, body)
-    return _money(body, "balance")
+    return _money(body, "balance", MAX_BALANCE)
 
 
 def _parse_services(status: int, body: dict[str, Any]) -> list[Service]:
     _success_status("/services", status, body)
     rows = _field(body, "services", list)
-    try:
-        return [Service(id=int(row["id"]), name=str(row["name"])) for row in rows]
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-        raise MalformedResponse(f"/services: bad service entry ({_shown(exc)})") from None
+    services: list[Service] = []
+    for row in rows:
+        if not isinstance(row, dict):
+            raise MalformedResponse(f"/services: bad service entry {_shown(row)}")
+        services.append(
+            Service(id=_whole(row, "id", MAX_ID, integral=True), name=_name(row, "name"))
+        )
+    return services
 
 
 def _parse_prices(status: int, body: dict[str, Any]) -> dict[int, Price]:
     _success_status("/prices", status, body)
     table = _field(body, "prices", dict)
     prices: dict[int, Price] = {}
-    try:
-        for key, row in table.items():
-            country_id = int(row.get("id", key))
-            prices[country_id] = Price(
-                country_id=country_id,
-                country=str(row["country"]),
-                cost=_money(row, "cost"),
-                count=int(row["count"]),
-                rate=int(row["rate"]),
-            )
-    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
-        raise MalformedResponse(f"/prices: bad price entry ({_shown(exc)})") from None
+    for key, row in table.items():
+        if not isinstance(row, dict):
+            raise MalformedResponse(f"/prices: bad price entry {_shown(row)}")
+        country_id = _whole({"id": row.get("id", key)}, "id", MAX_ID, integral=True)
+        prices[country_id] = Price(
+            country_id=country_id,
+            country=_name(row, "country"),
+            cost=_money(row, "cost", MAX_COST),
+            # A count or a success rate written with a fraction is cut to whole units.
+            count=_whole(row, "count", MAX_COUNT),
+            rate=_whole(row, "rate", 100),
+        )
     return prices
 
 
@@ -471,14 +517,13 @@ def _parse_order(status: int, body: dict[str, Any]) -> Order:
     # From here on a number was bought: whatever else is wrong, the id must reach the caller.
     phone = _text(body.get("phone"), limit=MAX_PHONE_LENGTH)
     problems: list[str] = []
+    if not 200 <= status < 300:
+        problems.append(f"it came with HTTP {status}")
     cost: Decimal | None = None
     try:
-        cost = _money(body, "cost")
+        cost = _money(body, "cost", MAX_COST)
     except MalformedResponse as exc:
         problems.append(str(exc))
-    if cost is not None and cost > MAX_COST:
-        problems.append(f"answer has an implausible 'cost': {_shown(body['cost'])}")
-        cost = None
     if phone is None:
         problems.append(f"answer has an unusable 'phone': {_shown(body.get('phone'))}")
     if body.get("status", "success") != "success" or body.get("code") is not None:
@@ -510,7 +555,7 @@ def _text(
         if not value.is_finite() or value.as_tuple().exponent != 0:
             return None  # only an integer written as one (parse_int) is an id or a code
         value = str(value)
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _encodable(value):
         return None
     text = value.strip()
     if not text or (limit is not None and len(text) > limit):
@@ -529,14 +574,53 @@ def _field(body: dict[str, Any], name: str, kind: Any) -> Any:
     return value
 
 
-def _money(body: dict[str, Any], name: str) -> Decimal:
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is real Unicode: JSON may carry a lone surrogate (\\ud800), which
+    could be neither stored nor sent back."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _name(row: dict[str, Any], name: str) -> str:
+    """A service's or a country's name: any text (it is neutralised where it is shown)."""
+    value = row.get(name)
+    if not isinstance(value, str) or not _encodable(value):
+        raise MalformedResponse(f"answer lacks a valid {name!r}: {_shown(value)}")
+    return value
+
+
+def _number(body: dict[str, Any], name: str, what: str) -> Decimal:
+    """A JSON number, or a string holding one, as a finite Decimal."""
     value = body.get(name)
     if not isinstance(value, Decimal | str | int) or isinstance(value, bool):
-        raise MalformedResponse(f"answer lacks a valid {name!r} amount")
+        raise MalformedResponse(f"answer lacks a valid {name!r} {what}")
     try:
-        amount = Decimal(value) if isinstance(value, Decimal) else Decimal(str(value))
+        number = Decimal(value) if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:
         raise MalformedResponse(f"answer has a non-numeric {name!r}: {_shown(value)}") from None
-    if not amount.is_finite() or amount < 0:
+    if not number.is_finite():
         raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(value)}")
+    return number
+
+
+def _money(body: dict[str, Any], name: str, limit: Decimal) -> Decimal:
+    """An amount of dollars: from 0 to ``limit``, so that any sum or micro-dollar conversion
+    of it stays exact and fits a BIGINT (1e999999 is finite, and overflows the first sum)."""
+    amount = _number(body, name, "amount")
+    if amount < 0:
+        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(body[name])}")
+    if amount > limit:
+        raise MalformedResponse(f"answer has an implausible {name!r}: {_shown(body[name])}")
     return amount
+
+
+def _whole(body: dict[str, Any], name: str, limit: int, *, integral: bool = False) -> int:
+    """A whole number from 0 to ``limit``; checked before ``int()``, which would spend minutes
+    on 1e999999999. With ``integral`` (an id), a fraction is refused rather than cut."""
+    number = _number(body, name, "number")
+    if not 0 <= number <= limit or (integral and number != number.to_integral_value()):
+        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(body[name])}")
+    return int(number)

@@ -8,6 +8,7 @@ import reprlib
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, TypeVar
@@ -58,6 +59,9 @@ MAX_COUNT = 2**63 - 1
 MAX_ORDER_ID_LENGTH = 64  # an order id is a key: it is stored under a unique index
 MAX_PHONE_LENGTH = 32
 SHOWN = 80  # characters of an unusable provider value quoted in an error message
+# The most of one answer that is read: the largest documented answer (/services, /prices of a
+# service sold in every country) is tens of kilobytes. A longer answer is not kept in memory.
+MAX_RESPONSE_BYTES = 1024 * 1024
 
 T = TypeVar("T")
 Parse = Callable[[int, dict[str, Any]], T]
@@ -116,26 +120,35 @@ class LegitSMSClient:
         max_retry_seconds: float = 10.0,
         patience: float = PATIENCE,
         retry_after_cap: float = RETRY_AFTER_CAP,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """``attempts`` bounds the attempts of any call. ``POST /order`` retries (only what
         provably never left) within ``max_retry_seconds``. Reads and cancels may begin another
         attempt while the one that failed began less than ``patience`` seconds after the
         first, so one slow answer never uses the patience up. A 429's Retry-After is cut to
-        ``retry_after_cap`` seconds."""
+        ``retry_after_cap`` seconds. An answer longer than ``max_response_bytes`` (once
+        decompressed) is read no further and raises ``MalformedResponse``."""
         self._throttle = throttle
         self._attempts = attempts
         self._max_retry_seconds = max_retry_seconds
         self._patience = patience
         self._retry_after_cap = retry_after_cap
+        self._max_response_bytes = max_response_bytes
         self._max_backoff = max(2.0, patience / 8)
         # Requests go straight to the transport: the Client around it (cookie jar, auth,
         # redirects, URL merging) cost as much CPU per call as the connection itself, and the
         # API needs none of it.
         self._base_url = base_url.rstrip("/")
         # The key travels in this header only: never in a URL, which httpx may log.
+        # Answers are asked for uncompressed: a compressed one could hide any size.
         self._headers = httpx.Headers(
-            {"X-API-KEY": api_key, "Accept": "application/json", "User-Agent": USER_AGENT}
+            {
+                "X-API-KEY": api_key,
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+                "User-Agent": USER_AGENT,
+            }
         )
         timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
         self._extensions = {"timeout": timeout.as_dict()}
@@ -303,9 +316,9 @@ class LegitSMSClient:
         try:
             response = self._transport.handle_request(request)
             try:
-                response.read()
+                content = _read_bounded(path, response, self._max_response_bytes)
             finally:
-                response.close()
+                response.close()  # mid-answer, this drops the connection instead of draining it
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise NotSent(f"{path}: could not connect ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -316,10 +329,13 @@ class LegitSMSClient:
             raise MalformedResponse(
                 f"{path}: answer cannot be decoded (broken content encoding)"
             ) from None
-        return response.status_code, self._decode(path, response, path == "/order")
+        return response.status_code, self._decode(path, response, content, path == "/order")
 
-    def _decode(self, path: str, response: httpx.Response, names_order: bool) -> dict[str, Any]:
-        """The answer's JSON object, or the error it stands for.
+    def _decode(
+        self, path: str, response: httpx.Response, content: bytes | None, names_order: bool
+    ) -> dict[str, Any]:
+        """The answer's JSON object (``content`` None: longer than the bound), or the error
+        it stands for.
 
         With ``names_order`` (POST /order), an object naming a usable order id is returned
         whatever the HTTP status, even a 429 or a 5xx: the number may have been bought, and
@@ -340,7 +356,8 @@ class LegitSMSClient:
             )
             refusal = RateLimited(retry_after)
         refused = refusal is not None or status >= 500
-        body = _NOT_JSON if refused and not names_order else _load(response.content)
+        skip = content is None or (refused and not names_order)
+        body = _NOT_JSON if skip else _load(content or b"")
         if (
             names_order
             and isinstance(body, dict)
@@ -351,6 +368,10 @@ class LegitSMSClient:
             raise refusal
         if status >= 500:
             raise ProviderUnavailable(status)
+        if content is None:
+            raise MalformedResponse(
+                f"{path}: HTTP {status} answer larger than {self._max_response_bytes} bytes"
+            )
         if body is _NOT_JSON:
             kind = _shown(response.headers.get("content-type", "no content type"))
             raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})")
@@ -363,6 +384,44 @@ class LegitSMSClient:
             cls = REJECTIONS.get(code, ProviderRejected)
             raise cls(_message(body), status=status, code=_shown(code))
         return body
+
+
+def _read_bounded(path: str, response: httpx.Response, limit: int) -> bytes | None:
+    """The answer's body, decompressed; None once it grows past ``limit`` bytes, having read
+    only about that much. A gzip or deflate body is inflated a bounded piece at a time, so a
+    small compressed answer cannot expand to gigabytes either."""
+    if response.is_stream_consumed:  # already in memory (an httpx.MockTransport answer)
+        return response.content if len(response.content) <= limit else None
+    codings = [
+        coding.strip().lower()
+        for coding in response.headers.get("content-encoding", "").split(",")
+        if coding.strip().lower() not in ("", "identity")
+    ]
+    inflater = None
+    if codings in (["gzip"], ["x-gzip"], ["deflate"]):
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or zlib header
+    elif codings:
+        raise MalformedResponse(f"{path}: answer in an unsupported encoding {_shown(codings)}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for raw in response.iter_raw():
+            pending = raw
+            while pending:
+                if inflater is None:
+                    piece, pending = pending, b""
+                else:
+                    piece = inflater.decompress(pending, limit - size + 1)
+                    pending = inflater.unconsumed_tail
+                size += len(piece)
+                if size > limit:
+                    return None
+                chunks.append(piece)
+    except zlib.error:
+        raise MalformedResponse(
+            f"{path}: answer cannot be decoded (broken content encoding)"
+        ) from None
+    return b"".join(chunks)
 
 
 def proxy_for(url: str) -> str | None:

@@ -192,9 +192,11 @@ class LegitSMSClient:
         ``slot_acquired`` says the caller already took a rate-limit slot for the first attempt
         (it does so before claiming the slot, so a busy limit never churns claims).
 
-        An answer naming a usable order id is never lost: if the rest of it cannot be used,
-        ``UnpricedOrder`` (the cost) or ``UnusableOrder`` (the phone, or an error beside it)
-        carries the id, for the caller to record the order and cancel it.
+        An answer naming a usable order id is never lost, whatever its HTTP status: if the
+        rest of it cannot be used, ``UnpricedOrder`` (the cost) or ``UnusableOrder`` (the
+        phone, an error code beside it, or a status other than 2xx) carries the id, for the
+        caller to record the order and cancel it. An answer longer than the bound is not read
+        through: ``MalformedResponse``, in doubt.
         """
         return self._call(
             "POST",

@@ -262,3 +262,14 @@ def test_answers_are_asked_for_uncompressed() -> None:
     LegitSMSClient("http://provider.test", SECRET, transport=httpx.MockTransport(record)).balance()
 
     assert seen[0].headers["accept-encoding"] == "identity"
+
+
+def test_the_setting_reaches_the_client_and_below_1024_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from orchestrator.wiring import make_client
+
+    client = make_client(Settings(api_key=SECRET, max_response_bytes=2048), None)
+    assert client._max_response_bytes == 2048
+    with pytest.raises(ValidationError):
+        Settings(max_response_bytes=100)

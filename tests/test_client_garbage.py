@@ -20,7 +20,7 @@ import tenacity.nap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.client import MAX_COST, LegitSMSClient, usable_order_id
+from orchestrator.client import MAX_COST, MAX_RESPONSE_BYTES, LegitSMSClient, usable_order_id
 from orchestrator.errors import MalformedResponse, ProviderError, ProviderRejected, UnusableOrder
 from orchestrator.money import to_micros
 from orchestrator.provider import CodeStatus, Order, Price, Service
@@ -250,24 +250,40 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    # Streamed: the client reads it from the stream (as from a real connection), bounded and
+    # inflating gzip/deflate itself. Else httpx has read and decoded it already.
+    streamed: bool = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.streamed:
+            pieces = [self.body[i : i + 7] for i in range(0, len(self.body), 7)]
+            return httpx.Response(self.status, content=iter(pieces), headers=self.headers)
         return httpx.Response(self.status, content=self.body, headers=self.headers)
 
-    def decoded(self) -> bytes | None:
-        """The body as the client can read it, or None when its encoding is broken."""
-        encoding = self.headers.get("content-encoding", "identity")
+    def decoded(self, bound: int) -> bytes | None:
+        """The body as the client can read it; None when its encoding is broken or it is
+        longer than ``bound``."""
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
         try:
-            if encoding == "gzip":
-                return zlib.decompress(self.body, zlib.MAX_WBITS | 16)
-            if encoding == "deflate":
+            if self.streamed and encoding in ("gzip", "deflate"):
+                data = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(self.body)
+            elif self.streamed and encoding not in ("", "identity"):
+                return None  # an encoding the client cannot bound
+            elif encoding == "gzip":  # as httpx decodes it
+                inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                data = inflater.decompress(self.body) + inflater.flush()
+            elif encoding == "deflate":
                 try:
-                    return zlib.decompress(self.body)
+                    inflater = zlib.decompressobj()
+                    data = inflater.decompress(self.body) + inflater.flush()
                 except zlib.error:
-                    return zlib.decompress(self.body, -zlib.MAX_WBITS)
+                    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                    data = inflater.decompress(self.body) + inflater.flush()
+            else:
+                data = self.body
         except zlib.error:
             return None
-        return self.body
+        return data if len(data) <= bound else None
 
 
 @dataclass(frozen=True)
@@ -297,7 +313,7 @@ def answers(draw: st.DrawFn, name: str) -> Answer:
             body = _gzip(body)
         elif encoding == "deflate" and draw(st.booleans()):
             body = zlib.compress(body)
-    return Answer(status, headers, body)
+    return Answer(status, headers, body, streamed=draw(st.booleans()))
 
 
 def _gzip(data: bytes) -> bytes:
@@ -379,11 +395,11 @@ def check_error(exc: ProviderError) -> None:
             _money_ok(exc.cost)
 
 
-def named_order_id(step: Step) -> str | None:
+def named_order_id(step: Step, bound: int) -> str | None:
     """The usable order id an answer names, read as the client reads JSON; else None."""
     if not isinstance(step, Answer):
         return None
-    content = step.decoded()
+    content = step.decoded(bound)
     if content is None:
         return None
     try:
@@ -395,7 +411,9 @@ def named_order_id(step: Step) -> str | None:
     return usable_order_id(body.get("order_id")) if isinstance(body, dict) else None
 
 
-def run(name: str, script: list[Step]) -> tuple[FakeProvider, object | ProviderError]:
+def run(
+    name: str, script: list[Step], bound: int = MAX_RESPONSE_BYTES
+) -> tuple[FakeProvider, object | ProviderError]:
     provider = FakeProvider(*script)
     client = LegitSMSClient(
         BASE_URL,
@@ -403,6 +421,7 @@ def run(name: str, script: list[Step]) -> tuple[FakeProvider, object | ProviderE
         attempts=3,
         max_retry_seconds=5.0,
         patience=5.0,
+        max_response_bytes=bound,
         throttle=FakeThrottle(),
         transport=httpx.MockTransport(provider),
     )
@@ -414,8 +433,8 @@ def run(name: str, script: list[Step]) -> tuple[FakeProvider, object | ProviderE
             return provider, exc
 
 
-def check(name: str, script: list[Step]) -> None:
-    provider, outcome = run(name, script)
+def check(name: str, script: list[Step], bound: int = MAX_RESPONSE_BYTES) -> None:
+    provider, outcome = run(name, script, bound)
     if isinstance(outcome, ProviderError):
         check_error(outcome)
     else:
@@ -423,12 +442,12 @@ def check(name: str, script: list[Step]) -> None:
     if name != "order":
         return
     answered = script[: len(provider.requests)]
-    named = [order_id for order_id in map(named_order_id, answered) if order_id is not None]
+    named = [i for i in (named_order_id(step, bound) for step in answered) if i is not None]
     if not named:
         return
     # An answer that names an order is the last one sent: nothing that may buy is replayed
     # after it; and its id reaches the caller, on the Order or on the exception.
-    assert len(named) == 1 and named_order_id(answered[-1]) is not None, named
+    assert len(named) == 1 and named_order_id(answered[-1], bound) is not None, named
     [order_id] = named
     if isinstance(outcome, Order):
         assert outcome.order_id == order_id
@@ -444,9 +463,9 @@ def _property(name: str) -> Callable[[], None]:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(script=steps(name))
-    def test(script: list[Step]) -> None:
-        check(name, script)
+    @given(script=steps(name), bound=st.sampled_from([40, 100, 400, MAX_RESPONSE_BYTES]))
+    def test(script: list[Step], bound: int) -> None:
+        check(name, script, bound)
 
     return test
 

@@ -5,6 +5,7 @@ a usable order id never loses it."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from collections.abc import Callable
@@ -20,8 +21,20 @@ import tenacity.nap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.client import MAX_COST, MAX_RESPONSE_BYTES, LegitSMSClient, usable_order_id
-from orchestrator.errors import MalformedResponse, ProviderError, ProviderRejected, UnusableOrder
+from orchestrator.client import (
+    MAX_COST,
+    MAX_RESPONSE_BYTES,
+    RETRY_AFTER_CAP,
+    LegitSMSClient,
+    usable_order_id,
+)
+from orchestrator.errors import (
+    MalformedResponse,
+    ProviderError,
+    ProviderRejected,
+    RateLimited,
+    UnusableOrder,
+)
 from orchestrator.money import to_micros
 from orchestrator.provider import CodeStatus, Order, Price, Service
 from tests.test_client import (
@@ -387,6 +400,9 @@ def check_error(exc: ProviderError) -> None:
     shown = str(exc) + repr(exc)
     assert len(shown) < 2000
     assert SECRET not in shown
+    if isinstance(exc, RateLimited):  # whatever its Retry-After said
+        assert math.isfinite(exc.retry_after)
+        assert 0 <= exc.retry_after <= RETRY_AFTER_CAP
     if isinstance(exc, UnusableOrder):
         assert usable_order_id(exc.order_id) == exc.order_id
         if exc.phone is not None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, TypeVar
@@ -49,9 +51,17 @@ PATIENCE = 10.0  # seconds during which a read or a cancel may begin another att
 # No number costs a million dollars; in micro-dollars that is 1e12, far inside a BIGINT even
 # summed over every slot of a job. A cost above it is as unusable as a negative one.
 MAX_COST = Decimal(1_000_000)
+# A wallet beyond a trillion dollars is a broken answer, and a balance with an exponent in the
+# millions would overflow the first sum it took part in.
+MAX_BALANCE = Decimal(10**12)
+MAX_ID = 2**31 - 1  # service and country ids are stored in INTEGER columns
+MAX_COUNT = 2**63 - 1
 MAX_ORDER_ID_LENGTH = 64  # an order id is a key: it is stored under a unique index
 MAX_PHONE_LENGTH = 32
 SHOWN = 80  # characters of an unusable provider value quoted in an error message
+# The most of one answer that is read: the largest documented answer (/services, /prices of a
+# service sold in every country) is tens of kilobytes. A longer answer is not kept in memory.
+MAX_RESPONSE_BYTES = 1024 * 1024
 
 T = TypeVar("T")
 Parse = Callable[[int, dict[str, Any]], T]
@@ -110,26 +120,35 @@ class LegitSMSClient:
         max_retry_seconds: float = 10.0,
         patience: float = PATIENCE,
         retry_after_cap: float = RETRY_AFTER_CAP,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """``attempts`` bounds the attempts of any call. ``POST /order`` retries (only what
         provably never left) within ``max_retry_seconds``. Reads and cancels may begin another
         attempt while the one that failed began less than ``patience`` seconds after the
         first, so one slow answer never uses the patience up. A 429's Retry-After is cut to
-        ``retry_after_cap`` seconds."""
+        ``retry_after_cap`` seconds. An answer longer than ``max_response_bytes`` (once
+        decompressed) is read no further and raises ``MalformedResponse``."""
         self._throttle = throttle
         self._attempts = attempts
         self._max_retry_seconds = max_retry_seconds
         self._patience = patience
         self._retry_after_cap = retry_after_cap
+        self._max_response_bytes = max_response_bytes
         self._max_backoff = max(2.0, patience / 8)
         # Requests go straight to the transport: the Client around it (cookie jar, auth,
         # redirects, URL merging) cost as much CPU per call as the connection itself, and the
         # API needs none of it.
         self._base_url = base_url.rstrip("/")
         # The key travels in this header only: never in a URL, which httpx may log.
+        # Answers are asked for uncompressed: a compressed one could hide any size.
         self._headers = httpx.Headers(
-            {"X-API-KEY": api_key, "Accept": "application/json", "User-Agent": USER_AGENT}
+            {
+                "X-API-KEY": api_key,
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+                "User-Agent": USER_AGENT,
+            }
         )
         timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
         self._extensions = {"timeout": timeout.as_dict()}
@@ -173,9 +192,11 @@ class LegitSMSClient:
         ``slot_acquired`` says the caller already took a rate-limit slot for the first attempt
         (it does so before claiming the slot, so a busy limit never churns claims).
 
-        An answer naming a usable order id is never lost: if the rest of it cannot be used,
-        ``UnpricedOrder`` (the cost) or ``UnusableOrder`` (the phone, or an error beside it)
-        carries the id, for the caller to record the order and cancel it.
+        An answer naming a usable order id is never lost, whatever its HTTP status: if the
+        rest of it cannot be used, ``UnpricedOrder`` (the cost) or ``UnusableOrder`` (the
+        phone, an error code beside it, or a status other than 2xx) carries the id, for the
+        caller to record the order and cancel it. An answer longer than the bound is not read
+        through: ``MalformedResponse``, in doubt.
         """
         return self._call(
             "POST",
@@ -297,17 +318,33 @@ class LegitSMSClient:
         try:
             response = self._transport.handle_request(request)
             try:
-                response.read()
+                content = _read_bounded(path, response, self._max_response_bytes)
             finally:
-                response.close()
+                response.close()  # mid-answer, this drops the connection instead of draining it
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise NotSent(f"{path}: could not connect ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise OutcomeUnknown(f"{path}: no answer ({type(exc).__name__})") from None
-        return response.status_code, self._decode(path, response)
+        except httpx.DecodingError:
+            # An answer came, compressed in a way that does not decompress: what it said is
+            # unknown (for an order: in doubt).
+            raise MalformedResponse(
+                f"{path}: answer cannot be decoded (broken content encoding)"
+            ) from None
+        return response.status_code, self._decode(path, response, content, path == "/order")
 
-    def _decode(self, path: str, response: httpx.Response) -> dict[str, Any]:
+    def _decode(
+        self, path: str, response: httpx.Response, content: bytes | None, names_order: bool
+    ) -> dict[str, Any]:
+        """The answer's JSON object (``content`` None: longer than the bound), or the error
+        it stands for.
+
+        With ``names_order`` (POST /order), an object naming a usable order id is returned
+        whatever the HTTP status, even a 429 or a 5xx: the number may have been bought, and
+        ``_parse_order`` turns any answer but a 2xx success into an ``UnusableOrder``.
+        """
         status = response.status_code
+        refusal: RateLimited | None = None
         if status == 429:
             header = response.headers.get("retry-after")
             retry_after = min(_retry_after(header), self._retry_after_cap)
@@ -319,22 +356,27 @@ class LegitSMSClient:
                 retry_after=retry_after,
                 retry_after_header=None if header is None else _shown(header),
             )
-            raise RateLimited(retry_after)
+            refusal = RateLimited(retry_after)
+        refused = refusal is not None or status >= 500
+        skip = content is None or (refused and not names_order)
+        body = _NOT_JSON if skip else _load(content or b"")
+        if (
+            names_order
+            and isinstance(body, dict)
+            and usable_order_id(body.get("order_id")) is not None
+        ):
+            return body
+        if refusal is not None:
+            raise refusal
         if status >= 500:
             raise ProviderUnavailable(status)
-        try:
-            # Numbers as exact Decimals (an integer of any length included); NaN and Infinity,
-            # which JSON lacks, as a marker no field accepts, so an order answer holding one
-            # still yields its order id.
-            body = json.loads(
-                response.content,
-                parse_float=Decimal,
-                parse_int=Decimal,
-                parse_constant=_NonFinite,
+        if content is None:
+            raise MalformedResponse(
+                f"{path}: HTTP {status} answer larger than {self._max_response_bytes} bytes"
             )
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            kind = response.headers.get("content-type", "no content type")
-            raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})") from None
+        if body is _NOT_JSON:
+            kind = _shown(response.headers.get("content-type", "no content type"))
+            raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})")
         if not isinstance(body, dict):
             raise MalformedResponse(f"{path}: HTTP {status} answer is not a JSON object")
         if status >= 400:
@@ -344,6 +386,44 @@ class LegitSMSClient:
             cls = REJECTIONS.get(code, ProviderRejected)
             raise cls(_message(body), status=status, code=_shown(code))
         return body
+
+
+def _read_bounded(path: str, response: httpx.Response, limit: int) -> bytes | None:
+    """The answer's body, decompressed; None once it grows past ``limit`` bytes, having read
+    only about that much. A gzip or deflate body is inflated a bounded piece at a time, so a
+    small compressed answer cannot expand to gigabytes either."""
+    if response.is_stream_consumed:  # already in memory (an httpx.MockTransport answer)
+        return response.content if len(response.content) <= limit else None
+    codings = [
+        coding.strip().lower()
+        for coding in response.headers.get("content-encoding", "").split(",")
+        if coding.strip().lower() not in ("", "identity")
+    ]
+    inflater = None
+    if codings in (["gzip"], ["x-gzip"], ["deflate"]):
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or zlib header
+    elif codings:
+        raise MalformedResponse(f"{path}: answer in an unsupported encoding {_shown(codings)}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for raw in response.iter_raw():
+            pending = raw
+            while pending:
+                if inflater is None:
+                    piece, pending = pending, b""
+                else:
+                    piece = inflater.decompress(pending, limit - size + 1)
+                    pending = inflater.unconsumed_tail
+                size += len(piece)
+                if size > limit:
+                    return None
+                chunks.append(piece)
+    except zlib.error:
+        raise MalformedResponse(
+            f"{path}: answer cannot be decoded (broken content encoding)"
+        ) from None
+    return b"".join(chunks)
 
 
 def proxy_for(url: str) -> str | None:
@@ -366,6 +446,24 @@ def _retry_after(header: str | None) -> float:
     return max(0.0, seconds) if math.isfinite(seconds) else 2.0
 
 
+_NOT_JSON = object()
+
+
+def _load(content: bytes) -> Any:
+    """An answer's JSON value, or ``_NOT_JSON``.
+
+    Numbers as exact Decimals (an integer of any length included); NaN and Infinity, which
+    JSON lacks, as a marker no field accepts, so an order answer holding one still yields its
+    order id.
+    """
+    try:
+        return json.loads(
+            content, parse_float=Decimal, parse_int=Decimal, parse_constant=_NonFinite
+        )
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return _NOT_JSON
+
+
 class _NonFinite:
     """What ``NaN`` or ``Infinity`` in an answer reads as: not a value any field accepts."""
 
@@ -376,14 +474,19 @@ class _NonFinite:
         return self.constant
 
 
+_REPR = reprlib.Repr()  # depth and length bounded, so no nesting makes a RecursionError
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN
+
+
 def _shown(value: object) -> str:
     """A provider value, cut short for an error message or a log line."""
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else _REPR.repr(value)
     return text if len(text) <= SHOWN else text[:SHOWN] + f"... ({len(text)} characters)"
 
 
 def _message(body: dict[str, Any]) -> str:
-    return _shown(str(body.get("message", "")))
+    return _shown(body.get("message", ""))
 
 
 # -- answers: each endpoint's documented success, or its documented error, or malformed ------
@@ -406,34 +509,38 @@ def _success_status(path: str, status: int, body: dict[str, Any]) -> None:
 
 def _parse_balance(status: int, body: dict[str, Any]) -> Decimal:
     _raise_documented(status, body)
-    return _money(body, "balance")
+    return _money(body, "balance", MAX_BALANCE)
 
 
 def _parse_services(status: int, body: dict[str, Any]) -> list[Service]:
     _success_status("/services", status, body)
     rows = _field(body, "services", list)
-    try:
-        return [Service(id=int(row["id"]), name=str(row["name"])) for row in rows]
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-        raise MalformedResponse(f"/services: bad service entry ({_shown(exc)})") from None
+    services: list[Service] = []
+    for row in rows:
+        if not isinstance(row, dict):
+            raise MalformedResponse(f"/services: bad service entry {_shown(row)}")
+        services.append(
+            Service(id=_whole(row, "id", MAX_ID, integral=True), name=_name(row, "name"))
+        )
+    return services
 
 
 def _parse_prices(status: int, body: dict[str, Any]) -> dict[int, Price]:
     _success_status("/prices", status, body)
     table = _field(body, "prices", dict)
     prices: dict[int, Price] = {}
-    try:
-        for key, row in table.items():
-            country_id = int(row.get("id", key))
-            prices[country_id] = Price(
-                country_id=country_id,
-                country=str(row["country"]),
-                cost=_money(row, "cost"),
-                count=int(row["count"]),
-                rate=int(row["rate"]),
-            )
-    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
-        raise MalformedResponse(f"/prices: bad price entry ({_shown(exc)})") from None
+    for key, row in table.items():
+        if not isinstance(row, dict):
+            raise MalformedResponse(f"/prices: bad price entry {_shown(row)}")
+        country_id = _whole({"id": row.get("id", key)}, "id", MAX_ID, integral=True)
+        prices[country_id] = Price(
+            country_id=country_id,
+            country=_name(row, "country"),
+            cost=_money(row, "cost", MAX_COST),
+            # A count or a success rate written with a fraction is cut to whole units.
+            count=_whole(row, "count", MAX_COUNT),
+            rate=_whole(row, "rate", 100),
+        )
     return prices
 
 
@@ -471,14 +578,13 @@ def _parse_order(status: int, body: dict[str, Any]) -> Order:
     # From here on a number was bought: whatever else is wrong, the id must reach the caller.
     phone = _text(body.get("phone"), limit=MAX_PHONE_LENGTH)
     problems: list[str] = []
+    if not 200 <= status < 300:
+        problems.append(f"it came with HTTP {status}")
     cost: Decimal | None = None
     try:
-        cost = _money(body, "cost")
+        cost = _money(body, "cost", MAX_COST)
     except MalformedResponse as exc:
         problems.append(str(exc))
-    if cost is not None and cost > MAX_COST:
-        problems.append(f"answer has an implausible 'cost': {_shown(body['cost'])}")
-        cost = None
     if phone is None:
         problems.append(f"answer has an unusable 'phone': {_shown(body.get('phone'))}")
     if body.get("status", "success") != "success" or body.get("code") is not None:
@@ -510,7 +616,7 @@ def _text(
         if not value.is_finite() or value.as_tuple().exponent != 0:
             return None  # only an integer written as one (parse_int) is an id or a code
         value = str(value)
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _encodable(value):
         return None
     text = value.strip()
     if not text or (limit is not None and len(text) > limit):
@@ -529,14 +635,53 @@ def _field(body: dict[str, Any], name: str, kind: Any) -> Any:
     return value
 
 
-def _money(body: dict[str, Any], name: str) -> Decimal:
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is real Unicode: JSON may carry a lone surrogate (\\ud800), which
+    could be neither stored nor sent back."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _name(row: dict[str, Any], name: str) -> str:
+    """A service's or a country's name: any text (it is neutralised where it is shown)."""
+    value = row.get(name)
+    if not isinstance(value, str) or not _encodable(value):
+        raise MalformedResponse(f"answer lacks a valid {name!r}: {_shown(value)}")
+    return value
+
+
+def _number(body: dict[str, Any], name: str, what: str) -> Decimal:
+    """A JSON number, or a string holding one, as a finite Decimal."""
     value = body.get(name)
     if not isinstance(value, Decimal | str | int) or isinstance(value, bool):
-        raise MalformedResponse(f"answer lacks a valid {name!r} amount")
+        raise MalformedResponse(f"answer lacks a valid {name!r} {what}")
     try:
-        amount = Decimal(value) if isinstance(value, Decimal) else Decimal(str(value))
+        number = Decimal(value) if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:
         raise MalformedResponse(f"answer has a non-numeric {name!r}: {_shown(value)}") from None
-    if not amount.is_finite() or amount < 0:
+    if not number.is_finite():
         raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(value)}")
+    return number
+
+
+def _money(body: dict[str, Any], name: str, limit: Decimal) -> Decimal:
+    """An amount of dollars: from 0 to ``limit``, so that any sum or micro-dollar conversion
+    of it stays exact and fits a BIGINT (1e999999 is finite, and overflows the first sum)."""
+    amount = _number(body, name, "amount")
+    if amount < 0:
+        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(body[name])}")
+    if amount > limit:
+        raise MalformedResponse(f"answer has an implausible {name!r}: {_shown(body[name])}")
     return amount
+
+
+def _whole(body: dict[str, Any], name: str, limit: int, *, integral: bool = False) -> int:
+    """A whole number from 0 to ``limit``; checked before ``int()``, which would spend minutes
+    on 1e999999999. With ``integral`` (an id), a fraction is refused rather than cut."""
+    number = _number(body, name, "number")
+    if not 0 <= number <= limit or (integral and number != number.to_integral_value()):
+        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(body[name])}")
+    return int(number)

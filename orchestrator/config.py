@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     connect_timeout: Seconds = Field(5.0, validation_alias="ORCHESTRATOR_CONNECT_TIMEOUT")
     read_timeout: Seconds = Field(15.0, validation_alias="ORCHESTRATOR_READ_TIMEOUT")
     retry_after_cap: Seconds = Field(120.0, validation_alias="ORCHESTRATOR_RETRY_AFTER_CAP")
+    max_response_bytes: int = Field(
+        1024 * 1024, ge=1024, validation_alias="ORCHESTRATOR_MAX_RESPONSE_BYTES"
+    )
     worker_processes: int = Field(1, ge=1, validation_alias="ORCHESTRATOR_WORKER_PROCESSES")
     worker_threads: int = Field(8, ge=1, validation_alias="ORCHESTRATOR_WORKER_THREADS")
     log_level: str = Field("info", validation_alias="ORCHESTRATOR_LOG_LEVEL")

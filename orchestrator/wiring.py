@@ -82,6 +82,7 @@ def make_client(
         attempts=CLI_ATTEMPTS if patient else WORKER_ATTEMPTS,
         patience=CLI_READ_PATIENCE if patient else WORKER_READ_PATIENCE,
         retry_after_cap=settings.retry_after_cap,
+        max_response_bytes=settings.max_response_bytes,
     )
 
 

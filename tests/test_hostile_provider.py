@@ -114,6 +114,7 @@ targets:
     max_price: 2.00
 """
 SLOTS = 9
+KEY_ORDER = 4  # this order's id holds the key: it may not be stored, so the slot is in doubt
 BAD_JOB = """\
 name: bad
 targets:
@@ -128,7 +129,8 @@ class HostileSimulator(Simulator):
 
     Order ids are aliased (the payload goes out, the real id is looked up when it comes
     back); the first cancel of each order is refused with a message echoing the key; one
-    order answer also carries an error echoing the key (an unusable order: kept, cancelled).
+    order answer also carries an error echoing the key (an unusable order: kept, cancelled),
+    and another's id holds the key (the slot is then in doubt: the id may not be stored).
     With ``refuse_key``, every request is refused as if the key were wrong, echoing it.
     """
 
@@ -159,7 +161,7 @@ class HostileSimulator(Simulator):
         if url.path.endswith("/order") and "order_id" in answer:
             i = self._orders
             self._orders += 1
-            alias = f"{ORDER_IDS[i % len(ORDER_IDS)]}{i}"
+            alias = f"{ORDER_IDS[i % len(ORDER_IDS)]}{i}" if i != KEY_ORDER else f"{KEY}#{i}"
             self._alias[alias] = answer["order_id"]
             answer.update(order_id=alias, phone=PHONES[i % len(PHONES)])
             if i == 2:
@@ -213,6 +215,8 @@ def test_hostile_provider_strings_are_neutralised_in_every_output(
     assert {r["service_name"] for r in records} >= {"[/x] Bad", SERVICES[1].name}
     assert COUNTRIES[0].name in {r["country_name"] for r in records}
     assert any(r["code"] for r in records) and any(r["order_id"] for r in records)
+    (keyed,) = [r for r in records if "holding the API key" in (r["error"] or "")]
+    assert keyed["status"] == "in_doubt" and keyed["order_id"] is None
     _no_key("the JSON lines", jsonl.read_bytes(), problems)
 
     shown = {"FORCE_COLOR": "1", "COLUMNS": "400"}  # rich believes it is on a terminal

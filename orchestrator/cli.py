@@ -13,14 +13,14 @@ from typing import Annotated, NoReturn, TextIO
 import typer
 from redis import RedisError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator import store
 from orchestrator.client import LegitSMSClient
 from orchestrator.config import Settings, load_settings
-from orchestrator.config_view import config_command
+from orchestrator.config_view import config_command, register_secrets
 from orchestrator.db import transaction
 from orchestrator.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
@@ -52,6 +52,7 @@ from orchestrator.jobrun import (
 )
 from orchestrator.logs import at_least, configure_logging
 from orchestrator.progress_bar import say_to
+from orchestrator.redact import for_terminal
 from orchestrator.runtime import Nudge
 from orchestrator.sandbox_cli import sandbox_command
 from orchestrator.spec import load_job_spec, resolve_job
@@ -77,8 +78,8 @@ class Context:
 
     def settings(self) -> Settings:
         settings = load_settings(self.config)
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        configure_logging(self.log_level or settings.log_level, secret=key)
+        register_secrets(settings)  # before anything can log, store or print them
+        configure_logging(self.log_level or settings.log_level)
         return settings
 
 
@@ -89,9 +90,11 @@ def _ctx(ctx: typer.Context) -> Context:
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
-    # The message quotes the user's file (a "[/x]" would be read as markup) and names a path
-    # that must stay on one line for grep and cron mail, so: escaped, and never wrapped.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    # The message quotes the user's file and the provider's names and messages: printed as
+    # text (no markup), control characters escaped, secrets masked (for_terminal); never
+    # wrapped, for grep and cron mail (a job file's problems keep one line each).
+    line = Text.assemble(("error:", "bold red"), " ", for_terminal(message, newlines=True))
+    err.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 
@@ -336,8 +339,9 @@ def _say_what_is_left(settings: Settings, job_id: int) -> None:
 
 
 def _plain(console: Console, text: str) -> None:
-    """One line as it is: no markup, no highlighting, never wrapped (cron logs are grepped)."""
-    console.print(text, highlight=False, markup=False, soft_wrap=True)
+    """One line as text: no markup, no highlighting, never wrapped (cron logs are grepped);
+    provider text in it (order ids) made safe for a terminal (for_terminal)."""
+    console.print(for_terminal(text), highlight=False, markup=False, soft_wrap=True)
 
 
 def _start_workers(
@@ -695,7 +699,7 @@ def services(ctx: typer.Context) -> None:
             rows = client.services()
     table = Table("id", "service")
     for service in rows:
-        table.add_row(str(service.id), service.name)
+        table.add_row(str(service.id), Text(for_terminal(service.name)))
     out.print(table)
 
 
@@ -715,7 +719,11 @@ def prices(
     table = Table("country id", "country", "cost", "stock", "success %")
     for price in sorted(rows.values(), key=lambda p: p.cost):
         table.add_row(
-            str(price.country_id), price.country, str(price.cost), str(price.count), str(price.rate)
+            str(price.country_id),
+            Text(for_terminal(price.country)),
+            str(price.cost),
+            str(price.count),
+            str(price.rate),
         )
     out.print(table)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 import yaml
@@ -15,6 +14,7 @@ from orchestrator.config import CONFIG_ENV, Settings, load_settings
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError
 from orchestrator.jobrun import ExitCode
+from orchestrator.redact import mask, register, register_url
 
 Source = Literal["env", "file", "default"]
 NOT_SET = "(not set)"
@@ -47,6 +47,13 @@ def sources(settings_file: Path | None) -> dict[str, Source]:
     return found
 
 
+def register_secrets(settings: Settings) -> None:
+    """Have ``redact.mask`` hide the settings' secrets from now on: the API key and the
+    passwords DATABASE_URL and REDIS_URL carry."""
+    register(settings.api_key.get_secret_value() if settings.api_key else None)
+    register_url(settings.database_url, settings.redis_url)
+
+
 def shown(name: str, value: object) -> str:
     """A setting's value as the user would write it, with secrets hidden."""
     if isinstance(value, SecretStr):
@@ -57,9 +64,8 @@ def shown(name: str, value: object) -> str:
         return format_duration(value)
     if isinstance(value, float):
         return f"{value:g}"
-    if name.endswith("_url") and isinstance(value, str):
-        return _without_password(value)
-    return str(value)
+    # A URL's password (user:pw@ or ?password=), or the key anywhere: redact.mask.
+    return mask(str(value))
 
 
 def render(settings: Settings, origin: dict[str, Source]) -> list[str]:
@@ -96,6 +102,7 @@ def config_command(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+    register_secrets(settings)
     path, exists = config_path(chosen)
     typer.echo(f"# settings file: {path}" + ("" if exists else " (not found; none read)"))
     for line in render(settings, sources(path if exists else None)):
@@ -107,13 +114,3 @@ def _is_duration(name: str) -> bool:
     return any(
         isinstance(item, BeforeValidator) and item.func is parse_duration for item in field.metadata
     )
-
-
-def _without_password(url: str) -> str:
-    # A DATABASE_URL or REDIS_URL may carry a password; keep it off the screen too.
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{HIDDEN}@{host}"))

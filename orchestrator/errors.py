@@ -46,9 +46,22 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from orchestrator.redact import mask
+
 
 class OrchestratorError(Exception):
-    """Raised for any failure the orchestrator knows how to describe."""
+    """Raised for any failure the orchestrator knows how to describe.
+
+    Its message never holds a registered secret (``redact``): provider text quoted in it (an
+    error message repeating the key) is masked when the exception is made, and again when it
+    is shown, for a secret registered in between.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask(arg) if isinstance(arg, str) else arg for arg in args))
+
+    def __str__(self) -> str:
+        return mask(super().__str__())
 
 
 class ConfigError(OrchestratorError):
@@ -97,8 +110,8 @@ class ProviderRejected(ProviderError):
     def __init__(self, message: str, *, status: int, code: str | None = None) -> None:
         self.status = status
         if code is not None:
-            self.code = code
-        self.message = message
+            self.code = mask(code)
+        self.message = mask(message)
         super().__init__(f"{self.code} ({status}): {message}")
 
 

@@ -1,4 +1,14 @@
-"""Slots to CSV or JSON lines: one record per number, timestamps ISO 8601 UTC (no queries here)."""
+"""Slots to CSV or JSON lines: one record per number, timestamps ISO 8601 UTC (no queries here).
+
+Provider text is untrusted (rule 8). In both formats secrets are masked (``redact.mask``). CSV
+cells of the text columns go through ``redact.for_csv``: a value a spreadsheet would run as a
+formula gets a leading ``'``. Only those columns: the others (ids, money, timestamps, status)
+are written by us from numbers, dates and our own names, never from provider text, and must
+stay the values they are. Rows are RFC 4180 (CRLF-terminated): Python's writer quotes a field
+holding the delimiter, the quote or a character of its line terminator, so with CRLF a CR or
+LF inside a value is quoted and never splits a row (with a bare LF, a lone CR went out as is).
+JSON lines keep the raw values, secrets aside: JSON escapes what needs escaping.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ from typing import TextIO
 
 from orchestrator.models import Activation, Job, Target
 from orchestrator.money import from_micros
+from orchestrator.redact import for_csv, mask
 
 COLUMNS = (
     "job_id",
@@ -31,6 +42,12 @@ COLUMNS = (
     "code_at",
     "finished_at",
     "error",
+)
+
+# Columns that carry text from the provider (names, order ids, phones, codes, its messages)
+# or the user (the job's name): neutralised in CSV cells.
+TEXT_COLUMNS = frozenset(
+    {"job_name", "service_name", "country_name", "order_id", "phone", "code", "error"}
 )
 
 Row = tuple[Job, Target, Activation]
@@ -53,8 +70,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def to_json_record(job: Job, target: Target, act: Activation) -> dict[str, object]:
-    """One slot as a JSON object: ids as numbers, money as strings, absent values as None."""
-    return {
+    """One slot as a JSON object: ids as numbers, money as strings, absent values as None;
+    secrets masked in the text."""
+    record: dict[str, object] = {
         "job_id": job.id,
         "job_name": job.name,
         "slot": act.slot,
@@ -73,16 +91,24 @@ def to_json_record(job: Job, target: Target, act: Activation) -> dict[str, objec
         "finished_at": _iso(act.finished_at),
         "error": act.error,
     }
+    return {
+        k: mask(v) if k in TEXT_COLUMNS and isinstance(v, str) else v for k, v in record.items()
+    }
 
 
 def to_record(job: Job, target: Target, act: Activation) -> dict[str, object]:
-    """One slot as a flat record with the CSV's columns (absent values empty)."""
-    return {k: "" if v is None else v for k, v in to_json_record(job, target, act).items()}
+    """One slot as a flat record with the CSV's columns: absent values empty, text columns
+    neutralised (``redact.for_csv``)."""
+    return {
+        k: "" if v is None else for_csv(v) if k in TEXT_COLUMNS and isinstance(v, str) else v
+        for k, v in to_json_record(job, target, act).items()
+    }
 
 
 def write_csv(rows: Iterable[Row], out: TextIO) -> int:
     """Write the header and one line per slot; returns the number of slots written."""
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    # CRLF (RFC 4180, the writer's default): see the module's docstring.
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     count = 0
     for job, target, act in rows:

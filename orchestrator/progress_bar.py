@@ -18,6 +18,7 @@ from rich.text import Text
 
 from orchestrator.jobrun import Progress
 from orchestrator.models import State
+from orchestrator.redact import for_terminal
 
 # Workers' lines arrive on reader threads. One printed while the bar is being stopped lands on
 # the bar's own line (no live display to print it above), and the bar is then drawn a second
@@ -108,10 +109,11 @@ def echo_to(console: Console) -> Callable[[str], None]:
 
 
 def say_to(console: Console) -> Callable[[str], None]:
-    """A sink for ``run``'s own lines: as they are (no markup, never wrapped), above the bar."""
+    """A sink for ``run``'s own lines: as text (no markup, control characters escaped, never
+    wrapped), above the bar."""
 
     def say(line: str) -> None:
         with _TURNS:
-            console.print(line, soft_wrap=True, highlight=False, markup=False)
+            console.print(for_terminal(line), soft_wrap=True, highlight=False, markup=False)
 
     return say

@@ -30,6 +30,7 @@ from orchestrator.money import from_micros, to_micros
 from orchestrator.planner import Choice, choose_country
 from orchestrator.provider import Order
 from orchestrator.ratelimit import Priority
+from orchestrator.redact import mask
 from orchestrator.runtime import Action, Nudge, Runtime, defer
 from orchestrator.settle import cancel_at
 
@@ -286,6 +287,14 @@ def _move_order(session: Session, act: Activation, to: State, **values: Any) -> 
     """Record the order ``order_id`` on the slot; a slot answered an id another slot holds
     is in doubt instead (the provider contradicted itself; a human decides)."""
     order_id = str(values["order_id"])
+    if mask(order_id) != order_id:
+        # The id holds the API key (a provider echoing it): it may not be stored (rule 10),
+        # and masked it would name no order. Bought, but not ours to poll or cancel: a human
+        # decides, as for any purchase in doubt.
+        log.error("order_id_holds_secret", activation_id=act.id)
+        error = "the provider answered an order_id holding the API key; see its dashboard"
+        _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
+        return False
     other = store.slot_holding_order(session, order_id)
     if other is None:
         try:

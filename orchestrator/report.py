@@ -19,6 +19,7 @@ from typing import Any
 from orchestrator.export import Row
 from orchestrator.models import Activation, Job, State
 from orchestrator.money import from_micros
+from orchestrator.redact import mask
 
 NO_COUNTRY = "(no country)"  # slots that failed before a country was chosen
 SETTLED = frozenset({State.RECEIVED, State.CANCELLED, State.EXPIRED})  # orders with a known end
@@ -240,7 +241,8 @@ def _summary(report: Report) -> str:
 
 
 def render_html(report: Report, *, generated: datetime) -> str:
-    """The whole page, as one string."""
+    """The whole page, as one string; any registered secret in it masked (it quotes the
+    provider's country names, which are escaped for HTML like every value)."""
     job = report.job
     title = f"Job {job.id} ({job.name})"
     spend = [
@@ -270,7 +272,7 @@ def render_html(report: Report, *, generated: datetime) -> str:
     data = json.dumps(report.as_json(), ensure_ascii=False, sort_keys=True)
     # Inside <script>, "</script>" or "<!--" in a job or country name would end the block early.
     data = data.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-    return "\n".join(
+    page = "\n".join(
         [
             "<!DOCTYPE html>",
             '<html lang="en">',
@@ -298,3 +300,4 @@ def render_html(report: Report, *, generated: datetime) -> str:
             "",
         ]
     )
+    return mask(page)

@@ -536,9 +536,12 @@ class SandboxServer:
         port: int = 0,
         *,
         clock: Clock = time.time,
+        simulator: Simulator | None = None,
     ) -> None:
-        self.config = config or SandboxConfig()
-        self.simulator = Simulator(self.config, clock=clock)
+        """``simulator`` (tests): serve this one, e.g. a subclass that alters answers; its
+        config is then the server's."""
+        self.simulator = simulator or Simulator(config or SandboxConfig(), clock=clock)
+        self.config = self.simulator.config
         self._httpd = _HTTPServer((host, port), self.simulator)
         self._thread: threading.Thread | None = None
 

@@ -34,6 +34,7 @@ from sqlmodel import col
 from orchestrator.db import transaction
 from orchestrator.errors import ConfigError, JobOverlap, SpecError
 from orchestrator.models import ScheduleFire, utcnow
+from orchestrator.redact import mask
 from orchestrator.spec import JobSpec, load_job_spec
 
 __all__ = [
@@ -258,7 +259,8 @@ class Scheduler:
             session.execute(
                 update(ScheduleFire)
                 .where(col(ScheduleFire.id) == fire_id)
-                .values(outcome=outcome.value, job_id=job_id, error=error)
+                # A submit's error may quote the provider (which may repeat the key).
+                .values(outcome=outcome.value, job_id=job_id, error=error and mask(error))
             )
 
     def _last_fires(self) -> dict[str, datetime]:

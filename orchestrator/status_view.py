@@ -1,22 +1,32 @@
-"""Rich tables for ``orchestrator status``: recent jobs, and one job by target and state."""
+"""Rich tables for ``orchestrator status``: recent jobs, and one job by target and state.
+
+Names (the provider's services, the job's) are shown as text: ``_text`` (no markup, control
+characters escaped, secrets masked).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from orchestrator import store
 from orchestrator.models import FINAL_STATES, Activation, Job, State, Target
 from orchestrator.money import from_micros
+from orchestrator.redact import for_terminal
 
 RECENT_JOBS = 20
 
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _text(value: str) -> Text:
+    return Text(for_terminal(value))
 
 
 def _budget(job: Job) -> str:
@@ -51,7 +61,7 @@ def jobs_table(session: Session) -> Table:
         assert job.id is not None
         table.add_row(
             str(job.id),
-            job.name,
+            _text(job.name),
             job.status.value,
             str(count),
             str(received),
@@ -70,7 +80,7 @@ def job_summary(session: Session, job: Job) -> Table:
     ended = sum(n for state, n in counts.items() if state in FINAL_STATES)
     settled = counts[State.RECEIVED] + counts[State.CANCELLED] + counts[State.EXPIRED]
     spent = from_micros(store.spend_micros(session, job.id))
-    table = Table("", "", title=f"job {job.id} ({job.name})", show_header=False)
+    table = Table("", "", title=_text(f"job {job.id} ({job.name})"), show_header=False)
     rows = [
         ("status", job.status.value),
         ("created (UTC)", _when(job.created_at)),
@@ -96,7 +106,7 @@ def job_table(session: Session, job: Job) -> Table:
         "service",
         *[s.value for s in states],
         "spent",
-        title=f"job {job.id} ({job.name}) by target",
+        title=_text(f"job {job.id} ({job.name}) by target"),
     )
     query = (
         select(Target, col(Activation.state), func.count())
@@ -114,7 +124,7 @@ def job_table(session: Session, job: Job) -> Table:
         label = f"#{target.position} (cap {from_micros(target.max_price_micros)})"
         table.add_row(
             label,
-            target.service_name,
+            _text(target.service_name),
             *[str(counts.get(s, 0)) for s in states],
             str(from_micros(spent.get(target_id, 0))),
         )

@@ -2,6 +2,9 @@
 
 Functions take ``session`` and never commit: the caller decides the transaction, so a state
 change and the budget it moves are committed together or not at all.
+
+Text stored here (errors, provider names, the audit trail) goes through ``redact.mask`` on the
+way in: a provider message that repeats the API key is stored with the key hidden.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.money import to_micros
+from orchestrator.redact import mask, mask_data
 from orchestrator.spec import ResolvedJob
 
 
@@ -57,7 +61,7 @@ def record(
         "activation_id": activation_id,
         "at": utcnow(),
         "kind": kind,
-        "detail": json.dumps(detail, default=str, sort_keys=True),
+        "detail": json.dumps(mask_data(detail), default=str, sort_keys=True),
     }
     # inline(): no RETURNING of the new id, which nothing reads.
     _execute(session, "record", lambda: insert(Event).inline(), params)
@@ -211,6 +215,7 @@ def move(
     assert act.id is not None
     states = list(expect) if expect is not None else [act.state]
     now = utcnow()
+    values = {k: mask(v) if isinstance(v, str) else v for k, v in values.items()}
     changes: dict[str, Any] = {"state": to, "updated_at": now, **values}
     if to in FINAL_STATES:
         changes.setdefault("finished_at", now)
@@ -255,6 +260,7 @@ def claim(
     (it may carry other slots' writes). The caller commits before sending ``POST /order``.
     """
     assert act.id is not None
+    country_name = mask(country_name)
     changes = {
         "state": State.ORDERING,
         "reserved_micros": act.cap_micros,
@@ -483,7 +489,7 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
     """Plan the whole job up front: one row per number, so no slot can be bought twice."""
     row = Job(
         name=job.name,
-        source=source,
+        source=mask(source),
         budget_micros=to_micros(job.budget) if job.budget is not None else None,
         code_timeout=job.code_timeout,
     )
@@ -498,8 +504,8 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
             job_id=row.id,
             position=spec.index,
             service_id=spec.service_id,
-            service_name=spec.service_name,
-            countries=json.dumps([[cid, name] for cid, name in spec.countries]),
+            service_name=mask(spec.service_name),
+            countries=json.dumps([[cid, mask(name)] for cid, name in spec.countries]),
             quantity=spec.quantity,
             max_price_micros=to_micros(spec.max_price),
         )

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn, TextIO
+from typing import Annotated, NoReturn
 
 import typer
 from redis import RedisError
@@ -29,6 +29,7 @@ from orchestrator.errors import (
     JobNotFound,
     JobOverlap,
     OrchestratorError,
+    OutputRefused,
     ProviderError,
     ProviderRejected,
     SpecError,
@@ -51,6 +52,7 @@ from orchestrator.jobrun import (
     wait_for_job,
 )
 from orchestrator.logs import at_least, configure_logging
+from orchestrator.output_file import output_target, write_atomically
 from orchestrator.progress_bar import say_to
 from orchestrator.runtime import Nudge
 from orchestrator.sandbox_cli import sandbox_command
@@ -100,7 +102,7 @@ def _guard() -> Iterator[None]:
     """Turn our exceptions into a one-line message and a documented exit code."""
     try:
         yield
-    except (SpecError, ConfigError) as exc:
+    except (SpecError, ConfigError, OutputRefused) as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
     except JobNotFound as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
@@ -249,9 +251,11 @@ def run(
     signal leaves at once, naming the orders left and the command that finishes them. With
     --workers 0 a signal leaves the job to the workers elsewhere.
     """
-    try:  # a typo in the template is refused before anything is bought
+    try:  # a typo in the template, or a path that is a folder, is refused before buying
         template = PathTemplate.parse(export) if export is not None else None
-    except TemplateError as exc:
+        if template is not None and template.fixed_path is not None:
+            output_target(template.fixed_path)
+    except (TemplateError, OutputRefused) as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
     signals = Signals()
     signals.install()
@@ -315,7 +319,17 @@ def _run(
             if local is not None:
                 local.stop()
     if template is not None:
-        path, rows = _export_job(settings, job_id, template)
+        try:
+            path, rows = _export_job(settings, job_id, template)
+        except OutputRefused as exc:
+            # The job ran: exit 2 ("nothing was bought") only when its verdict was 0.
+            _plain(out, f"job {job_id}: {final.line()}")
+            code = final.exit_code()
+            _fail(
+                ExitCode.BAD_INPUT if code == ExitCode.OK else code,
+                f"{exc}; the job's rows are in the database: "
+                f"orchestrator export {job_id} --output FILE",
+            )
         if not quiet:
             _plain(err, f"wrote {rows} rows to {path}")
     _plain(out, f"job {job_id}: {final.line()}")
@@ -423,16 +437,6 @@ def _cancel_job(settings: Settings, url: str, job_id: int) -> None:
     _send(sweep(rt))
 
 
-def _write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
-    """Write through a temporary file beside ``path``, so no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        count = write(handle)
-    tmp.replace(path)
-    return count
-
-
 def _export(
     settings: Settings, job_ids: list[int], path: Path, fmt: ExportFormat | None = None
 ) -> int:
@@ -440,7 +444,7 @@ def _export(
     with transaction(engine) as session:
         rows = store.export_rows(session, job_ids)
     chosen = fmt or ExportFormat.for_path(path)
-    return _write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
+    return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
 
 
 def _export_job(settings: Settings, job_id: int, template: PathTemplate) -> tuple[Path, int]:
@@ -607,7 +611,7 @@ def report(
             page = render_html(
                 build_report(row, store.export_rows(session, [row.id])), generated=utcnow()
             )
-        _write_atomically(output, lambda handle: handle.write(page))
+        write_atomically(output, lambda handle: handle.write(page))
     _plain(out, f"wrote the report of job {row.id} to {output}")
 
 

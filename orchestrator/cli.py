@@ -56,7 +56,7 @@ from orchestrator.output_file import output_target, write_atomically
 from orchestrator.progress_bar import say_to
 from orchestrator.runtime import Nudge
 from orchestrator.sandbox_cli import sandbox_command
-from orchestrator.spec import load_job_spec, resolve_job
+from orchestrator.spec import JobLimits, parse_job_spec, read_job_file, resolve_job
 from orchestrator.wiring import make_client, make_database, make_runtime, make_throttle
 
 app = typer.Typer(
@@ -185,11 +185,14 @@ def _submit(
     before_commit: Callable[[], None] = lambda: None,
 ) -> tuple[int, int]:
     """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots)."""
-    spec = load_job_spec(job_file)  # a bad file stops here, before any network call
+    limits = JobLimits.of(settings)
+    # Read once, within max_job_file_bytes: what is validated is what is stored. A bad file
+    # stops here, before any network call.
+    source = read_job_file(job_file, limits.max_file_bytes)
+    spec = parse_job_spec(source, str(job_file), limits)
     engine = make_database(settings)
     with _client(settings, redis_url) as client:
         resolved = resolve_job(spec, client, str(job_file))
-    source = job_file.read_text()
     before_commit()
     with transaction(engine) as session:
         job, slot_ids = store.submit_job(
@@ -495,6 +498,7 @@ def scheduler(
                     submit=submit_job,
                     tick=tick,
                     stop=stop,
+                    limits=JobLimits.of(settings),
                 )
             finally:
                 client.close()

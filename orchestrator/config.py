@@ -17,6 +17,8 @@ from orchestrator.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://legitsms.com/wp-json/legitsms/v2"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
+DEFAULT_MAX_JOB_FILE_BYTES = 1_000_000
+DEFAULT_MAX_NUMBERS_PER_JOB = 10_000
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
@@ -49,6 +51,12 @@ class Settings(BaseSettings):
     worker_processes: int = Field(1, ge=1, validation_alias="ORCHESTRATOR_WORKER_PROCESSES")
     worker_threads: int = Field(8, ge=1, validation_alias="ORCHESTRATOR_WORKER_THREADS")
     log_level: str = Field("info", validation_alias="ORCHESTRATOR_LOG_LEVEL")
+    max_job_file_bytes: int = Field(
+        DEFAULT_MAX_JOB_FILE_BYTES, ge=1, validation_alias="ORCHESTRATOR_MAX_JOB_FILE_BYTES"
+    )
+    max_numbers_per_job: int = Field(
+        DEFAULT_MAX_NUMBERS_PER_JOB, ge=1, validation_alias="ORCHESTRATOR_MAX_NUMBERS_PER_JOB"
+    )
 
     @model_validator(mode="after")
     def _cancels_fit_before_expiry(self) -> Settings:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator import store
 from orchestrator.client import LegitSMSClient
-from orchestrator.config import Settings, load_settings
+from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.config_view import config_command
 from orchestrator.db import transaction
 from orchestrator.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
@@ -28,6 +28,7 @@ from orchestrator.errors import (
     DatabaseGone,
     JobNotFound,
     JobOverlap,
+    MalformedResponse,
     OrchestratorError,
     OutputRefused,
     ProviderError,
@@ -112,6 +113,8 @@ def _guard() -> Iterator[None]:
         _fail(ExitCode.UNAVAILABLE, str(exc))
     except ProviderRejected as exc:
         _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
+    except MalformedResponse as exc:  # it was reached: what it said could not be used
+        _fail(ExitCode.UNAVAILABLE, f"the provider answered something unusable: {exc}")
     except ProviderError as exc:
         _fail(ExitCode.UNAVAILABLE, f"the provider could not be reached: {exc}")
     except OrchestratorError as exc:
@@ -153,6 +156,25 @@ def _client(settings: Settings, redis_url: str) -> LegitSMSClient:
     return make_client(settings, make_throttle(settings, redis_url, patient=True))
 
 
+def _at_least(lowest: int) -> Callable[[typer.CallbackParam, int | None], int | None]:
+    """An option callback refusing a number below ``lowest`` with one line and exit 2."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        # Not typer's min=: its refusal is a multi-line panel, and cron mail wants one line.
+        if value is not None and value < lowest:
+            name = param.opts[0] if param.opts else str(param.name)
+            _fail(ExitCode.BAD_INPUT, f"{name} must be at least {lowest}, got {value}")
+        return value
+
+    return check
+
+
+def _check_log_level(value: str | None) -> str | None:
+    if value is not None and (problem := log_level_problem(value)):
+        _fail(ExitCode.BAD_INPUT, f"--log-level {problem}")
+    return value.lower() if value is not None else None
+
+
 def _send(nudges: list[Nudge]) -> None:
     from workers.actors import send  # late: the broker must be configured first
 
@@ -169,7 +191,11 @@ def main_options(
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error (default: the settings').")
+        str | None,
+        typer.Option(
+            help="debug, info, warning or error (default: the settings').",
+            callback=_check_log_level,
+        ),
     ] = None,
 ) -> None:
     """Batch activation orchestrator for the LegitSMS V2 API."""
@@ -235,7 +261,10 @@ def run(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Local worker processes to start; 0 when workers run elsewhere."),
+        typer.Option(
+            help="Local worker processes to start (0 or more); 0 when workers run elsewhere.",
+            callback=_at_least(0),
+        ),
     ] = None,
     allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
     quiet: Annotated[
@@ -509,18 +538,24 @@ def scheduler(
 def worker(
     ctx: typer.Context,
     processes: Annotated[
-        int | None, typer.Option(help="Worker processes (default: settings').")
+        int | None,
+        typer.Option(
+            help="Worker processes, 1 or more (default: settings').", callback=_at_least(1)
+        ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Threads per process (default: settings').")
+        int | None,
+        typer.Option(
+            help="Threads per process, 1 or more (default: settings').", callback=_at_least(1)
+        ),
     ] = None,
 ) -> None:
     """Work the queue until stopped (SIGTERM or Ctrl-C)."""
     with _guard():
         settings = _ctx(ctx).settings()
         settings.require_api_key()
-        count = processes or settings.worker_processes
-        per = threads or settings.worker_threads
+        count = processes if processes is not None else settings.worker_processes
+        per = threads if threads is not None else settings.worker_threads
         with _broker(settings):
             from workers.runner import run_processes, run_worker, worker_argv
 

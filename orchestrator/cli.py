@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn, TextIO
+from typing import Annotated, NoReturn
 
 import typer
 from redis import RedisError
@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator import store
 from orchestrator.client import LegitSMSClient
-from orchestrator.config import Settings, load_settings
+from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.config_view import config_command, register_secrets
 from orchestrator.db import transaction
 from orchestrator.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
@@ -28,7 +28,9 @@ from orchestrator.errors import (
     DatabaseGone,
     JobNotFound,
     JobOverlap,
+    MalformedResponse,
     OrchestratorError,
+    OutputRefused,
     ProviderError,
     ProviderRejected,
     SpecError,
@@ -51,11 +53,12 @@ from orchestrator.jobrun import (
     wait_for_job,
 )
 from orchestrator.logs import at_least, configure_logging
+from orchestrator.output_file import output_target, write_atomically
 from orchestrator.progress_bar import say_to
 from orchestrator.redact import for_terminal
 from orchestrator.runtime import Nudge
 from orchestrator.sandbox_cli import sandbox_command
-from orchestrator.spec import load_job_spec, resolve_job
+from orchestrator.spec import JobLimits, parse_job_spec, read_job_file, resolve_job
 from orchestrator.wiring import make_client, make_database, make_runtime, make_throttle
 
 app = typer.Typer(
@@ -103,7 +106,7 @@ def _guard() -> Iterator[None]:
     """Turn our exceptions into a one-line message and a documented exit code."""
     try:
         yield
-    except (SpecError, ConfigError) as exc:
+    except (SpecError, ConfigError, OutputRefused) as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
     except JobNotFound as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
@@ -113,6 +116,8 @@ def _guard() -> Iterator[None]:
         _fail(ExitCode.UNAVAILABLE, str(exc))
     except ProviderRejected as exc:
         _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
+    except MalformedResponse as exc:  # it was reached: what it said could not be used
+        _fail(ExitCode.UNAVAILABLE, f"the provider answered something unusable: {exc}")
     except ProviderError as exc:
         _fail(ExitCode.UNAVAILABLE, f"the provider could not be reached: {exc}")
     except OrchestratorError as exc:
@@ -154,6 +159,25 @@ def _client(settings: Settings, redis_url: str) -> LegitSMSClient:
     return make_client(settings, make_throttle(settings, redis_url, patient=True))
 
 
+def _at_least(lowest: int) -> Callable[[typer.CallbackParam, int | None], int | None]:
+    """An option callback refusing a number below ``lowest`` with one line and exit 2."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        # Not typer's min=: its refusal is a multi-line panel, and cron mail wants one line.
+        if value is not None and value < lowest:
+            name = param.opts[0] if param.opts else str(param.name)
+            _fail(ExitCode.BAD_INPUT, f"{name} must be at least {lowest}, got {value}")
+        return value
+
+    return check
+
+
+def _check_log_level(value: str | None) -> str | None:
+    if value is not None and (problem := log_level_problem(value)):
+        _fail(ExitCode.BAD_INPUT, f"--log-level {problem}")
+    return value.lower() if value is not None else None
+
+
 def _send(nudges: list[Nudge]) -> None:
     from workers.actors import send  # late: the broker must be configured first
 
@@ -170,7 +194,11 @@ def main_options(
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error (default: the settings').")
+        str | None,
+        typer.Option(
+            help="debug, info, warning or error (default: the settings').",
+            callback=_check_log_level,
+        ),
     ] = None,
 ) -> None:
     """Batch activation orchestrator for the LegitSMS V2 API."""
@@ -186,11 +214,14 @@ def _submit(
     before_commit: Callable[[], None] = lambda: None,
 ) -> tuple[int, int]:
     """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots)."""
-    spec = load_job_spec(job_file)  # a bad file stops here, before any network call
+    limits = JobLimits.of(settings)
+    # Read once, within max_job_file_bytes: what is validated is what is stored. A bad file
+    # stops here, before any network call.
+    source = read_job_file(job_file, limits.max_file_bytes)
+    spec = parse_job_spec(source, str(job_file), limits)
     engine = make_database(settings)
     with _client(settings, redis_url) as client:
         resolved = resolve_job(spec, client, str(job_file))
-    source = job_file.read_text()
     before_commit()
     with transaction(engine) as session:
         job, slot_ids = store.submit_job(
@@ -233,7 +264,10 @@ def run(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Local worker processes to start; 0 when workers run elsewhere."),
+        typer.Option(
+            help="Local worker processes to start (0 or more); 0 when workers run elsewhere.",
+            callback=_at_least(0),
+        ),
     ] = None,
     allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
     quiet: Annotated[
@@ -252,9 +286,11 @@ def run(
     signal leaves at once, naming the orders left and the command that finishes them. With
     --workers 0 a signal leaves the job to the workers elsewhere.
     """
-    try:  # a typo in the template is refused before anything is bought
+    try:  # a typo in the template, or a path that is a folder, is refused before buying
         template = PathTemplate.parse(export) if export is not None else None
-    except TemplateError as exc:
+        if template is not None and template.fixed_path is not None:
+            output_target(template.fixed_path)
+    except (TemplateError, OutputRefused) as exc:
         _fail(ExitCode.BAD_INPUT, str(exc))
     signals = Signals()
     signals.install()
@@ -318,7 +354,17 @@ def _run(
             if local is not None:
                 local.stop()
     if template is not None:
-        path, rows = _export_job(settings, job_id, template)
+        try:
+            path, rows = _export_job(settings, job_id, template)
+        except OutputRefused as exc:
+            # The job ran: exit 2 ("nothing was bought") only when its verdict was 0.
+            _plain(out, f"job {job_id}: {final.line()}")
+            code = final.exit_code()
+            _fail(
+                ExitCode.BAD_INPUT if code == ExitCode.OK else code,
+                f"{exc}; the job's rows are in the database: "
+                f"orchestrator export {job_id} --output FILE",
+            )
         if not quiet:
             _plain(err, f"wrote {rows} rows to {path}")
     _plain(out, f"job {job_id}: {final.line()}")
@@ -427,16 +473,6 @@ def _cancel_job(settings: Settings, url: str, job_id: int) -> None:
     _send(sweep(rt))
 
 
-def _write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
-    """Write through a temporary file beside ``path``, so no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        count = write(handle)
-    tmp.replace(path)
-    return count
-
-
 def _export(
     settings: Settings, job_ids: list[int], path: Path, fmt: ExportFormat | None = None
 ) -> int:
@@ -444,7 +480,7 @@ def _export(
     with transaction(engine) as session:
         rows = store.export_rows(session, job_ids)
     chosen = fmt or ExportFormat.for_path(path)
-    return _write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
+    return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
 
 
 def _export_job(settings: Settings, job_id: int, template: PathTemplate) -> tuple[Path, int]:
@@ -495,6 +531,7 @@ def scheduler(
                     submit=submit_job,
                     tick=tick,
                     stop=stop,
+                    limits=JobLimits.of(settings),
                 )
             finally:
                 client.close()
@@ -505,18 +542,24 @@ def scheduler(
 def worker(
     ctx: typer.Context,
     processes: Annotated[
-        int | None, typer.Option(help="Worker processes (default: settings').")
+        int | None,
+        typer.Option(
+            help="Worker processes, 1 or more (default: settings').", callback=_at_least(1)
+        ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Threads per process (default: settings').")
+        int | None,
+        typer.Option(
+            help="Threads per process, 1 or more (default: settings').", callback=_at_least(1)
+        ),
     ] = None,
 ) -> None:
     """Work the queue until stopped (SIGTERM or Ctrl-C)."""
     with _guard():
         settings = _ctx(ctx).settings()
         settings.require_api_key()
-        count = processes or settings.worker_processes
-        per = threads or settings.worker_threads
+        count = processes if processes is not None else settings.worker_processes
+        per = threads if threads is not None else settings.worker_threads
         with _broker(settings):
             from workers.runner import run_processes, run_worker, worker_argv
 
@@ -611,7 +654,7 @@ def report(
             page = render_html(
                 build_report(row, store.export_rows(session, [row.id])), generated=utcnow()
             )
-        _write_atomically(output, lambda handle: handle.write(page))
+        write_atomically(output, lambda handle: handle.write(page))
     _plain(out, f"wrote the report of job {row.id} to {output}")
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from orchestrator import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from orchestrator.errors import DatabaseGone
+from orchestrator.errors import DatabaseGone, FolderUnusable
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Connections beyond the pool's 10 that a process may open at a busy moment: a worker's
@@ -43,7 +43,7 @@ def make_engine(url: str) -> Engine:
     if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
         path = os.path.abspath(Path(parsed.database).expanduser())
         _check_file(path)  # a file this process already used must still be the same one
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _writable(Path(path).parent)
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
@@ -52,6 +52,21 @@ def make_engine(url: str) -> Engine:
     )
     _make_sqlite_safe(engine, path)
     return engine
+
+
+def _writable(folder: Path) -> None:
+    """Make the SQLite file's folder, and check this process may write in it: SQLite keeps
+    its write-ahead log and shared memory beside the file, and would only say "unable to
+    open database file"."""
+    hint = "set ORCHESTRATOR_DATA_DIR (or DATABASE_URL) to a folder this user may write"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FolderUnusable(
+            f"the database's folder {folder} cannot be made: {exc.strerror or exc}; {hint}"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FolderUnusable(f"the database's folder {folder} cannot be written; {hint}")
 
 
 # The identity (device, inode) of each SQLite file this process has used, by absolute path.

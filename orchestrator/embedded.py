@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import FolderUnusable, OrchestratorError
 
 log = structlog.get_logger(__name__)
 
@@ -137,9 +137,16 @@ def _locked(folder: Path) -> Iterator[None]:
 def ensure_embedded(data_dir: Path) -> EmbeddedBroker:
     """Use the folder's running embedded server, or start one; ``release`` it when done."""
     folder = data_dir / "valkey"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        users = (folder / "users").open("a")
+    except OSError as exc:
+        raise FolderUnusable(
+            f"the embedded broker cannot use the data folder {data_dir}: "
+            f"{exc.strerror or exc}; set ORCHESTRATOR_DATA_DIR to a folder this user may "
+            "write (or REDIS_URL to a Redis server)"
+        ) from None
     url_file = folder / "url"
-    users = (folder / "users").open("a")
     try:
         with _locked(folder):
             fcntl.flock(users, fcntl.LOCK_SH)  # held until release() (or this process ends)

@@ -8,6 +8,10 @@
     ├── JobNotFound                 no job by that id or name
     ├── JobOverlap                  a job of that name is still active (cron overlap)
     ├── DatabaseGone                the SQLite file was deleted or replaced while in use
+    ├── FolderUnusable              a folder the orchestrator writes in (the data folder, the
+    │                               SQLite file's) cannot be made or written
+    ├── OutputRefused               an output path (export, report) is a folder, FIFO, device
+    │                               or socket, or cannot be written
     ├── ResolveRefused              `resolve` cannot apply: no such slot, not in doubt, or the
     │                               order id is already another slot's
     └── ProviderError               anything about talking to LegitSMS
@@ -89,6 +93,14 @@ class JobOverlap(OrchestratorError):
 
 class DatabaseGone(OrchestratorError):
     """Raised when the SQLite file a process has been using was deleted or replaced."""
+
+
+class FolderUnusable(OrchestratorError):
+    """Raised when a folder the orchestrator must write in cannot be made or written."""
+
+
+class OutputRefused(OrchestratorError):
+    """Raised when an output file cannot be written where asked: nothing is left behind."""
 
 
 class ResolveRefused(OrchestratorError):

@@ -48,6 +48,13 @@ class PathTemplate:
             raise TemplateError(f"export path {text!r}: {exc}") from None
         return cls(text)
 
+    @property
+    def fixed_path(self) -> Path | None:
+        """The path, when it has no placeholder (the same for every job); else None."""
+        if any(field is not None for _, field, _, _ in string.Formatter().parse(self.text)):
+            return None
+        return Path(self.text.format())
+
     def expand(self, *, name: str, job_id: int, submitted: datetime) -> Path:
         """The path for one job; ``submitted`` is read in UTC."""
         when = submitted.astimezone(UTC)

@@ -35,7 +35,7 @@ from orchestrator.db import transaction
 from orchestrator.errors import ConfigError, JobOverlap, SpecError
 from orchestrator.models import ScheduleFire, utcnow
 from orchestrator.redact import mask
-from orchestrator.spec import JobSpec, load_job_spec
+from orchestrator.spec import JobLimits, JobSpec, load_job_spec
 
 __all__ = [
     "DEFAULT_CATCH_UP",
@@ -170,8 +170,10 @@ class Scheduler:
         catch_up: timedelta,
         now: Callable[[], datetime],
         stop: threading.Event,
+        limits: JobLimits = JobLimits(),  # noqa: B008
     ) -> None:
         self.jobs_dir = jobs_dir
+        self.limits = limits
         self.engine = engine
         self.lock = lock
         self.submit = submit
@@ -276,7 +278,7 @@ class Scheduler:
         names: dict[str, Path] = {}
         for path in self._job_files():
             try:
-                spec = load_job_spec(path)
+                spec = load_job_spec(path, self.limits)
             except SpecError as exc:
                 self._problem(path, str(exc))
                 continue
@@ -360,6 +362,7 @@ def run_scheduler(
     now: Callable[[], datetime] = utcnow,
     catch_up: timedelta = DEFAULT_CATCH_UP,
     lock_ttl: float | None = None,
+    limits: JobLimits = JobLimits(),  # noqa: B008
 ) -> None:
     """Submit each job file in ``jobs_dir`` that has a ``schedule:`` when due, until ``stop``.
 
@@ -384,5 +387,6 @@ def run_scheduler(
         catch_up=catch_up,
         now=now,
         stop=stop if stop is not None else threading.Event(),
+        limits=limits,
     )
     scheduler.run(tick)

@@ -17,10 +17,12 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from orchestrator.config import DEFAULT_MAX_JOB_FILE_BYTES, DEFAULT_MAX_NUMBERS_PER_JOB, Settings
 from orchestrator.durations import parse_duration
 from orchestrator.errors import SpecError
 from orchestrator.provider import Catalog, Price, Service
@@ -84,9 +86,40 @@ def parse_money(value: object) -> Decimal:
     return exact if isinstance(exponent, int) and exponent < -MONEY_PLACES else amount
 
 
-def _parse_quantity(value: object) -> int:
+@dataclass(frozen=True)
+class JobLimits:
+    """How large a job may be: the settings ``max_job_file_bytes`` and ``max_numbers_per_job``."""
+
+    max_file_bytes: int = DEFAULT_MAX_JOB_FILE_BYTES
+    max_numbers: int = DEFAULT_MAX_NUMBERS_PER_JOB
+
+    @classmethod
+    def of(cls, settings: Settings) -> JobLimits:
+        """The limits the settings set."""
+        return cls(settings.max_job_file_bytes, settings.max_numbers_per_job)
+
+
+def _limits(info: ValidationInfo) -> JobLimits:
+    context = info.context
+    limits = context.get("limits") if isinstance(context, dict) else None
+    return limits if isinstance(limits, JobLimits) else JobLimits()
+
+
+def _too_many(count: int, limit: int) -> str:
+    return (
+        f"more than max_numbers_per_job ({limit}); raise that setting for a job meant to "
+        f"buy {count} numbers"
+    )
+
+
+def _parse_quantity(value: object, info: ValidationInfo) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"must be a whole number of at least 1, got {_shown(value)}")
+    limit = _limits(info).max_numbers
+    if value > limit:
+        # Checked here, before planning: 10**20 would overflow the database's integers, and
+        # a million rows take a minute and gigabytes to plan.
+        raise ValueError(f"is {_shown(value)}, {_too_many(value, limit)}")
     return value
 
 
@@ -204,31 +237,52 @@ class ResolvedJob:
         return sum((target.quantity * target.max_price for target in self.targets), Decimal(0))
 
 
-def load_job_spec(path: str | Path) -> JobSpec:
+def load_job_spec(path: str | Path, limits: JobLimits = JobLimits()) -> JobSpec:
     """Read, parse and validate the job file at ``path``, without touching the network.
 
     Raises ``SpecError`` naming the file, the field and the problem. When there are several
     problems, all are reported at once, in file order: ``field`` is the first one's, and
     ``problem`` holds the first problem, then one indented ``field: problem`` line per other.
     """
+    return parse_job_spec(read_job_file(path, limits.max_file_bytes), str(path), limits)
+
+
+def read_job_file(path: str | Path, max_bytes: int = DEFAULT_MAX_JOB_FILE_BYTES) -> str:
+    """The job file's text, reading at most ``max_bytes`` + 1 bytes: a larger file (or an
+    endless one, like /dev/zero) is refused at once with a ``SpecError``."""
     shown = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        with Path(path).open("rb") as handle:
+            data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise SpecError(shown, "", "no such file") from None
     except IsADirectoryError:
         raise SpecError(shown, "", "is a directory, not a job file") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(shown, "", f"is not UTF-8 text (bad byte at offset {exc.start})") from None
     except OSError as exc:
         raise SpecError(shown, "", f"cannot be read: {exc.strerror or exc}") from None
-    data, root = _parse_yaml(text, shown)
-    return _validate(data, shown, root)
+    if len(data) > max_bytes:
+        raise SpecError(
+            shown,
+            "",
+            f"is larger than {max_bytes} bytes (max_job_file_bytes); raise that setting if "
+            "this is the job file you meant",
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(shown, "", f"is not UTF-8 text (bad byte at offset {exc.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text() reads it
 
 
-def validate_job_spec(data: object, path: str) -> JobSpec:
+def parse_job_spec(text: str, path: str, limits: JobLimits = JobLimits()) -> JobSpec:
+    """Parse and validate a job file's text; ``path`` only labels the errors."""
+    data, root = _parse_yaml(text, path)
+    return _validate(data, path, root, limits)
+
+
+def validate_job_spec(data: object, path: str, limits: JobLimits = JobLimits()) -> JobSpec:
     """Validate an already-parsed job (a mapping); ``path`` only labels the errors."""
-    return _validate(data, path, None)
+    return _validate(data, path, None, limits)
 
 
 def resolve_job(spec: JobSpec, catalog: Catalog, path: str) -> ResolvedJob:
@@ -357,6 +411,8 @@ def _parse_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:
         raise SpecError(path, "", problem) from None
     except yaml.YAMLError as exc:
         raise SpecError(path, "", f"is not valid YAML: {exc}") from None
+    except ValueError as exc:  # a number longer than Python converts (4300 digits)
+        raise SpecError(path, "", f"holds a value that cannot be read: {exc}") from None
     finally:
         loader.dispose()
     if data is None:
@@ -388,13 +444,13 @@ def _refuse_duplicate_keys(node: yaml.Node, loc: Loc, path: str, seen: set[int])
             _refuse_duplicate_keys(item, (*loc, index), path, seen)
 
 
-def _validate(data: object, path: str, root: yaml.Node | None) -> JobSpec:
+def _validate(data: object, path: str, root: yaml.Node | None, limits: JobLimits) -> JobSpec:
     if not isinstance(data, dict):
         raise SpecError(
             path, "", f"must be a mapping of keys (name, targets, ...), got {_shown(data)}"
         )
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         located = [(_line_of(root, error["loc"]), error) for error in exc.errors()]
         # In file order, so the first problem reported is the first a reader meets.
@@ -404,6 +460,13 @@ def _validate(data: object, path: str, root: yaml.Node | None) -> JobSpec:
             for line, error in located
         ]
         raise _spec_error(path, problems) from None
+    total = sum(target.quantity for target in spec.targets)
+    if total > limits.max_numbers:
+        line = _line_of(root, ("targets",))
+        where = f" (line {line})" if line else ""
+        problem = f"ask for {total} numbers in all, {_too_many(total, limits.max_numbers)}"
+        raise SpecError(path, "targets", problem + where)
+    return spec
 
 
 def _problem(error: ErrorDetails) -> str:

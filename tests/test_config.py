@@ -180,3 +180,45 @@ def test_orchestrator_config_reads_the_global_config_option(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert re.search(r"^worker_threads +\= 3 +# \S+ \(file\)$", result.stdout, re.MULTILINE)
     assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        ("REDIS_URL", "rediss://:secret@redis.example.com:6380"),
+        ("REDIS_URL", "unix:///run/redis/redis.sock"),
+        ("REDIS_URL", "redis://localhost"),
+        ("DATABASE_URL", "sqlite:///relative/orchestrator.db"),
+        ("DATABASE_URL", "postgresql+psycopg://user:pw@db.example.com:5432/orchestrator"),
+        ("DATABASE_URL", "postgresql://user@db/orchestrator"),
+        ("LEGITSMS_BASE_URL", "http://127.0.0.1:8765/wp-json/legitsms/v2"),
+        ("LEGITSMS_API_KEY", "sk_live_AbC-123.~!"),
+        ("ORCHESTRATOR_RATE_LIMIT", "0"),
+        ("ORCHESTRATOR_RATE_LIMIT", "0.001"),
+        ("ORCHESTRATOR_LOG_LEVEL", "WARNING"),
+    ],
+)
+def test_usual_urls_keys_and_levels_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    load_settings()
+
+
+def test_an_empty_redis_or_database_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "")
+    monkeypatch.setenv("DATABASE_URL", "")
+    settings = load_settings()
+    assert settings.redis_url is None
+    assert settings.database_url is None
+
+
+def test_a_bad_url_is_refused_without_quoting_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@db:5432:5432/x")
+    monkeypatch.setenv("REDIS_URL", "http://:hunter2@redis:6379")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "environment variable DATABASE_URL: has a port that is not a number" in str(caught.value)
+    assert "environment variable REDIS_URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value)

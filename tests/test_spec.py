@@ -81,7 +81,7 @@ def test_an_unreadable_file_is_refused_with_the_systems_reason(
     def deny(self: Path, *args: Any, **kwargs: Any) -> str:
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_text", deny)
+    monkeypatch.setattr(Path, "open", deny)
     assert_names(refused(path), path, "", "cannot be read", "Permission denied")
 
 

@@ -26,6 +26,7 @@ from orchestrator.config import DEFAULT_MAX_JOB_FILE_BYTES, DEFAULT_MAX_NUMBERS_
 from orchestrator.durations import parse_duration
 from orchestrator.errors import SpecError
 from orchestrator.provider import Catalog, Price, Service
+from orchestrator.redact import for_terminal
 
 DEFAULT_CODE_TIMEOUT = 600.0
 MONEY_PLACES = 4
@@ -361,7 +362,7 @@ def _find_service(ref: int | str, services: list[Service]) -> Service:
 
 def _find_country(ref: int | str, service: Service, prices: dict[int, Price]) -> tuple[int, str]:
     offered = sorted((price.country_id, price.country) for price in prices.values())
-    where = f"{service.name} ({service.id})"
+    where = f"{for_terminal(service.name)} ({service.id})"
     if isinstance(ref, int):
         for country_id, name in offered:
             if country_id == ref:
@@ -390,7 +391,9 @@ def _listed(known: list[tuple[int, str]], noun: str) -> str:
     """Show a short list whole; of a long one (the real provider's), only its size."""
     if len(known) > 5:
         return f"; the provider lists {len(known)} {noun}"
-    return "; the provider lists " + (", ".join(f"{n} ({i})" for i, n in known) or f"no {noun}")
+    # The names are the provider's: a line break in one must not start a line of its own.
+    listed = ", ".join(f"{for_terminal(n)} ({i})" for i, n in known)
+    return "; the provider lists " + (listed or f"no {noun}")
 
 
 def _parse_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:

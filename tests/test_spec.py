@@ -654,3 +654,12 @@ def test_every_unresolvable_name_is_reported_at_once() -> None:
     error = unresolved(spec)
     assert error.field == "targets[1].service"
     assert error.problem.splitlines()[1].startswith("  targets[2].countries[1]: unknown country")
+
+
+def test_provider_names_quoted_in_an_error_cannot_start_a_line_of_their_own() -> None:
+    # Problems are printed one per line: a provider's name must not forge another one.
+    catalog = FakeCatalog([Service(1012, "Whats\napp\x1b[31m"), Service(924, "x\rerror: y")])
+    error = unresolved(spec_of(target(777, country=1)), catalog)
+    assert "\n" not in error.problem and "\r" not in error.problem
+    assert "\x1b" not in error.problem
+    assert "Whats\\napp\\x1b[31m (1012)" in error.problem

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     connect_timeout: Seconds = Field(5.0, validation_alias="ORCHESTRATOR_CONNECT_TIMEOUT")
     read_timeout: Seconds = Field(15.0, validation_alias="ORCHESTRATOR_READ_TIMEOUT")
     retry_after_cap: Seconds = Field(120.0, validation_alias="ORCHESTRATOR_RETRY_AFTER_CAP")
+    cli_patience: Seconds = Field(60.0, validation_alias="ORCHESTRATOR_CLI_PATIENCE")
     max_response_bytes: int = Field(
         1024 * 1024, ge=1024, validation_alias="ORCHESTRATOR_MAX_RESPONSE_BYTES"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import redis
@@ -15,17 +16,16 @@ from orchestrator.ratelimit import Priority, SharedRateLimiter, key_fingerprint
 from orchestrator.runtime import Runtime
 
 WORKER_MAX_WAIT = 1.0  # a worker thread sleeps at most this long for a rate-limit slot
-CLI_PATIENCE = 60.0  # the CLI may wait longer for its few calls: it has nothing else to do
 # Reads (and cancels) that meet timeouts or 502/503/504 begin new attempts for this long. The
 # CLI has nothing else to do, and a cron submit that gives up at the first slow answer fails
-# the night's job, so it rides out about a minute. A worker gives up sooner: a failed read is
-# not final there (a poll or a price read is retried by a delayed message, a cancel by its
-# own retry, the sweep re-drives the rest), and a thread held a minute is a thread not
-# serving the other slots' messages (8 per process by default).
-CLI_READ_PATIENCE = CLI_PATIENCE
+# the night's job, so it rides out ``cli_patience`` (a minute by default), also waiting its
+# turn under the rate limit that long. A worker gives up sooner: a failed read is not final
+# there (a poll or a price read is retried by a delayed message, a cancel by its own retry,
+# the sweep re-drives the rest), and a thread held a minute is a thread not serving the
+# other slots' messages (8 per process by default).
 WORKER_READ_PATIENCE = 15.0
-CLI_ATTEMPTS = 16  # enough for CLI_READ_PATIENCE with back-off growing to 7.5 s
 WORKER_ATTEMPTS = 4
+BACKOFF_MAX = 7.5  # seconds: the longest back-off between two of the CLI's attempts
 
 
 class PatientThrottle:
@@ -59,7 +59,7 @@ def make_throttle(settings: Settings, redis_url: str, *, patient: bool = False) 
         rate=settings.rate_limit,
         max_wait=WORKER_MAX_WAIT,
     )
-    return PatientThrottle(limiter, CLI_PATIENCE) if patient else limiter
+    return PatientThrottle(limiter, settings.cli_patience) if patient else limiter
 
 
 def make_client(
@@ -68,7 +68,7 @@ def make_client(
     """An HTTP client for the provider, sharing the rate limit through ``limiter``.
 
     ``patient`` (the CLI's; by default, whether ``limiter`` is a PatientThrottle): reads ride
-    out slow and 5xx answers for CLI_READ_PATIENCE rather than WORKER_READ_PATIENCE. A
+    out slow and 5xx answers for ``cli_patience`` rather than WORKER_READ_PATIENCE. A
     ``POST /order`` is never replayed after it may have left, whichever.
     """
     if patient is None:
@@ -79,8 +79,9 @@ def make_client(
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         throttle=limiter,
-        attempts=CLI_ATTEMPTS if patient else WORKER_ATTEMPTS,
-        patience=CLI_READ_PATIENCE if patient else WORKER_READ_PATIENCE,
+        # Enough attempts for the patience, the back-off growing to BACKOFF_MAX.
+        attempts=8 + math.ceil(settings.cli_patience / BACKOFF_MAX) if patient else WORKER_ATTEMPTS,
+        patience=settings.cli_patience if patient else WORKER_READ_PATIENCE,
         retry_after_cap=settings.retry_after_cap,
         max_response_bytes=settings.max_response_bytes,
     )

@@ -216,13 +216,12 @@ CASES = {
         timeout=15.0,
     ),
     # Reached, and answered: "could not be reached" would send the user after the network.
-    # (The CLI re-reads an unusable answer for its minute of patience before it gives up.)
+    # (The CLI re-reads an unusable answer for its patience, a minute unless set, first.)
     "one negative price in /prices": Case(
         ("prices", "Telegram"),
         GONE,
         ("the provider answered something unusable", "cost"),
-        env={"LEGITSMS_BASE_URL": "{stub}"},
-        timeout=120.0,
+        env={"LEGITSMS_BASE_URL": "{stub}", "ORCHESTRATOR_CLI_PATIENCE": "3s"},
     ),
 }
 

@@ -181,6 +181,13 @@ def _reply(status: int, payload: dict[str, Any]) -> Reply:
 
 
 @pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """SQLite only: text is masked in Python (store.move, store.record) before any SQL, so the
+    database only keeps what it is given; one run of this long test is enough."""
+    return sqlite_url
+
+
+@pytest.fixture
 def hostile() -> HostileSimulator:
     return HostileSimulator(PROVIDER)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from orchestrator.db import make_engine
 from orchestrator.jobrun import Progress, read_progress
@@ -148,3 +148,18 @@ def settled_ledger(sandbox: SandboxServer) -> list[dict[str, Any]]:
         time.sleep(max(0.0, last + sandbox.config.expiry + 0.5 - time.time()))
     settled: list[dict[str, Any]] = sandbox.ledger.snapshot(time.time())["orders"]
     return settled
+
+
+def database_as_text(url: str) -> dict[str, str]:
+    """Every table of the database, each row's repr on a line of its own."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                name: "\n".join(
+                    repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{name}"'))
+                )
+                for name in inspect(conn).get_table_names()
+            }
+    finally:
+        engine.dispose()

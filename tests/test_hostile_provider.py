@@ -24,9 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
-from sqlalchemy import inspect, text
 
-from orchestrator.db import make_engine
 from orchestrator.sandbox import (
     Headers,
     Reply,
@@ -37,7 +35,7 @@ from orchestrator.sandbox import (
     SandboxService,
     Simulator,
 )
-from tests.support import Orchestrator, write_job
+from tests.support import Orchestrator, database_as_text, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -246,7 +244,7 @@ def test_hostile_provider_strings_are_neutralised_in_every_output(
         problems.append("the report does not show the country name, escaped")
     _no_key("the HTML report", page.encode(), problems)
 
-    for table, dump in _database_as_text(database_url).items():
+    for table, dump in database_as_text(database_url).items():
         _no_key(f"database table {table}", dump.encode(), problems)
 
     # A job naming what the provider does not sell: the refusal lists the provider's names.
@@ -319,17 +317,3 @@ def _check_csv(path: Path, records: list[dict[str, Any]], problems: list[str]) -
                 problems.append(f"CSV slot {record['slot']} {column}: {row[column]!r} != {want!r}")
     if not neutralised:
         problems.append("no CSV cell needed neutralising: the payloads did not get through")
-
-
-def _database_as_text(url: str) -> dict[str, str]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {
-                name: "\n".join(
-                    repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{name}"'))
-                )
-                for name in inspect(conn).get_table_names()
-            }
-    finally:
-        engine.dispose()

@@ -24,11 +24,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from sqlalchemy import inspect, text
 
-from orchestrator.db import make_engine
 from orchestrator.sandbox import SandboxConfig, SandboxServer
-from tests.support import COMMAND, Orchestrator, write_job
+from tests.running import descendants
+from tests.support import COMMAND, Orchestrator, database_as_text, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +129,7 @@ class Seen:
     redis_keys: set[bytes] = field(default_factory=set)
 
     def processes(self, root: int) -> None:
-        for pid in [root, *_descendants(root)]:
+        for pid in [root, *descendants(root)]:
             try:
                 self.cmdlines.add((pid, Path(f"/proc/{pid}/cmdline").read_bytes()))
                 if pid != root:
@@ -202,7 +201,7 @@ def test_a_job_run_at_debug_logging_writes_the_api_key_nowhere(
     for chunk in seen.redis_chunks:
         _assert_absent("a Redis value", chunk)
 
-    tables = _database_as_text(database_url)
+    tables = database_as_text(database_url)
     assert tables.get("activation", "").count("\n") == SLOTS - 1, tables.keys()
     for name, dump in tables.items():
         _assert_absent(f"database table {name}", dump.encode())
@@ -272,28 +271,6 @@ def _stop(proc: subprocess.Popen[bytes], seen: Seen) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _descendants(root: int) -> list[int]:
-    """Every live process below ``root``, from each process's parent in /proc/<pid>/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name, in parentheses, may hold spaces; the parent pid follows the state.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found.extend(kids)
-        todo.extend(kids)
-    return found
-
-
 def _redis_contents(client: redis.Redis, key: bytes) -> list[bytes]:
     """One key's value in every form Redis hands out: its DUMP, and its members by type."""
     kind = client.type(key)
@@ -326,21 +303,6 @@ def _flatten(value: object) -> Iterator[bytes]:
             yield from _flatten(item)
     elif value is not None:
         yield repr(value).encode()
-
-
-def _database_as_text(url: str) -> dict[str, str]:
-    """Every table of the database, each row's repr on a line of its own."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {
-                name: "\n".join(
-                    repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{name}"'))
-                )
-                for name in inspect(conn).get_table_names()
-            }
-    finally:
-        engine.dispose()
 
 
 def _assert_absent(where: str, data: bytes) -> None:

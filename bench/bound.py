@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass, replace
 
 from bench.scenarios import COUNTRY_ID, SERVICE_ID, Scenario
-from orchestrator.sandbox import API_PREFIX, Simulator
+from orchestrator.sandbox.simulator import API_PREFIX, Simulator
 
 
 @dataclass(frozen=True)

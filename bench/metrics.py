@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.processes import Usage
-from orchestrator.sandbox_ledger import Ledger, OrderState
+from orchestrator.sandbox.ledger import Ledger, OrderState
 
 ENDPOINTS = ("POST /order", "GET /status", "POST /set_status", "GET /services", "GET /prices")
 

@@ -157,7 +157,7 @@ def main() -> None:
     _wrap_timed(LegitSMSClient, "_send_once", "HTTP send (incl. rate limiter)")
     _wrap_transactions([purchase, runtime, settle, sweep])
     atexit.register(_dump)
-    from orchestrator.cli import main as cli_main
+    from orchestrator.cli.app import main as cli_main
 
     sys.argv[0] = "orchestrator"
     cli_main()

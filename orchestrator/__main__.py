@@ -1,5 +1,5 @@
 """``python -m orchestrator``: the same as the ``orchestrator`` command."""
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 main()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
-from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
 
 DEMO_DATA_DIR = Path(".orchestrator/demo")
 

@@ -29,7 +29,7 @@ from orchestrator.models import Job, JobStatus
 from orchestrator.purchase import place
 from orchestrator.ratelimit import Priority, horizon
 from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, Simulator
+from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, Simulator
 from orchestrator.settle import cancel, check
 from orchestrator.spec import ResolvedJob, ResolvedTarget
 from orchestrator.sweep import sweep

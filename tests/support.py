@@ -17,7 +17,7 @@ from sqlalchemy import Engine, inspect, text
 from orchestrator.db import make_engine
 from orchestrator.jobrun import Progress, read_progress
 from orchestrator.models import JobStatus
-from orchestrator.sandbox import DEMO_API_KEY, SandboxServer
+from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
 
 COMMAND = [sys.executable, "-m", "orchestrator"]
 _INHERITED_PREFIXES = ("LEGITSMS_", "ORCHESTRATOR_", "REDIS_URL", "DATABASE_URL")

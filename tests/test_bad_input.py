@@ -16,7 +16,7 @@ from sqlmodel import select
 from orchestrator.db import create_tables, make_engine, transaction
 from orchestrator.jobrun import ExitCode
 from orchestrator.models import Activation, Job
-from orchestrator.sandbox import DEMO_API_KEY, SandboxServer
+from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
 from tests.support import Orchestrator, write_job
 
 # Both ways a job file enters: `run` with no local workers, and `submit`. A `run` that wrongly

@@ -22,7 +22,7 @@ from orchestrator.errors import Throttled
 from orchestrator.models import Activation, CancelAnswer, Event, Job, JobStatus, State
 from orchestrator.purchase import place
 from orchestrator.runtime import Action, Nudge
-from orchestrator.sandbox import SandboxConfig
+from orchestrator.sandbox.simulator import SandboxConfig
 from orchestrator.settle import cancel
 from orchestrator.sweep import sweep
 from tests.inprocess import FakeClock, FakeLimit, inprocess_runtime, plan_job, run_broker

@@ -19,7 +19,7 @@ from orchestrator.provider import CodeStatus
 from orchestrator.purchase import place
 from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action
-from orchestrator.sandbox import SandboxConfig
+from orchestrator.sandbox.simulator import SandboxConfig
 from orchestrator.settle import check_many
 from tests.inprocess import inprocess_runtime, plan_job
 

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.jobrun import ExitCode, read_progress
 from orchestrator.models import JobStatus
-from orchestrator.sandbox import SandboxServer
+from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow

@@ -37,7 +37,7 @@ from orchestrator.errors import (
 )
 from orchestrator.provider import CodeStatus, Order, Price, Service
 from orchestrator.ratelimit import Priority
-from orchestrator.sandbox import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
 
 WHATSAPP, FACEBOOK, USA, UK = 1012, 1010, 1, 16
 SECRET = "sk_live_5ecret0123456789abcdef"

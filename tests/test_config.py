@@ -13,7 +13,7 @@ import typer
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from orchestrator.cli import app as orchestrator_app
+from orchestrator.cli.app import app as orchestrator_app
 from orchestrator.config import CONFIG_ENV, Settings, load_settings
 from orchestrator.config_view import config_command
 from orchestrator.errors import ConfigError

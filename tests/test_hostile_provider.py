@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from orchestrator.sandbox import (
+from orchestrator.sandbox.simulator import (
     Headers,
     Reply,
     SandboxConfig,

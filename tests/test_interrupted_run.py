@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.jobrun import ExitCode
 from orchestrator.models import State
-from orchestrator.sandbox import SandboxConfig, SandboxServer
+from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
 from tests.running import Run, ledger, read_csv, valkey_pids
 from tests.support import Orchestrator, fast_env, write_job
 

@@ -19,7 +19,7 @@ from orchestrator.money import to_micros
 from orchestrator.purchase import place
 from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge
-from orchestrator.sandbox import SandboxConfig
+from orchestrator.sandbox.simulator import SandboxConfig
 from orchestrator.settle import cancel, check
 from tests.inprocess import inprocess_runtime, plan_job
 

@@ -25,7 +25,7 @@ from orchestrator.logs import CONSOLE_ENV, at_least
 from orchestrator.models import Activation, Job, JobStatus, State, Target
 from orchestrator.progress_bar import ProgressBar
 from orchestrator.report import build_report, render_html
-from orchestrator.sandbox import SandboxServer
+from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
 
 SMALL = """\

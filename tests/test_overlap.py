@@ -22,7 +22,7 @@ from orchestrator.db import create_tables, make_engine, transaction
 from orchestrator.errors import JobOverlap
 from orchestrator.jobrun import ExitCode
 from orchestrator.models import Job
-from orchestrator.sandbox import SandboxServer
+from orchestrator.sandbox.simulator import SandboxServer
 from orchestrator.spec import ResolvedJob, ResolvedTarget
 from tests.support import COMMAND, Orchestrator, fast_env, write_job
 

@@ -13,7 +13,7 @@ from orchestrator.models import Activation, State
 from orchestrator.provider import Price
 from orchestrator.purchase import Purchases, place
 from orchestrator.runtime import Action
-from orchestrator.sandbox import SandboxConfig
+from orchestrator.sandbox.simulator import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job
 
 PROVIDER = SandboxConfig(seed=3, code_delay=(3.0, 3.0), never_ratio=0.0)

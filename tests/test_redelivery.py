@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from orchestrator.jobrun import read_progress
 from orchestrator.models import Activation, Job, JobStatus
 from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.sandbox import SandboxConfig
+from orchestrator.sandbox.simulator import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job, run_broker
 
 SLOTS = 4

@@ -16,9 +16,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from orchestrator import sandbox_cli
+from orchestrator.cli import sandbox as sandbox_cli
 from orchestrator.errors import ConfigError
-from orchestrator.sandbox import (
+from orchestrator.sandbox.simulator import (
     API_PREFIX,
     DEMO_API_KEY,
     SandboxConfig,

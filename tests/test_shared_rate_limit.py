@@ -17,7 +17,7 @@ from unittest.mock import patch
 
 import pytest
 
-from orchestrator.sandbox import Headers, Reply, SandboxConfig, SandboxServer, Simulator
+from orchestrator.sandbox.simulator import Headers, Reply, SandboxConfig, SandboxServer, Simulator
 from orchestrator.wiring import WORKER_MAX_WAIT
 from tests.support import Orchestrator, submitted_job_id, write_job
 

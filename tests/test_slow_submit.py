@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sandbox import SandboxConfig, SandboxServer
+from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
 from tests.support import Orchestrator, fast_env
 
 SLOW_FIRST = """\

@@ -29,7 +29,7 @@ from orchestrator.money import to_micros
 from orchestrator.provider import Price
 from orchestrator.purchase import Purchases, place
 from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.sandbox import (
+from orchestrator.sandbox.simulator import (
     DEFAULT_SERVICES,
     DEMO_API_KEY,
     SandboxConfig,

@@ -18,6 +18,7 @@ from rich.text import Text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator import store
+from orchestrator.cli.sandbox import sandbox_command
 from orchestrator.client import LegitSMSClient
 from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.config_view import config_command, register_secrets
@@ -57,7 +58,6 @@ from orchestrator.output_file import output_target, write_atomically
 from orchestrator.progress_bar import say_to
 from orchestrator.redact import for_terminal
 from orchestrator.runtime import Nudge
-from orchestrator.sandbox_cli import sandbox_command
 from orchestrator.spec import JobLimits, parse_job_spec, read_job_file, resolve_job
 from orchestrator.wiring import make_client, make_database, make_runtime, make_throttle
 

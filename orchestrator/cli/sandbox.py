@@ -9,7 +9,12 @@ import typer
 import yaml
 
 from orchestrator.errors import ConfigError
-from orchestrator.sandbox import SandboxConfig, SandboxServer, parse_code_delay, serve_forever
+from orchestrator.sandbox.simulator import (
+    SandboxConfig,
+    SandboxServer,
+    parse_code_delay,
+    serve_forever,
+)
 
 _FAULTS = "Faults (probability per request, 0-1)"
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from orchestrator.durations import parse_duration
 from orchestrator.errors import ConfigError
-from orchestrator.sandbox_ledger import Ledger, OrderState, SandboxOrder, money
+from orchestrator.sandbox.ledger import Ledger, OrderState, SandboxOrder, money
 
 API_PREFIX = "/wp-json/legitsms/v2"
 DEMO_API_KEY = "sk_test_sandbox"

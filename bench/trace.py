@@ -114,7 +114,7 @@ def _timed_session(original: Any, key: str) -> Any:
 
 def _wrap_limiter() -> None:
     from orchestrator.errors import Throttled
-    from orchestrator.ratelimit import Priority, SharedRateLimiter
+    from orchestrator.provider.ratelimit import Priority, SharedRateLimiter
 
     acquire = SharedRateLimiter.acquire
 
@@ -144,7 +144,7 @@ def _dump() -> None:
 def main() -> None:
     """Install the counters, then run the ``orchestrator`` command line as usual."""
     from orchestrator import purchase, runtime, settle, sweep
-    from orchestrator.client import LegitSMSClient
+    from orchestrator.provider.client import LegitSMSClient
 
     # The actors import these names late, after the broker is set: patched by then.
     _wrap_step(purchase, "place")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator import store
-from orchestrator.client import MAX_ORDER_ID_LENGTH, usable_order_id
 from orchestrator.db import transaction
 from orchestrator.errors import ResolveRefused
 from orchestrator.models import State
+from orchestrator.provider.client import MAX_ORDER_ID_LENGTH, usable_order_id
 from orchestrator.runtime import Action, Nudge, Runtime
 
 ORDER_ID_RULE = f"1 to {MAX_ORDER_ID_LENGTH} printable characters without spaces"

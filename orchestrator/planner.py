@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from orchestrator.provider import Price
+from orchestrator.provider.types import Price
 
 
 @dataclass(frozen=True)

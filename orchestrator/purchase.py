@@ -28,8 +28,8 @@ from orchestrator.errors import (
 from orchestrator.models import Activation, Job, State
 from orchestrator.money import from_micros, to_micros
 from orchestrator.planner import Choice, choose_country
-from orchestrator.provider import Order
-from orchestrator.ratelimit import Priority
+from orchestrator.provider.ratelimit import Priority
+from orchestrator.provider.types import Order
 from orchestrator.redact import mask
 from orchestrator.runtime import Action, Nudge, Runtime, defer
 from orchestrator.settle import cancel_at

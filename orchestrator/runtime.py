@@ -12,12 +12,12 @@ from enum import StrEnum
 from sqlalchemy import Engine
 
 from orchestrator import store
-from orchestrator.client import LegitSMSClient, Throttle
 from orchestrator.config import Settings
 from orchestrator.db import reading, transaction
 from orchestrator.models import Activation, State, utcnow
 from orchestrator.polling import HISTORY, ArrivalCache, CachedCount, budget_floor, next_poll
-from orchestrator.provider import Price
+from orchestrator.provider.client import LegitSMSClient, Throttle
+from orchestrator.provider.types import Price
 
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
 

@@ -23,7 +23,7 @@ from orchestrator.errors import (
 )
 from orchestrator.models import Activation, CancelAnswer, Job, State
 from orchestrator.polling import POLL_SHARE
-from orchestrator.ratelimit import Priority
+from orchestrator.provider.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge, Runtime, defer
 
 log = structlog.get_logger(__name__)

@@ -25,7 +25,7 @@ from pydantic_core import ErrorDetails
 from orchestrator.config import DEFAULT_MAX_JOB_FILE_BYTES, DEFAULT_MAX_NUMBERS_PER_JOB, Settings
 from orchestrator.durations import parse_duration
 from orchestrator.errors import SpecError
-from orchestrator.provider import Catalog, Price, Service
+from orchestrator.provider.types import Catalog, Price, Service
 from orchestrator.redact import for_terminal
 
 DEFAULT_CODE_TIMEOUT = 600.0

@@ -8,11 +8,11 @@ import time
 import redis
 from sqlalchemy import Engine
 
-from orchestrator.client import LegitSMSClient, Throttle
 from orchestrator.config import Settings
 from orchestrator.db import create_tables, make_engine
 from orchestrator.errors import Throttled
-from orchestrator.ratelimit import Priority, SharedRateLimiter, key_fingerprint
+from orchestrator.provider.client import LegitSMSClient, Throttle
+from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
 from orchestrator.runtime import Runtime
 
 WORKER_MAX_WAIT = 1.0  # a worker thread sleeps at most this long for a rate-limit slot

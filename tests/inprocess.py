@@ -21,13 +21,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from orchestrator import store
-from orchestrator.client import LegitSMSClient, Throttle
 from orchestrator.config import Settings
 from orchestrator.db import create_tables, make_engine, transaction
 from orchestrator.errors import Throttled
 from orchestrator.models import Job, JobStatus
+from orchestrator.provider.client import LegitSMSClient, Throttle
+from orchestrator.provider.ratelimit import Priority, horizon
 from orchestrator.purchase import place
-from orchestrator.ratelimit import Priority, horizon
 from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, Simulator
 from orchestrator.settle import cancel, check

@@ -15,9 +15,9 @@ from orchestrator.db import reading, transaction
 from orchestrator.errors import Throttled
 from orchestrator.models import Activation, State
 from orchestrator.polling import POLL_SHARE
-from orchestrator.provider import CodeStatus
+from orchestrator.provider.ratelimit import Priority
+from orchestrator.provider.types import CodeStatus
 from orchestrator.purchase import place
-from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action
 from orchestrator.sandbox.simulator import SandboxConfig
 from orchestrator.settle import check_many

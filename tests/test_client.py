@@ -17,7 +17,6 @@ import pytest
 import tenacity.nap
 from structlog.testing import capture_logs
 
-from orchestrator.client import LegitSMSClient, proxy_for
 from orchestrator.errors import (
     CancelFailed,
     CannotCancel,
@@ -35,8 +34,9 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.provider import CodeStatus, Order, Price, Service
-from orchestrator.ratelimit import Priority
+from orchestrator.provider.client import LegitSMSClient, proxy_for
+from orchestrator.provider.ratelimit import Priority
+from orchestrator.provider.types import CodeStatus, Order, Price, Service
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
 
 WHATSAPP, FACEBOOK, USA, UK = 1012, 1010, 1, 16

@@ -12,8 +12,7 @@ import redis
 import tenacity
 from structlog.testing import capture_logs
 
-import orchestrator.client
-from orchestrator.client import LegitSMSClient
+import orchestrator.provider.client
 from orchestrator.errors import (
     CancelFailed,
     CannotCancel,
@@ -31,8 +30,9 @@ from orchestrator.errors import (
     UnpricedOrder,
     UnusableOrder,
 )
-from orchestrator.provider import Order, Service
-from orchestrator.ratelimit import Priority, SharedRateLimiter
+from orchestrator.provider.client import LegitSMSClient
+from orchestrator.provider.ratelimit import Priority, SharedRateLimiter
+from orchestrator.provider.types import Order, Service
 from tests.test_client import (
     BASE_URL,
     CANCELLED,
@@ -336,7 +336,7 @@ def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     clock = FakeTime()
     fake = SimpleNamespace(monotonic=clock.monotonic, time=clock.monotonic)
     monkeypatch.setattr(tenacity, "time", fake)
-    monkeypatch.setattr(orchestrator.client, "time", fake, raising=False)
+    monkeypatch.setattr(orchestrator.provider.client, "time", fake, raising=False)
     return clock
 
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import tenacity.nap
 
-from orchestrator.client import MAX_RESPONSE_BYTES, LegitSMSClient
 from orchestrator.config import Settings
 from orchestrator.errors import MalformedResponse, ProviderUnavailable, UnusableOrder
-from orchestrator.provider import Order
+from orchestrator.provider.client import MAX_RESPONSE_BYTES, LegitSMSClient
+from orchestrator.provider.types import Order
 from tests.test_client import SECRET, USA, WHATSAPP
 
 MB = 1024 * 1024

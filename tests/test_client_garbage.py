@@ -21,13 +21,6 @@ import tenacity.nap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.client import (
-    MAX_COST,
-    MAX_RESPONSE_BYTES,
-    RETRY_AFTER_CAP,
-    LegitSMSClient,
-    usable_order_id,
-)
 from orchestrator.errors import (
     MalformedResponse,
     ProviderError,
@@ -36,7 +29,14 @@ from orchestrator.errors import (
     UnusableOrder,
 )
 from orchestrator.money import to_micros
-from orchestrator.provider import CodeStatus, Order, Price, Service
+from orchestrator.provider.client import (
+    MAX_COST,
+    MAX_RESPONSE_BYTES,
+    RETRY_AFTER_CAP,
+    LegitSMSClient,
+    usable_order_id,
+)
+from orchestrator.provider.types import CodeStatus, Order, Price, Service
 from tests.test_client import (
     BALANCE,
     BASE_URL,

@@ -16,8 +16,8 @@ from orchestrator.doubt import resolve_in_doubt
 from orchestrator.errors import Throttled
 from orchestrator.models import Activation, Job, State
 from orchestrator.money import to_micros
+from orchestrator.provider.ratelimit import Priority
 from orchestrator.purchase import place
-from orchestrator.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge
 from orchestrator.sandbox.simulator import SandboxConfig
 from orchestrator.settle import cancel, check

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from orchestrator import store
 from orchestrator.models import Activation, State
-from orchestrator.provider import Price
+from orchestrator.provider.types import Price
 from orchestrator.purchase import Purchases, place
 from orchestrator.runtime import Action
 from orchestrator.sandbox.simulator import SandboxConfig

@@ -19,7 +19,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.errors import Throttled
-from orchestrator.ratelimit import Priority, SharedRateLimiter, key_fingerprint
+from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
 
 HOST, PORT = "127.0.0.1", 6379
 

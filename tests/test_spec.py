@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import SpecError
-from orchestrator.provider import Price, Service
+from orchestrator.provider.types import Price, Service
 from orchestrator.spec import (
     JobSpec,
     load_job_spec,

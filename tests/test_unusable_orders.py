@@ -20,13 +20,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from orchestrator import store
-from orchestrator.client import LegitSMSClient
 from orchestrator.db import transaction
 from orchestrator.doubt import resolve_in_doubt
 from orchestrator.errors import ResolveRefused
 from orchestrator.models import Activation, Job, State
 from orchestrator.money import to_micros
-from orchestrator.provider import Price
+from orchestrator.provider.client import LegitSMSClient
+from orchestrator.provider.types import Price
 from orchestrator.purchase import Purchases, place
 from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.sandbox.simulator import (

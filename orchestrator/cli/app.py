@@ -19,7 +19,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator import store
 from orchestrator.cli.sandbox import sandbox_command
-from orchestrator.client import LegitSMSClient
 from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.config_view import config_command, register_secrets
 from orchestrator.db import transaction
@@ -56,6 +55,7 @@ from orchestrator.jobrun import (
 from orchestrator.logs import at_least, configure_logging
 from orchestrator.output_file import output_target, write_atomically
 from orchestrator.progress_bar import say_to
+from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
 from orchestrator.runtime import Nudge
 from orchestrator.spec import JobLimits, parse_job_spec, read_job_file, resolve_job
@@ -704,9 +704,9 @@ def resolve(
     ] = False,
 ) -> None:
     """Settle an in-doubt purchase by hand: attach the real order, or release it."""
-    from orchestrator.client import usable_order_id
     from orchestrator.doubt import ORDER_ID_RULE, resolve_in_doubt
     from orchestrator.errors import ResolveRefused
+    from orchestrator.provider.client import usable_order_id
 
     if (order_id is None) == (not not_bought):
         _fail(ExitCode.BAD_INPUT, "give exactly one of --order-id ID or --not-bought")

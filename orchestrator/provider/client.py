@@ -38,8 +38,8 @@ from orchestrator.errors import (
     UnpricedOrder,
     UnusableOrder,
 )
-from orchestrator.provider import CodeStatus, Order, Price, Service
-from orchestrator.ratelimit import Priority
+from orchestrator.provider.ratelimit import Priority
+from orchestrator.provider.types import CodeStatus, Order, Price, Service
 
 log = structlog.get_logger(__name__)
 

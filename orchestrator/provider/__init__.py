@@ -1,0 +1,1 @@
+"""The LegitSMS HTTP client (httpx, typed errors, tenacity per endpoint); the shared rate limit."""

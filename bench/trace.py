@@ -88,7 +88,7 @@ def _wrap_timed(owner: Any, name: str, key: str) -> None:
 
 
 def _wrap_transactions(modules: list[Any]) -> None:
-    from orchestrator import db
+    from orchestrator.db import engine as db
 
     for name, key in (("transaction", "database writes"), ("reading", "database reads")):
         original = getattr(db, name)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator import store
-from orchestrator.db import transaction
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import State
 from orchestrator.errors import ResolveRefused
-from orchestrator.models import State
 from orchestrator.provider.client import MAX_ORDER_ID_LENGTH, usable_order_id
 from orchestrator.runtime import Action, Nudge, Runtime
 

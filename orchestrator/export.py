@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-from orchestrator.models import Activation, Job, Target
+from orchestrator.db.models import Activation, Job, Target
 from orchestrator.money import from_micros
 from orchestrator.redact import for_csv, mask
 

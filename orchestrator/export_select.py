@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlmodel import Session
 
-from orchestrator import store
+from orchestrator.db import store
+from orchestrator.db.models import Job
 from orchestrator.errors import JobNotFound
-from orchestrator.models import Job
 
 
 class SelectionError(ValueError):

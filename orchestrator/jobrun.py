@@ -19,11 +19,11 @@ import redis
 import structlog
 from sqlalchemy import Engine
 
-from orchestrator import store
-from orchestrator.db import transaction
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State
 from orchestrator.embedded import BrokerLost, EmbeddedBroker
 from orchestrator.logs import CONSOLE_ENV
-from orchestrator.models import FINAL_STATES, LIVE_STATES, JobStatus, State
 from orchestrator.money import from_micros
 
 log = structlog.get_logger(__name__)

@@ -13,8 +13,9 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.db import reading, transaction
+from orchestrator.db import store
+from orchestrator.db.engine import reading, transaction
+from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import (
     NoStock,
     NotSent,
@@ -25,7 +26,6 @@ from orchestrator.errors import (
     UnpricedOrder,
     UnusableOrder,
 )
-from orchestrator.models import Activation, Job, State
 from orchestrator.money import from_micros, to_micros
 from orchestrator.planner import Choice, choose_country
 from orchestrator.provider.ratelimit import Priority

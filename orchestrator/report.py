@@ -16,8 +16,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from orchestrator.db.models import Activation, Job, State
 from orchestrator.export import Row
-from orchestrator.models import Activation, Job, State
 from orchestrator.money import from_micros
 from orchestrator.redact import mask
 

@@ -11,10 +11,10 @@ from enum import StrEnum
 
 from sqlalchemy import Engine
 
-from orchestrator import store
 from orchestrator.config import Settings
-from orchestrator.db import reading, transaction
-from orchestrator.models import Activation, State, utcnow
+from orchestrator.db import store
+from orchestrator.db.engine import reading, transaction
+from orchestrator.db.models import Activation, State, utcnow
 from orchestrator.polling import HISTORY, ArrivalCache, CachedCount, budget_floor, next_poll
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.types import Price

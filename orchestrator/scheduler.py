@@ -31,9 +31,9 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import col
 
-from orchestrator.db import transaction
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import ScheduleFire, utcnow
 from orchestrator.errors import ConfigError, JobOverlap, SpecError
-from orchestrator.models import ScheduleFire, utcnow
 from orchestrator.redact import mask
 from orchestrator.spec import JobLimits, JobSpec, load_job_spec
 

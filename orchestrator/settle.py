@@ -10,8 +10,9 @@ from typing import Any
 import structlog
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.db import reading, transaction
+from orchestrator.db import store
+from orchestrator.db.engine import reading, transaction
+from orchestrator.db.models import Activation, CancelAnswer, Job, State
 from orchestrator.errors import (
     CancelFailed,
     CannotCancel,
@@ -21,7 +22,6 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.models import Activation, CancelAnswer, Job, State
 from orchestrator.polling import POLL_SHARE
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.runtime import Action, Nudge, Runtime, defer

@@ -13,8 +13,8 @@ from rich.text import Text
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from orchestrator import store
-from orchestrator.models import FINAL_STATES, Activation, Job, State, Target
+from orchestrator.db import store
+from orchestrator.db.models import FINAL_STATES, Activation, Job, State, Target
 from orchestrator.money import from_micros
 from orchestrator.redact import for_terminal
 

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.db import transaction
-from orchestrator.models import Activation, Job, State
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import Activation, Job, State
 from orchestrator.purchase import UNRECORDED_CLAIM
 from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.settle import cancel, cancel_at, check, start_cancel

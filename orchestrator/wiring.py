@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import Engine
 
 from orchestrator.config import Settings
-from orchestrator.db import create_tables, make_engine
+from orchestrator.db.engine import create_tables, make_engine
 from orchestrator.errors import Throttled
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint

@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from orchestrator.db import create_tables, make_engine
+from orchestrator.db.engine import create_tables, make_engine
 from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
 from tests.support import Orchestrator, fast_env
 

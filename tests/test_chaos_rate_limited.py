@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from orchestrator.models import Activation, Event, Job, JobStatus, State
+from orchestrator.db.models import Activation, Event, Job, JobStatus, State
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
 from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 

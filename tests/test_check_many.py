@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.db import reading, transaction
+from orchestrator.db import store
+from orchestrator.db.engine import reading, transaction
+from orchestrator.db.models import Activation, State
 from orchestrator.errors import Throttled
-from orchestrator.models import Activation, State
 from orchestrator.polling import POLL_SHARE
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import CodeStatus

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.db.models import JobStatus
 from orchestrator.jobrun import ExitCode, read_progress
-from orchestrator.models import JobStatus
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
 

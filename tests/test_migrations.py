@@ -14,10 +14,10 @@ from sqlalchemy import Engine, MetaData, func, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
-from orchestrator import migrate
-from orchestrator.db import create_tables, make_engine, transaction
+from orchestrator.db import migrate
+from orchestrator.db.engine import create_tables, make_engine, transaction
+from orchestrator.db.models import Event, Job
 from orchestrator.errors import OrchestratorError
-from orchestrator.models import Event, Job
 
 # What ``create_all`` made before migrations existed: the baseline revision's tables, less
 # the indexes and columns that later revisions added to them.

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.db import transaction
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import Activation, Job, State
 from orchestrator.doubt import resolve_in_doubt
 from orchestrator.errors import Throttled
-from orchestrator.models import Activation, Job, State
 from orchestrator.money import to_micros
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.purchase import place

@@ -19,10 +19,10 @@ from rich.console import Console
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from orchestrator.db.models import Activation, Job, JobStatus, State, Target
 from orchestrator.export_path import PathTemplate, TemplateError
 from orchestrator.jobrun import ExitCode, LocalWorkers, Progress, child_env, read_progress
 from orchestrator.logs import CONSOLE_ENV, at_least
-from orchestrator.models import Activation, Job, JobStatus, State, Target
 from orchestrator.progress_bar import ProgressBar
 from orchestrator.report import build_report, render_html
 from orchestrator.sandbox.simulator import SandboxServer

@@ -9,9 +9,9 @@ from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import StatementError
 from sqlmodel import col
 
-from orchestrator import prepared
-from orchestrator.db import create_tables, make_engine, transaction
-from orchestrator.models import Event, Job, JobStatus
+from orchestrator.db import prepared
+from orchestrator.db.engine import create_tables, make_engine, transaction
+from orchestrator.db.models import Event, Job, JobStatus
 from tests.inprocess import plan_job
 
 AT = datetime(2026, 11, 25, 7, 30, 1, 123456, tzinfo=UTC)

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.models import Activation, State
+from orchestrator.db import store
+from orchestrator.db.models import Activation, State
 from orchestrator.provider.types import Price
 from orchestrator.purchase import Purchases, place
 from orchestrator.runtime import Action

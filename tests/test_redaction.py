@@ -20,10 +20,10 @@ import typer
 from typer.testing import CliRunner
 
 from orchestrator.config_view import config_command
+from orchestrator.db.models import Activation, Job, State, Target
 from orchestrator.errors import InvalidKey, MalformedResponse
 from orchestrator.export import COLUMNS, write_csv, write_jsonl
 from orchestrator.logs import configure_logging
-from orchestrator.models import Activation, Job, State, Target
 
 KEY = "sk_live_" + secrets.token_hex(16)
 STAMP = datetime(2026, 11, 24, 22, 16, 52, 710866, tzinfo=UTC)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
+from orchestrator.db.models import Activation, Job, JobStatus
 from orchestrator.jobrun import read_progress
-from orchestrator.models import Activation, Job, JobStatus
 from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.sandbox.simulator import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job, run_broker

@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 from structlog.testing import capture_logs
 
-from orchestrator.db import make_engine, transaction
+from orchestrator.db.engine import make_engine, transaction
+from orchestrator.db.models import Job, ScheduleFire
 from orchestrator.errors import JobOverlap, ProviderUnavailable, SpecError
-from orchestrator.models import Job, ScheduleFire
 from orchestrator.scheduler import (
     LOCK_KEY,
     Outcome,

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.db import SQLITE_CACHE_KIB, make_engine, reading, transaction
+from orchestrator.db import store
+from orchestrator.db.engine import SQLITE_CACHE_KIB, make_engine, reading, transaction
+from orchestrator.db.models import Activation, Job, JobStatus, State, utcnow
 from orchestrator.errors import JobNotFound
-from orchestrator.models import Activation, Job, JobStatus, State, utcnow
 from orchestrator.money import to_micros
 from tests.inprocess import plan_job
 

@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from orchestrator import store
-from orchestrator.db import transaction
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import Activation, Job, State
 from orchestrator.doubt import resolve_in_doubt
 from orchestrator.errors import ResolveRefused
-from orchestrator.models import Activation, Job, State
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.provider.types import Price
@@ -266,7 +266,7 @@ def test_resolve_refuses_an_order_id_another_slot_holds(tmp_path: Path) -> None:
 def test_the_resolve_command_answers_a_bad_request_with_exit_2_and_one_line(
     tmp_path: Path, sqlite_url: str, redis_url: str, args: list[str], message: str
 ) -> None:
-    from orchestrator.db import create_tables, make_engine
+    from orchestrator.db.engine import create_tables, make_engine
 
     engine = make_engine(sqlite_url)
     create_tables(engine)

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from orchestrator import store
-from orchestrator.db import create_tables, make_engine, reading, transaction
+from orchestrator.db import store
+from orchestrator.db.engine import create_tables, make_engine, reading, transaction
 from orchestrator.errors import DatabaseGone
 from orchestrator.jobrun import ExitCode
 from orchestrator.sandbox.simulator import SandboxServer

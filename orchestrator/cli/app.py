@@ -17,11 +17,11 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from orchestrator import store
 from orchestrator.cli.sandbox import sandbox_command
 from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.config_view import config_command, register_secrets
-from orchestrator.db import transaction
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
 from orchestrator.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
     ConfigError,
@@ -643,7 +643,7 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
 ) -> None:
     """Write a self-contained HTML page: spend and success by country, code-arrival times."""
-    from orchestrator.models import utcnow
+    from orchestrator.db.models import utcnow
     from orchestrator.report import build_report, render_html
 
     with _guard():
@@ -818,8 +818,8 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Migrate the database to the newest schema (every command also does this on first use)."""
-    from orchestrator import migrate
-    from orchestrator.db import make_engine
+    from orchestrator.db import migrate
+    from orchestrator.db.engine import make_engine
 
     with _guard():
         engine = make_engine(_ctx(ctx).settings().effective_database_url)
@@ -836,8 +836,8 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the database's schema revision, the newest one, and any difference from the models."""
-    from orchestrator import migrate
-    from orchestrator.db import make_engine
+    from orchestrator.db import migrate
+    from orchestrator.db.engine import make_engine
 
     with _guard():
         engine = make_engine(_ctx(ctx).settings().effective_database_url)

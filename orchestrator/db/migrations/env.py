@@ -1,4 +1,4 @@
-"""Alembic's environment: runs the migrations on the connection ``orchestrator.migrate`` locked."""
+"""Alembic's environment: runs the migrations on the connection ``db.migrate`` locked."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
-from orchestrator.migrate import context_options
+from orchestrator.db.migrate import context_options
 
 
 def run_migrations() -> None:
@@ -15,7 +15,9 @@ def run_migrations() -> None:
     if connection is None:
         # Our own engine is what takes SQLite's write lock (BEGIN IMMEDIATE) and sets its
         # pragmas; an engine built here from a URL would migrate without them.
-        raise RuntimeError("run migrations through orchestrator.migrate (orchestrator db upgrade)")
+        raise RuntimeError(
+            "run migrations through orchestrator.db.migrate (orchestrator db upgrade)"
+        )
     context.configure(
         connection=connection,
         target_metadata=SQLModel.metadata,

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-from orchestrator import models
+from orchestrator.db import models
 from orchestrator.errors import OrchestratorError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -209,7 +209,7 @@ def _sqlite_pragma(conn: Connection, pragma: str) -> None:
 
 def new_revision(message: str) -> Path:
     """Write the next revision: what the models have that the newest migration lacks."""
-    from orchestrator.db import make_engine
+    from orchestrator.db.engine import make_engine
 
     with tempfile.TemporaryDirectory() as folder:
         engine = make_engine(f"sqlite:///{Path(folder) / 'head.db'}")
@@ -229,5 +229,5 @@ def new_revision(message: str) -> Path:
     return Path(script.path)
 
 
-if __name__ == "__main__":  # python -m orchestrator.migrate "add the schedule table"
+if __name__ == "__main__":  # python -m orchestrator.db.migrate "add the schedule table"
     print(new_revision(" ".join(sys.argv[1:]) or "new revision"))

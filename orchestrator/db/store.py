@@ -34,9 +34,8 @@ from sqlalchemy import (
 )
 from sqlmodel import Session, col
 
-from orchestrator import prepared
-from orchestrator.errors import JobNotFound, JobOverlap
-from orchestrator.models import (
+from orchestrator.db import prepared
+from orchestrator.db.models import (
     FINAL_STATES,
     LIVE_STATES,
     Activation,
@@ -47,6 +46,7 @@ from orchestrator.models import (
     Target,
     utcnow,
 )
+from orchestrator.errors import JobNotFound, JobOverlap
 from orchestrator.money import to_micros
 from orchestrator.redact import mask, mask_data
 from orchestrator.spec import ResolvedJob

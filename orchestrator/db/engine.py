@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from orchestrator import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from orchestrator.db import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from orchestrator.errors import DatabaseGone, FolderUnusable
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -155,8 +155,8 @@ def _make_sqlite_safe(engine: Engine, path: str | None) -> None:
 
 
 def create_tables(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent; see ``orchestrator.migrate``)."""
-    from orchestrator.migrate import upgrade  # late: alembic takes ~0.1 s to import
+    """Bring the schema to the newest migration (idempotent; see ``orchestrator.db.migrate``)."""
+    from orchestrator.db.migrate import upgrade  # late: alembic takes ~0.1 s to import
 
     upgrade(engine)
 

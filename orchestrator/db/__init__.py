@@ -1,0 +1,1 @@
+"""The database: engine, SQLModel tables, store (every state change), reads, migrations."""

@@ -143,7 +143,7 @@ def _dump() -> None:
 
 def main() -> None:
     """Install the counters, then run the ``orchestrator`` command line as usual."""
-    from orchestrator import purchase, runtime, settle, sweep
+    from orchestrator.lifecycle import purchase, runtime, settle, sweep
     from orchestrator.provider.client import LegitSMSClient
 
     # The actors import these names late, after the broker is set: patched by then.

@@ -25,14 +25,15 @@ from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job, JobStatus
 from orchestrator.errors import Throttled
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.purchase import place
+from orchestrator.lifecycle.runtime import Runtime
+from orchestrator.lifecycle.settle import cancel, check
+from orchestrator.lifecycle.sweep import sweep
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, horizon
-from orchestrator.purchase import place
-from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, Simulator
-from orchestrator.settle import cancel, check
 from orchestrator.spec import ResolvedJob, ResolvedTarget
-from orchestrator.sweep import sweep
 
 BASE_URL = "http://sandbox.test/wp-json/legitsms/v2"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.batching import BATCH_SIZE, SPREAD, pack
-from orchestrator.runtime import Action, Nudge
+from orchestrator.lifecycle.nudges import BATCH_SIZE, SPREAD, Action, Nudge, pack
 
 nudges = st.lists(
     st.builds(

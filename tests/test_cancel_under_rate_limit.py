@@ -20,11 +20,11 @@ from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, CancelAnswer, Event, Job, JobStatus, State
 from orchestrator.errors import Throttled
-from orchestrator.purchase import place
-from orchestrator.runtime import Action, Nudge
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.purchase import place
+from orchestrator.lifecycle.settle import cancel
+from orchestrator.lifecycle.sweep import sweep
 from orchestrator.sandbox.simulator import SandboxConfig
-from orchestrator.settle import cancel
-from orchestrator.sweep import sweep
 from tests.inprocess import FakeClock, FakeLimit, inprocess_runtime, plan_job, run_broker
 
 RATE = 0.5

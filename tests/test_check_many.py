@@ -14,13 +14,13 @@ from orchestrator.db import store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State
 from orchestrator.errors import Throttled
-from orchestrator.polling import POLL_SHARE
+from orchestrator.lifecycle.nudges import Action
+from orchestrator.lifecycle.polling import POLL_SHARE
+from orchestrator.lifecycle.purchase import place
+from orchestrator.lifecycle.settle import check_many
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import CodeStatus
-from orchestrator.purchase import place
-from orchestrator.runtime import Action
 from orchestrator.sandbox.simulator import SandboxConfig
-from orchestrator.settle import check_many
 from tests.inprocess import inprocess_runtime, plan_job
 
 PROVIDER = SandboxConfig(seed=7, code_delay=(3.0, 3.0), never_ratio=0.5, cancel_min_age=5)

@@ -388,7 +388,7 @@ def test_the_clis_reads_ride_out_about_a_minute_of_5xx_and_workers_give_up_soone
     fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     from orchestrator.config import Settings
-    from orchestrator.wiring import make_client, make_throttle
+    from orchestrator.lifecycle.wiring import make_client, make_throttle
 
     monkeypatch.setenv("LEGITSMS_API_KEY", SECRET)
     settings = Settings(rate_limit=0)

@@ -267,7 +267,7 @@ def test_answers_are_asked_for_uncompressed() -> None:
 def test_the_setting_reaches_the_client_and_below_1024_is_refused() -> None:
     from pydantic import ValidationError
 
-    from orchestrator.wiring import make_client
+    from orchestrator.lifecycle.wiring import make_client
 
     client = make_client(Settings(api_key=SECRET, max_response_bytes=2048), None)
     assert client._max_response_bytes == 2048

@@ -13,14 +13,14 @@ from sqlmodel import Session
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
-from orchestrator.doubt import resolve_in_doubt
 from orchestrator.errors import Throttled
+from orchestrator.lifecycle.doubt import resolve_in_doubt
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.purchase import place
+from orchestrator.lifecycle.settle import cancel, check
 from orchestrator.money import to_micros
 from orchestrator.provider.ratelimit import Priority
-from orchestrator.purchase import place
-from orchestrator.runtime import Action, Nudge
 from orchestrator.sandbox.simulator import SandboxConfig
-from orchestrator.settle import cancel, check
 from tests.inprocess import inprocess_runtime, plan_job
 
 PROVIDER = SandboxConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.polling import (
+from orchestrator.lifecycle.polling import (
     MIN_SAMPLES,
     MIN_WAIT,
     POLL_SHARE,

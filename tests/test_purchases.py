@@ -10,9 +10,9 @@ from sqlmodel import Session
 
 from orchestrator.db import store
 from orchestrator.db.models import Activation, State
+from orchestrator.lifecycle.nudges import Action
+from orchestrator.lifecycle.purchase import Purchases, place
 from orchestrator.provider.types import Price
-from orchestrator.purchase import Purchases, place
-from orchestrator.runtime import Action
 from orchestrator.sandbox.simulator import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job
 

@@ -13,7 +13,8 @@ from sqlmodel import Session, select
 
 from orchestrator.db.models import Activation, Job, JobStatus
 from orchestrator.jobrun import read_progress
-from orchestrator.runtime import Action, Nudge, Runtime
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.sandbox.simulator import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job, run_broker
 

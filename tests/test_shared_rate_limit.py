@@ -17,8 +17,8 @@ from unittest.mock import patch
 
 import pytest
 
+from orchestrator.lifecycle.wiring import WORKER_MAX_WAIT
 from orchestrator.sandbox.simulator import Headers, Reply, SandboxConfig, SandboxServer, Simulator
-from orchestrator.wiring import WORKER_MAX_WAIT
 from tests.support import Orchestrator, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow

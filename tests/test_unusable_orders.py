@@ -22,13 +22,15 @@ from sqlmodel import Session
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
-from orchestrator.doubt import resolve_in_doubt
 from orchestrator.errors import ResolveRefused
+from orchestrator.lifecycle.doubt import resolve_in_doubt
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.purchase import Purchases, place
+from orchestrator.lifecycle.runtime import Runtime
+from orchestrator.lifecycle.settle import cancel, cancel_at
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.provider.types import Price
-from orchestrator.purchase import Purchases, place
-from orchestrator.runtime import Action, Nudge, Runtime
 from orchestrator.sandbox.simulator import (
     DEFAULT_SERVICES,
     DEMO_API_KEY,
@@ -36,7 +38,6 @@ from orchestrator.sandbox.simulator import (
     SandboxOffer,
     SandboxServer,
 )
-from orchestrator.settle import cancel, cancel_at
 from tests.inprocess import FakeClock, inprocess_runtime, plan_job, settings
 from tests.support import Orchestrator, fast_env
 

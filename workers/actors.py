@@ -1,6 +1,6 @@
 """The actors: thin shells that run one lifecycle step per slot and send the nudges it asks for.
 
-Messages carry slot ids only (several per message: see ``orchestrator.batching``). The
+Messages carry slot ids only (several per message: see ``orchestrator.lifecycle.nudges``). The
 database says what to do; a message delivered twice, late, or never changes nothing
 (``sweep`` re-sends lost ones).
 """
@@ -16,13 +16,13 @@ from typing import Any
 import dramatiq
 import structlog
 
-from orchestrator.batching import pack
 from orchestrator.config import load_settings
-from orchestrator.purchase import Purchases, place
-from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.settle import cancel, check_many
-from orchestrator.sweep import sweep
-from orchestrator.wiring import make_runtime
+from orchestrator.lifecycle.nudges import Action, Nudge, pack
+from orchestrator.lifecycle.purchase import Purchases, place
+from orchestrator.lifecycle.runtime import Runtime
+from orchestrator.lifecycle.settle import cancel, check_many
+from orchestrator.lifecycle.sweep import sweep
+from orchestrator.lifecycle.wiring import make_runtime
 from workers.broker import broker  # noqa: F401  (must be set before actors are declared)
 
 log = structlog.get_logger(__name__)

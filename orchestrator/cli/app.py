@@ -52,14 +52,14 @@ from orchestrator.jobrun import (
     open_orders,
     wait_for_job,
 )
+from orchestrator.lifecycle.nudges import Nudge
+from orchestrator.lifecycle.wiring import make_client, make_database, make_runtime, make_throttle
 from orchestrator.logs import at_least, configure_logging
 from orchestrator.output_file import output_target, write_atomically
 from orchestrator.progress_bar import say_to
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
-from orchestrator.runtime import Nudge
 from orchestrator.spec import JobLimits, parse_job_spec, read_job_file, resolve_job
-from orchestrator.wiring import make_client, make_database, make_runtime, make_throttle
 
 app = typer.Typer(
     help="Batch activation orchestrator for the LegitSMS V2 API.",
@@ -227,7 +227,7 @@ def _submit(
         job, slot_ids = store.submit_job(
             session, resolved, source=source, allow_overlap=allow_overlap
         )
-    from orchestrator.runtime import Action
+    from orchestrator.lifecycle.nudges import Action
 
     _send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])
     assert job.id is not None
@@ -465,7 +465,7 @@ def _watch(
 def _cancel_job(settings: Settings, url: str, job_id: int) -> None:
     """What ``orchestrator cancel`` does: no more purchases; the bought orders get cancelled
     (once the provider allows it) unless their code comes first."""
-    from orchestrator.sweep import sweep
+    from orchestrator.lifecycle.sweep import sweep
 
     rt = make_runtime(settings, url, patient=True)
     with transaction(rt.engine) as session:
@@ -663,7 +663,7 @@ def cancel(
     ctx: typer.Context, job: Annotated[str, typer.Argument(help="A job id or name.")]
 ) -> None:
     """Stop buying for a job and cancel (refund) its orders that have no code yet."""
-    from orchestrator.sweep import sweep
+    from orchestrator.lifecycle.sweep import sweep
 
     with _guard():
         settings = _ctx(ctx).settings()
@@ -681,7 +681,7 @@ def cancel(
 @app.command("sweep")
 def sweep_command(ctx: typer.Context) -> None:
     """Re-drive every unfinished slot whose message was lost (for cron; workers also do it)."""
-    from orchestrator.sweep import sweep
+    from orchestrator.lifecycle.sweep import sweep
 
     with _guard():
         settings = _ctx(ctx).settings()
@@ -704,8 +704,8 @@ def resolve(
     ] = False,
 ) -> None:
     """Settle an in-doubt purchase by hand: attach the real order, or release it."""
-    from orchestrator.doubt import ORDER_ID_RULE, resolve_in_doubt
     from orchestrator.errors import ResolveRefused
+    from orchestrator.lifecycle.doubt import ORDER_ID_RULE, resolve_in_doubt
     from orchestrator.provider.client import usable_order_id
 
     if (order_id is None) == (not not_bought):

@@ -11,9 +11,9 @@ from sqlalchemy import Engine
 from orchestrator.config import Settings
 from orchestrator.db.engine import create_tables, make_engine
 from orchestrator.errors import Throttled
+from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
-from orchestrator.runtime import Runtime
 
 WORKER_MAX_WAIT = 1.0  # a worker thread sleeps at most this long for a rate-limit slot
 # Reads (and cancels) that meet timeouts or 502/503/504 begin new attempts for this long. The

@@ -26,13 +26,14 @@ from orchestrator.errors import (
     UnpricedOrder,
     UnusableOrder,
 )
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.planner import Choice, choose_country
+from orchestrator.lifecycle.runtime import Runtime, defer
+from orchestrator.lifecycle.settle import cancel_at
 from orchestrator.money import from_micros, to_micros
-from orchestrator.planner import Choice, choose_country
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import Order
 from orchestrator.redact import mask
-from orchestrator.runtime import Action, Nudge, Runtime, defer
-from orchestrator.settle import cancel_at
 
 log = structlog.get_logger(__name__)
 

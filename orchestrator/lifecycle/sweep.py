@@ -10,9 +10,10 @@ from sqlmodel import Session
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
-from orchestrator.purchase import UNRECORDED_CLAIM
-from orchestrator.runtime import Action, Nudge, Runtime
-from orchestrator.settle import cancel, cancel_at, check, start_cancel
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.purchase import UNRECORDED_CLAIM
+from orchestrator.lifecycle.runtime import Runtime
+from orchestrator.lifecycle.settle import cancel, cancel_at, check, start_cancel
 
 log = structlog.get_logger(__name__)
 

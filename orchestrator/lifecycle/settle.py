@@ -22,9 +22,10 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.polling import POLL_SHARE
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.polling import POLL_SHARE
+from orchestrator.lifecycle.runtime import Runtime, defer
 from orchestrator.provider.ratelimit import Priority
-from orchestrator.runtime import Action, Nudge, Runtime, defer
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Pack nudges into broker messages: one message wakes a step for several slots.
+"""Nudges (wake a step for one slot) and how they are packed into broker messages.
 
 A message costs a worker about as much CPU as a database transaction (enqueue, fetch, ack,
 and a trip through the delay queue), so nudges for the same step that fall due together
@@ -9,9 +9,26 @@ due: a step that finds its slot not yet due drops the nudge as a stale duplicate
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
-from orchestrator.runtime import Action, Nudge
+
+class Action(StrEnum):
+    """The actor a nudge wakes."""
+
+    PLACE = "place"
+    CHECK = "check"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """A message to send: wake ``action`` for one slot after ``delay`` seconds."""
+
+    action: Action
+    activation_id: int
+    delay: float = 0.0
+
 
 # Slots per message. A worker thread runs a message's purchases and cancels one after
 # another, so those share with few: purchases spread over every thread and host, and a

@@ -8,8 +8,9 @@ from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import State
 from orchestrator.errors import ResolveRefused
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.provider.client import MAX_ORDER_ID_LENGTH, usable_order_id
-from orchestrator.runtime import Action, Nudge, Runtime
 
 ORDER_ID_RULE = f"1 to {MAX_ORDER_ID_LENGTH} printable characters without spaces"
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import Engine
 
@@ -15,28 +14,18 @@ from orchestrator.config import Settings
 from orchestrator.db import store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
-from orchestrator.polling import HISTORY, ArrivalCache, CachedCount, budget_floor, next_poll
+from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.polling import (
+    HISTORY,
+    ArrivalCache,
+    CachedCount,
+    budget_floor,
+    next_poll,
+)
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.types import Price
 
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
-
-
-class Action(StrEnum):
-    """The actor a nudge wakes."""
-
-    PLACE = "place"
-    CHECK = "check"
-    CANCEL = "cancel"
-
-
-@dataclass(frozen=True)
-class Nudge:
-    """A message to send: wake ``action`` for one slot after ``delay`` seconds."""
-
-    action: Action
-    activation_id: int
-    delay: float = 0.0
 
 
 class PriceCache:

@@ -25,6 +25,7 @@ from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job, JobStatus
 from orchestrator.errors import Throttled
+from orchestrator.jobs.spec import ResolvedJob, ResolvedTarget
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.runtime import Runtime
@@ -33,7 +34,6 @@ from orchestrator.lifecycle.sweep import sweep
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, horizon
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, Simulator
-from orchestrator.spec import ResolvedJob, ResolvedTarget
 
 BASE_URL = "http://sandbox.test/wp-json/legitsms/v2"
 

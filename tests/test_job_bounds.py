@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.config import Settings
 from orchestrator.errors import SpecError
-from orchestrator.spec import JobLimits, load_job_spec, read_job_file, validate_job_spec
+from orchestrator.jobs.spec import JobLimits, load_job_spec, read_job_file, validate_job_spec
 
 JOB = """\
 name: big

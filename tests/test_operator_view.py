@@ -20,11 +20,11 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from orchestrator.db.models import Activation, Job, JobStatus, State, Target
-from orchestrator.export_path import PathTemplate, TemplateError
 from orchestrator.jobrun import ExitCode, LocalWorkers, Progress, child_env, read_progress
+from orchestrator.jobs.export_path import PathTemplate, TemplateError
+from orchestrator.jobs.report import build_report, render_html
 from orchestrator.logs import CONSOLE_ENV, at_least
 from orchestrator.progress_bar import ProgressBar
-from orchestrator.report import build_report, render_html
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
 

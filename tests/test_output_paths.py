@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.errors import OutputRefused
 from orchestrator.jobrun import ExitCode
-from orchestrator.output_file import output_target, write_atomically
+from orchestrator.jobs.output_file import output_target, write_atomically
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, fast_env, submitted_job_id, write_job
 

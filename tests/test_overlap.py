@@ -22,8 +22,8 @@ from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job
 from orchestrator.errors import JobOverlap
 from orchestrator.jobrun import ExitCode
+from orchestrator.jobs.spec import ResolvedJob, ResolvedTarget
 from orchestrator.sandbox.simulator import SandboxServer
-from orchestrator.spec import ResolvedJob, ResolvedTarget
 from tests.support import COMMAND, Orchestrator, fast_env, write_job
 
 HOLD = 3.0  # how long the first check waits for the others before it goes on

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from orchestrator.config_view import config_command
 from orchestrator.db.models import Activation, Job, State, Target
 from orchestrator.errors import InvalidKey, MalformedResponse
-from orchestrator.export import COLUMNS, write_csv, write_jsonl
+from orchestrator.jobs.export import COLUMNS, write_csv, write_jsonl
 from orchestrator.logs import configure_logging
 
 KEY = "sk_live_" + secrets.token_hex(16)

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from orchestrator.db.engine import make_engine, transaction
 from orchestrator.db.models import Job, ScheduleFire
 from orchestrator.errors import JobOverlap, ProviderUnavailable, SpecError
-from orchestrator.scheduler import (
+from orchestrator.jobs.scheduler import (
     LOCK_KEY,
     Outcome,
     Scheduler,

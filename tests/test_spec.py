@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import SpecError
-from orchestrator.provider.types import Price, Service
-from orchestrator.spec import (
+from orchestrator.jobs.spec import (
     JobSpec,
     load_job_spec,
     parse_money,
     resolve_job,
     validate_job_spec,
 )
+from orchestrator.provider.types import Price, Service
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "jobs" / "example.yaml"
 

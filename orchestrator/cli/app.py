@@ -35,9 +35,6 @@ from orchestrator.errors import (
     ProviderRejected,
     SpecError,
 )
-from orchestrator.export import ExportFormat, write_rows
-from orchestrator.export_path import PathTemplate, TemplateError
-from orchestrator.export_select import Selection, SelectionError, parse_day, select_jobs
 from orchestrator.jobrun import (
     BrokerWatch,
     ExitCode,
@@ -52,14 +49,18 @@ from orchestrator.jobrun import (
     open_orders,
     wait_for_job,
 )
+from orchestrator.jobs.export import ExportFormat, write_rows
+from orchestrator.jobs.export_path import PathTemplate, TemplateError
+from orchestrator.jobs.export_select import Selection, SelectionError, parse_day, select_jobs
+from orchestrator.jobs.output_file import output_target, write_atomically
+from orchestrator.jobs.spec import JobLimits
+from orchestrator.jobs.submit import submit_job_file
 from orchestrator.lifecycle.nudges import Nudge
 from orchestrator.lifecycle.wiring import make_client, make_database, make_runtime, make_throttle
 from orchestrator.logs import at_least, configure_logging
-from orchestrator.output_file import output_target, write_atomically
 from orchestrator.progress_bar import say_to
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
-from orchestrator.spec import JobLimits, parse_job_spec, read_job_file, resolve_job
 
 app = typer.Typer(
     help="Batch activation orchestrator for the LegitSMS V2 API.",
@@ -213,25 +214,15 @@ def _submit(
     allow_overlap: bool,
     before_commit: Callable[[], None] = lambda: None,
 ) -> tuple[int, int]:
-    """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots)."""
-    limits = JobLimits.of(settings)
-    # Read once, within max_job_file_bytes: what is validated is what is stored. A bad file
-    # stops here, before any network call.
-    source = read_job_file(job_file, limits.max_file_bytes)
-    spec = parse_job_spec(source, str(job_file), limits)
-    engine = make_database(settings)
-    with _client(settings, redis_url) as client:
-        resolved = resolve_job(spec, client, str(job_file))
-    before_commit()
-    with transaction(engine) as session:
-        job, slot_ids = store.submit_job(
-            session, resolved, source=source, allow_overlap=allow_overlap
-        )
-    from orchestrator.lifecycle.nudges import Action
-
-    _send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])
-    assert job.id is not None
-    return job.id, len(slot_ids)
+    """Submit the job file (see jobs.submit), nudging through the broker at ``redis_url``."""
+    return submit_job_file(
+        settings,
+        job_file,
+        open_client=lambda: _client(settings, redis_url),
+        send=_send,
+        allow_overlap=allow_overlap,
+        before_commit=before_commit,
+    )
 
 
 @app.command()
@@ -507,7 +498,7 @@ def scheduler(
 
     import redis
 
-    from orchestrator.scheduler import run_scheduler
+    from orchestrator.jobs.scheduler import run_scheduler
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
@@ -644,7 +635,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML page: spend and success by country, code-arrival times."""
     from orchestrator.db.models import utcnow
-    from orchestrator.report import build_report, render_html
+    from orchestrator.jobs.report import build_report, render_html
 
     with _guard():
         settings = _ctx(ctx).settings()

@@ -34,8 +34,8 @@ from sqlmodel import col
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import ScheduleFire, utcnow
 from orchestrator.errors import ConfigError, JobOverlap, SpecError
+from orchestrator.jobs.spec import JobLimits, JobSpec, load_job_spec
 from orchestrator.redact import mask
-from orchestrator.spec import JobLimits, JobSpec, load_job_spec
 
 __all__ = [
     "DEFAULT_CATCH_UP",

@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 
 from orchestrator.db.models import Activation, Job, State
-from orchestrator.export import Row
+from orchestrator.jobs.export import Row
 from orchestrator.money import from_micros
 from orchestrator.redact import mask
 

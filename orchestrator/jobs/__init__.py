@@ -1,0 +1,1 @@
+"""Job files and what is done with them: schema, submit, export, report, scheduler."""

@@ -22,9 +22,9 @@ from sqlalchemy import Engine
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State
-from orchestrator.embedded import BrokerLost, EmbeddedBroker
 from orchestrator.logs import CONSOLE_ENV
 from orchestrator.money import from_micros
+from workers.embedded import BrokerLost, EmbeddedBroker
 
 log = structlog.get_logger(__name__)
 

@@ -1,3 +1,3 @@
-"""Dramatiq wiring: the broker (set up first), the actors, and the worker process runner."""
+"""Dramatiq wiring: broker (set up first), actors, worker processes, the embedded broker."""
 
 NAMESPACE = "legitsms-orchestrator"  # the Redis keys of the Dramatiq broker start with this

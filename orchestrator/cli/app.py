@@ -22,7 +22,6 @@ from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.config_view import config_command, register_secrets
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
-from orchestrator.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
 from orchestrator.errors import (
     ConfigError,
     DatabaseGone,
@@ -61,6 +60,7 @@ from orchestrator.logs import at_least, configure_logging
 from orchestrator.progress_bar import say_to
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
+from workers.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
 
 app = typer.Typer(
     help="Batch activation orchestrator for the LegitSMS V2 API.",

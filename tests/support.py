@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Engine, inspect, text
 
+from orchestrator.cli.jobrun import Progress, read_progress
 from orchestrator.db.engine import make_engine
 from orchestrator.db.models import JobStatus
-from orchestrator.jobrun import Progress, read_progress
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
 
 COMMAND = [sys.executable, "-m", "orchestrator"]

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Activation, Job
-from orchestrator.jobrun import ExitCode
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
 from tests.support import Orchestrator, write_job
 

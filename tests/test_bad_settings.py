@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import typer
 
-from orchestrator.jobrun import ExitCode
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
 from tests.support import Orchestrator
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.jobrun import read_progress
 from orchestrator.db.models import JobStatus
-from orchestrator.jobrun import ExitCode, read_progress
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
 

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from orchestrator.cli.app import app as orchestrator_app
+from orchestrator.cli.config_view import config_command
 from orchestrator.config import CONFIG_ENV, Settings, load_settings
-from orchestrator.config_view import config_command
 from orchestrator.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.jobrun import ExitCode
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, fast_env, submitted_job_id, write_job
 from workers import NAMESPACE

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db.models import State
-from orchestrator.jobrun import ExitCode
 from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
 from tests.running import Run, ledger, read_csv, valkey_pids
 from tests.support import Orchestrator, fast_env, write_job

@@ -19,14 +19,16 @@ from rich.console import Console
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.jobrun import Progress, read_progress
+from orchestrator.cli.progress_bar import ProgressBar
 from orchestrator.db.models import Activation, Job, JobStatus, State, Target
-from orchestrator.jobrun import ExitCode, LocalWorkers, Progress, child_env, read_progress
 from orchestrator.jobs.export_path import PathTemplate, TemplateError
 from orchestrator.jobs.report import build_report, render_html
 from orchestrator.logs import CONSOLE_ENV, at_least
-from orchestrator.progress_bar import ProgressBar
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
+from workers.runner import LocalWorkers, child_env
 
 SMALL = """\
 name: nightly

@@ -13,8 +13,8 @@ from typing import TextIO
 
 import pytest
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.errors import OutputRefused
-from orchestrator.jobrun import ExitCode
 from orchestrator.jobs.output_file import output_target, write_atomically
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, fast_env, submitted_job_id, write_job

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job
 from orchestrator.errors import JobOverlap
-from orchestrator.jobrun import ExitCode
 from orchestrator.jobs.spec import ResolvedJob, ResolvedTarget
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import COMMAND, Orchestrator, fast_env, write_job

@@ -19,7 +19,7 @@ import structlog
 import typer
 from typer.testing import CliRunner
 
-from orchestrator.config_view import config_command
+from orchestrator.cli.config_view import config_command
 from orchestrator.db.models import Activation, Job, State, Target
 from orchestrator.errors import InvalidKey, MalformedResponse
 from orchestrator.jobs.export import COLUMNS, write_csv, write_jsonl

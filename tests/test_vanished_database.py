@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, reading, transaction
 from orchestrator.errors import DatabaseGone
-from orchestrator.jobrun import ExitCode
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.conftest import FAST_PROVIDER, POSTGRES_URL
 from tests.inprocess import plan_job

@@ -1,4 +1,5 @@
-"""Run Dramatiq worker threads in this process until SIGTERM or SIGINT."""
+"""Worker processes: run Dramatiq threads in this one until SIGTERM or SIGINT, or supervise
+several (``orchestrator worker --processes N``, and the local workers of ``orchestrator run``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
-from orchestrator.jobrun import PARENT_ENV
+from orchestrator.logs import CONSOLE_ENV
 
 log = structlog.get_logger(__name__)
+
+PARENT_ENV = "ORCHESTRATOR_RUN_PID"  # set for run's workers: they stop when run is gone
 
 
 def run_worker(*, threads: int, sweep_interval: float) -> int:
@@ -93,3 +99,84 @@ def worker_argv(threads: int) -> list[str]:
         "--threads",
         str(threads),
     ]
+
+
+class LocalWorkers:
+    """Worker processes started by ``run`` on this machine, restarted if one dies.
+
+    Each runs in a session of its own: a terminal's Ctrl-C reaches ``run`` only, which decides
+    when they stop; and each stops on its own if ``run`` dies (PARENT_ENV). With ``on_line``,
+    their output is read here and handed over line by line (so a live progress bar can print
+    it above itself); without, they write to our stderr directly.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        count: int,
+        env: dict[str, str],
+        *,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self._argv = argv
+        self._env = {**env, PARENT_ENV: str(os.getpid())}
+        self._on_line = on_line
+        self._children = [self._spawn() for _ in range(count)]
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        if self._on_line is None:
+            return subprocess.Popen(  # noqa: S603  (our own command)
+                self._argv, env=self._env, start_new_session=True
+            )
+        child = subprocess.Popen(  # noqa: S603  (our own command)
+            self._argv,
+            env=self._env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._forward, args=(child,), daemon=True).start()
+        return child
+
+    def _forward(self, child: subprocess.Popen[bytes]) -> None:
+        assert child.stdout is not None and self._on_line is not None
+        for raw in child.stdout:  # ends when the child exits and its pipe closes
+            self._on_line(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def keep_alive(self) -> None:
+        for i, child in enumerate(self._children):
+            if child.poll() is not None:
+                log.warning("worker_restarted", exit_code=child.returncode)
+                self._children[i] = self._spawn()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for child in self._children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self._children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def child_env(
+    redis_url: str,
+    *,
+    log_level: str | None = None,
+    config: Path | None = None,
+    console_logs: bool = False,
+) -> dict[str, str]:
+    """The environment for worker processes: ours, with the broker they must share, and the
+    settings file, log level and log format ``run`` was given (a worker has no other way to
+    learn them: its command line carries none)."""
+    env = {**os.environ, "REDIS_URL": redis_url}
+    if log_level is not None:
+        env["ORCHESTRATOR_LOG_LEVEL"] = log_level
+    if config is not None:
+        env["ORCHESTRATOR_CONFIG"] = str(config.resolve())
+    if console_logs:
+        env[CONSOLE_ENV] = "1"
+    return env

@@ -17,9 +17,22 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from orchestrator.cli.config_view import config_command, register_secrets
+from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.jobrun import (
+    BrokerWatch,
+    Interrupted,
+    Leave,
+    Progress,
+    Signals,
+    finishing_line,
+    leftover_lines,
+    open_orders,
+    wait_for_job,
+)
+from orchestrator.cli.progress_bar import say_to
 from orchestrator.cli.sandbox import sandbox_command
 from orchestrator.config import Settings, load_settings, log_level_problem
-from orchestrator.config_view import config_command, register_secrets
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.errors import (
@@ -34,20 +47,6 @@ from orchestrator.errors import (
     ProviderRejected,
     SpecError,
 )
-from orchestrator.jobrun import (
-    BrokerWatch,
-    ExitCode,
-    Interrupted,
-    Leave,
-    LocalWorkers,
-    Progress,
-    Signals,
-    child_env,
-    finishing_line,
-    leftover_lines,
-    open_orders,
-    wait_for_job,
-)
 from orchestrator.jobs.export import ExportFormat, write_rows
 from orchestrator.jobs.export_path import PathTemplate, TemplateError
 from orchestrator.jobs.export_select import Selection, SelectionError, parse_day, select_jobs
@@ -57,10 +56,10 @@ from orchestrator.jobs.submit import submit_job_file
 from orchestrator.lifecycle.nudges import Nudge
 from orchestrator.lifecycle.wiring import make_client, make_database, make_runtime, make_throttle
 from orchestrator.logs import at_least, configure_logging
-from orchestrator.progress_bar import say_to
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
 from workers.embedded import BrokerLost, EmbeddedBroker, ensure_embedded
+from workers.runner import LocalWorkers, child_env
 
 app = typer.Typer(
     help="Batch activation orchestrator for the LegitSMS V2 API.",
@@ -386,7 +385,7 @@ def _start_workers(
 ) -> LocalWorkers | None:
     if count <= 0:
         return None
-    from orchestrator.progress_bar import echo_to
+    from orchestrator.cli.progress_bar import echo_to
     from workers.runner import worker_argv
 
     # Under a live bar, the workers' lines are printed above it rather than through it.
@@ -446,7 +445,7 @@ def _watch(
                 _plain(err, f"job {job_id}: {line}")
 
         return wait_for_job(engine, job_id, on_progress=report, tick=tick, interval=1.0)
-    from orchestrator.progress_bar import ProgressBar
+    from orchestrator.cli.progress_bar import ProgressBar
 
     with ProgressBar(err, job_id) as bar:
         label.append(bar.label)
@@ -567,8 +566,8 @@ def status(
     ] = None,
 ) -> None:
     """Show recent jobs with their spend, or one job: a summary and its numbers by target."""
-    from orchestrator.jobrun import read_progress
-    from orchestrator.status_view import job_summary, job_table, jobs_table
+    from orchestrator.cli.jobrun import read_progress
+    from orchestrator.cli.status_view import job_summary, job_table, jobs_table
 
     with _guard():
         settings = _ctx(ctx).settings()
@@ -772,7 +771,7 @@ def demo(
     ),
 ) -> None:
     """Run the example job end to end against a local simulator, on the embedded defaults."""
-    from orchestrator.demo import demo_environment
+    from orchestrator.cli.demo import demo_environment
 
     with demo_environment() as env:
         os.environ.update(env)

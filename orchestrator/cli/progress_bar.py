@@ -16,8 +16,8 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
+from orchestrator.cli.jobrun import Progress
 from orchestrator.db.models import State
-from orchestrator.jobrun import Progress
 from orchestrator.redact import for_terminal
 
 # Workers' lines arrive on reader threads. One printed while the bar is being stopped lands on

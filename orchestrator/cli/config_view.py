@@ -10,10 +10,10 @@ import typer
 import yaml
 from pydantic import BeforeValidator, SecretStr
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.config import CONFIG_ENV, Settings, load_settings
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError
-from orchestrator.jobrun import ExitCode
 from orchestrator.redact import mask, register, register_url
 
 Source = Literal["env", "file", "default"]

@@ -2,54 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import IntEnum
-from pathlib import Path
 from types import FrameType
 
 import redis
 import structlog
 from sqlalchemy import Engine
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State
-from orchestrator.logs import CONSOLE_ENV
 from orchestrator.money import from_micros
 from workers.embedded import BrokerLost, EmbeddedBroker
 
 log = structlog.get_logger(__name__)
-
-PARENT_ENV = "ORCHESTRATOR_RUN_PID"  # set for run's workers: they stop when run is gone
-
-
-class ExitCode(IntEnum):
-    """What ``orchestrator`` exits with; documented in the README."""
-
-    OK = 0  # every number got its code (or the command did what it said)
-    INCOMPLETE = 1  # the job ended, and some numbers got no code (cancelled, expired, failed)
-    BAD_INPUT = 2  # a job file, setting or argument is wrong; nothing was bought
-    IN_DOUBT = 3  # some purchases have an unknown outcome: see `orchestrator resolve`
-    OVERLAP = 4  # a job with this name is still active (cron overlap); nothing was submitted
-    UNAVAILABLE = 5  # the provider, Redis or the database could not be used
-    # Interrupted by SIGINT (Ctrl-C): ``run`` stopped buying and finished the orders it had
-    # bought (or left at a second signal, naming those left and the command that finishes
-    # them); with ``--workers 0``, the job goes on with the workers elsewhere.
-    INTERRUPTED = 130
-    TERMINATED = 143  # the same, for SIGTERM (a cron timeout, a shutdown)
-
-    @classmethod
-    def for_signal(cls, signum: int) -> ExitCode:
-        """What an interrupted ``run`` exits with: 128 + the signal, as a shell would say."""
-        return cls.TERMINATED if signum == signal.SIGTERM else cls.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -104,67 +77,6 @@ def read_progress(engine: Engine, job_id: int) -> Progress:
         )
 
 
-class LocalWorkers:
-    """Worker processes started by ``run`` on this machine, restarted if one dies.
-
-    Each runs in a session of its own: a terminal's Ctrl-C reaches ``run`` only, which decides
-    when they stop; and each stops on its own if ``run`` dies (PARENT_ENV). With ``on_line``,
-    their output is read here and handed over line by line (so a live progress bar can print
-    it above itself); without, they write to our stderr directly.
-    """
-
-    def __init__(
-        self,
-        argv: list[str],
-        count: int,
-        env: dict[str, str],
-        *,
-        on_line: Callable[[str], None] | None = None,
-    ) -> None:
-        self._argv = argv
-        self._env = {**env, PARENT_ENV: str(os.getpid())}
-        self._on_line = on_line
-        self._children = [self._spawn() for _ in range(count)]
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        if self._on_line is None:
-            return subprocess.Popen(  # noqa: S603  (our own command)
-                self._argv, env=self._env, start_new_session=True
-            )
-        child = subprocess.Popen(  # noqa: S603  (our own command)
-            self._argv,
-            env=self._env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._forward, args=(child,), daemon=True).start()
-        return child
-
-    def _forward(self, child: subprocess.Popen[bytes]) -> None:
-        assert child.stdout is not None and self._on_line is not None
-        for raw in child.stdout:  # ends when the child exits and its pipe closes
-            self._on_line(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def keep_alive(self) -> None:
-        for i, child in enumerate(self._children):
-            if child.poll() is not None:
-                log.warning("worker_restarted", exit_code=child.returncode)
-                self._children[i] = self._spawn()
-
-    def stop(self, timeout: float = 20.0) -> None:
-        for child in self._children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in self._children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
 def wait_for_job(
     engine: Engine,
     job_id: int,
@@ -181,26 +93,6 @@ def wait_for_job(
             return progress
         tick()
         time.sleep(interval)
-
-
-def child_env(
-    redis_url: str,
-    *,
-    log_level: str | None = None,
-    config: Path | None = None,
-    console_logs: bool = False,
-) -> dict[str, str]:
-    """The environment for worker processes: ours, with the broker they must share, and the
-    settings file, log level and log format ``run`` was given (a worker has no other way to
-    learn them: its command line carries none)."""
-    env = {**os.environ, "REDIS_URL": redis_url}
-    if log_level is not None:
-        env["ORCHESTRATOR_LOG_LEVEL"] = log_level
-    if config is not None:
-        env["ORCHESTRATOR_CONFIG"] = str(config.resolve())
-    if console_logs:
-        env[CONSOLE_ENV] = "1"
-    return env
 
 
 class Interrupted(BaseException):  # like KeyboardInterrupt: no `except Exception` takes it

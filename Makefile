@@ -19,6 +19,7 @@ demo: install  ## run jobs/example.yaml end to end against the simulator, on emb
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

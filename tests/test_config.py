@@ -98,7 +98,7 @@ def test_the_api_key_is_a_secret_that_its_repr_hides(monkeypatch: pytest.MonkeyP
 
 
 def _config_app() -> typer.Typer:
-    """A throwaway app holding only the command, as cli.py registers it."""
+    """A throwaway app holding only the command, as cli/app.py registers it."""
     app = typer.Typer()
     app.command("config")(config_command)
 
@@ -163,7 +163,7 @@ def test_config_names_the_bad_setting_and_exits_2(tmp_path: Path) -> None:
 _REGISTERED = any(command.name == "config" for command in orchestrator_app.registered_commands)
 
 
-@pytest.mark.skipif(not _REGISTERED, reason="`config` is not registered in cli.py yet")
+@pytest.mark.skipif(not _REGISTERED, reason="`config` is not registered in cli/app.py yet")
 def test_orchestrator_config_reads_the_global_config_option(tmp_path: Path) -> None:
     settings_file = _write(tmp_path / "settings.yaml", "worker_threads: 3\n")
 

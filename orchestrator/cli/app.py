@@ -15,7 +15,6 @@ from redis import RedisError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator.cli.config_view import config_command, register_secrets
 from orchestrator.cli.exit_codes import ExitCode
@@ -35,6 +34,7 @@ from orchestrator.cli.sandbox import sandbox_command
 from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
+from orchestrator.db.errors import InterfaceError, OperationalError
 from orchestrator.errors import (
     ConfigError,
     DatabaseGone,

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import redis
 import structlog
-from sqlalchemy import Engine
 
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db import store
@@ -21,6 +21,9 @@ from orchestrator.db.engine import transaction
 from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State
 from orchestrator.money import from_micros
 from workers.embedded import BrokerLost, EmbeddedBroker
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlalchemy import Engine
 
 log = structlog.get_logger(__name__)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from orchestrator.db import store
 from orchestrator.db.models import Job
 from orchestrator.errors import JobNotFound
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlmodel import Session
 
 
 class SelectionError(ValueError):

@@ -28,10 +28,10 @@ import redis
 import structlog
 from croniter import croniter
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import col
 
 from orchestrator.db.engine import transaction
+from orchestrator.db.errors import IntegrityError, SQLAlchemyError
 from orchestrator.db.models import ScheduleFire, utcnow
 from orchestrator.errors import ConfigError, JobOverlap, SpecError
 from orchestrator.jobs.spec import JobLimits, JobSpec, load_job_spec

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
-
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
+from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import State
 from orchestrator.errors import ResolveRefused
 from orchestrator.lifecycle.nudges import Action, Nudge

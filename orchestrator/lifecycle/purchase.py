@@ -7,14 +7,13 @@ import random
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 
 from orchestrator.db import store
 from orchestrator.db.engine import reading, transaction
+from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import (
     NoStock,
@@ -35,6 +34,9 @@ from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import Order
 from orchestrator.redact import mask
 
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlmodel import Session
+
 log = structlog.get_logger(__name__)
 
 MAX_UNSENT_ATTEMPTS = 12  # purchases that provably bought nothing before the slot gives up
@@ -42,7 +44,7 @@ UNRECORDED_CLAIM = "claimed but never recorded: the purchase may or may not have
 BUDGET_RECHECK_SECONDS = 10.0  # a refund elsewhere may free budget; look again this often
 
 
-Write = Callable[[Session], list[Nudge]]
+Write = Callable[["Session"], list[Nudge]]
 
 
 class Purchases:

@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from orchestrator.config import Settings
 from orchestrator.db import store
@@ -24,6 +23,9 @@ from orchestrator.lifecycle.polling import (
 )
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.types import Price
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlalchemy import Engine
 
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
 

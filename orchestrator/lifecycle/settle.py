@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlmodel import Session
 
 from orchestrator.db import store
 from orchestrator.db.engine import reading, transaction
@@ -26,6 +25,9 @@ from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.runtime import Runtime, defer
 from orchestrator.provider.ratelimit import Priority
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlmodel import Session
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +66,7 @@ def check_many(rt: Runtime, activation_ids: list[int]) -> list[Nudge]:
     return nudges
 
 
-Write = Callable[[Session], list[Nudge]]
+Write = Callable[["Session"], list[Nudge]]
 
 
 class _Pace:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import structlog
-from sqlmodel import Session
 
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
@@ -14,6 +14,9 @@ from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import UNRECORDED_CLAIM
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.settle import cancel, cancel_at, check, start_cancel
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlmodel import Session
 
 log = structlog.get_logger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import redis
-from sqlalchemy import Engine
 
 from orchestrator.config import Settings
 from orchestrator.db.engine import create_tables, make_engine
@@ -14,6 +14,9 @@ from orchestrator.errors import Throttled
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlalchemy import Engine
 
 WORKER_MAX_WAIT = 1.0  # a worker thread sleeps at most this long for a rate-limit slot
 # Reads (and cancels) that meet timeouts or 502/503/504 begin new attempts for this long. The

@@ -7,16 +7,18 @@ characters escaped, secrets masked).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import func, select
-from sqlmodel import Session, col
 
-from orchestrator.db import store
-from orchestrator.db.models import FINAL_STATES, Activation, Job, State, Target
+from orchestrator.db import queries, store
+from orchestrator.db.models import FINAL_STATES, Job, State, Target
 from orchestrator.money import from_micros
 from orchestrator.redact import for_terminal
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlmodel import Session
 
 RECENT_JOBS = 20
 
@@ -46,18 +48,7 @@ def jobs_table(session: Session) -> Table:
         "created (UTC)",
         title="recent jobs",
     )
-    query = (
-        select(
-            Job,
-            func.count(col(Activation.id)),
-            func.count(col(Activation.id)).filter(col(Activation.state) == State.RECEIVED),
-        )
-        .join(Activation, col(Activation.job_id) == col(Job.id))
-        .group_by(col(Job.id))
-        .order_by(col(Job.id).desc())
-        .limit(RECENT_JOBS)
-    )
-    for job, count, received in session.execute(query).all():
+    for job, count, received in queries.recent_jobs(session, RECENT_JOBS):
         assert job.id is not None
         table.add_row(
             str(job.id),
@@ -108,15 +99,9 @@ def job_table(session: Session, job: Job) -> Table:
         "spent",
         title=_text(f"job {job.id} ({job.name}) by target"),
     )
-    query = (
-        select(Target, col(Activation.state), func.count())
-        .join(Activation, col(Activation.target_id) == col(Target.id))
-        .where(col(Target.job_id) == job.id)
-        .group_by(col(Target.id), col(Activation.state))
-        .order_by(col(Target.position))
-    )
     per_target: dict[int, tuple[Target, dict[State, int]]] = {}
-    for target, state, count in session.execute(query).all():
+    for target, state, count in queries.target_state_counts(session, job.id):
+        assert target.id is not None
         entry = per_target.setdefault(target.id, (target, {}))
         entry[1][State(state)] = int(count)
     spent = store.spend_micros_by_target(session, job.id)

@@ -42,6 +42,7 @@ from orchestrator.db.models import (
     Event,
     Job,
     JobStatus,
+    ScheduleFire,
     State,
     Target,
     utcnow,
@@ -593,3 +594,14 @@ def count_in_state(session: Session, state: State) -> int:
     """How many slots, across all jobs, are in ``state``."""
     query = select(func.count()).select_from(Activation).where(col(Activation.state) == state)
     return int(session.execute(query).scalar_one())
+
+
+def settle_fire(
+    session: Session, fire_id: int, *, outcome: str, job_id: int | None, error: str | None
+) -> None:
+    """Record how a schedule's fire ended (its row was claimed before the submit)."""
+    session.execute(
+        update(ScheduleFire)
+        .where(col(ScheduleFire.id) == fire_id)
+        .values(outcome=outcome, job_id=job_id, error=error)
+    )

@@ -22,20 +22,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import redis
 import structlog
 from croniter import croniter
-from sqlalchemy import Engine, func, select, update
-from sqlmodel import col
 
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.errors import IntegrityError, SQLAlchemyError
 from orchestrator.db.models import ScheduleFire, utcnow
 from orchestrator.errors import ConfigError, JobOverlap, SpecError
 from orchestrator.jobs.spec import JobLimits, JobSpec, load_job_spec
 from orchestrator.redact import mask
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlalchemy import Engine
 
 __all__ = [
     "DEFAULT_CATCH_UP",
@@ -258,19 +260,14 @@ class Scheduler:
         self, fire_id: int, outcome: Outcome, *, job_id: int | None = None, error: str | None = None
     ) -> None:
         with transaction(self.engine) as session:
-            session.execute(
-                update(ScheduleFire)
-                .where(col(ScheduleFire.id) == fire_id)
-                # A submit's error may quote the provider (which may repeat the key).
-                .values(outcome=outcome.value, job_id=job_id, error=error and mask(error))
+            # A submit's error may quote the provider (which may repeat the key).
+            store.settle_fire(
+                session, fire_id, outcome=outcome.value, job_id=job_id, error=error and mask(error)
             )
 
     def _last_fires(self) -> dict[str, datetime]:
-        query = select(col(ScheduleFire.job_name), func.max(col(ScheduleFire.fire_at))).group_by(
-            col(ScheduleFire.job_name)
-        )
         with transaction(self.engine) as session:
-            return {name: at for name, at in session.execute(query).all()}  # noqa: C416
+            return queries.last_fires(session)
 
     def _scheduled_specs(self) -> list[tuple[Path, JobSpec]]:
         """The folder's valid job files that carry a schedule, one per job name."""

@@ -349,7 +349,7 @@ def test_a_bad_setting_or_argument_exits_with_its_code_and_one_line(
 
 
 def test_an_unusable_answer_is_not_called_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.cli.app import _guard
+    from orchestrator.cli.common import _guard
     from orchestrator.errors import MalformedResponse, NotSent
 
     for raised, says in [

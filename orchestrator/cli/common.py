@@ -1,0 +1,154 @@
+"""What every command shares: settings, the one-line failure, the broker, the client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from redis import RedisError
+from rich.console import Console
+from rich.text import Text
+
+from orchestrator.cli.config_view import register_secrets
+from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.config import Settings, load_settings, log_level_problem
+from orchestrator.db.errors import InterfaceError, OperationalError
+from orchestrator.errors import (
+    ConfigError,
+    DatabaseGone,
+    JobNotFound,
+    JobOverlap,
+    MalformedResponse,
+    OrchestratorError,
+    OutputRefused,
+    ProviderError,
+    ProviderRejected,
+    SpecError,
+)
+from orchestrator.lifecycle.nudges import Nudge
+from orchestrator.lifecycle.wiring import make_client, make_throttle
+from orchestrator.logs import configure_logging
+from orchestrator.provider.client import LegitSMSClient
+from orchestrator.redact import for_terminal
+from workers.embedded import EmbeddedBroker, ensure_embedded
+
+OVERLAP_HELP = "Submit even if a job of the same name is still active."
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class Context:
+    """What the global options chose."""
+
+    config: Path | None
+    log_level: str | None
+
+    def settings(self) -> Settings:
+        settings = load_settings(self.config)
+        register_secrets(settings)  # before anything can log, store or print them
+        configure_logging(self.log_level or settings.log_level)
+        return settings
+
+
+def _ctx(ctx: typer.Context) -> Context:
+    obj = ctx.obj
+    assert isinstance(obj, Context)
+    return obj
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    # The message quotes the user's file and the provider's names and messages: printed as
+    # text (no markup), control characters escaped, secrets masked (for_terminal); never
+    # wrapped, for grep and cron mail (a job file's problems keep one line each).
+    line = Text.assemble(("error:", "bold red"), " ", for_terminal(message, newlines=True))
+    err.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(int(code))
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Turn our exceptions into a one-line message and a documented exit code."""
+    try:
+        yield
+    except (SpecError, ConfigError, OutputRefused) as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    except JobNotFound as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    except JobOverlap as exc:
+        _fail(ExitCode.OVERLAP, str(exc))
+    except DatabaseGone as exc:  # never "no job": the jobs are in the file that went away
+        _fail(ExitCode.UNAVAILABLE, str(exc))
+    except ProviderRejected as exc:
+        _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
+    except MalformedResponse as exc:  # it was reached: what it said could not be used
+        _fail(ExitCode.UNAVAILABLE, f"the provider answered something unusable: {exc}")
+    except ProviderError as exc:
+        _fail(ExitCode.UNAVAILABLE, f"the provider could not be reached: {exc}")
+    except OrchestratorError as exc:
+        _fail(ExitCode.UNAVAILABLE, str(exc))
+    # A traceback would exit 1, which cron reads as "the job ended and some numbers got no code".
+    except (OperationalError, InterfaceError) as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        _fail(ExitCode.UNAVAILABLE, f"the database could not be used: {reason}")
+    except RedisError as exc:
+        _fail(ExitCode.UNAVAILABLE, f"Redis could not be used: {exc}")
+
+
+@contextmanager
+def _broker(settings: Settings) -> Iterator[str]:
+    """The Redis URL to use: REDIS_URL, or the embedded server (started here if needed)."""
+    with _broker_handle(settings) as (url, _embedded):
+        yield url
+
+
+@contextmanager
+def _broker_handle(settings: Settings) -> Iterator[tuple[str, EmbeddedBroker | None]]:
+    """The Redis URL, and our hold on the embedded server when REDIS_URL is unset: it is
+    shut down when we leave only if no other process of the data folder still uses it."""
+    embedded: EmbeddedBroker | None = None
+    url = settings.redis_url
+    if not url:
+        embedded = ensure_embedded(settings.data_path)
+        url = embedded.url
+    os.environ["REDIS_URL"] = url  # read by workers.broker, in this process and in children
+    try:
+        yield url, embedded
+    finally:
+        if embedded is not None:
+            embedded.release()
+
+
+def _client(settings: Settings, redis_url: str) -> LegitSMSClient:
+    """A client that waits its turn under the shared rate limit."""
+    return make_client(settings, make_throttle(settings, redis_url, patient=True))
+
+
+def _at_least(lowest: int) -> Callable[[typer.CallbackParam, int | None], int | None]:
+    """An option callback refusing a number below ``lowest`` with one line and exit 2."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        # Not typer's min=: its refusal is a multi-line panel, and cron mail wants one line.
+        if value is not None and value < lowest:
+            name = param.opts[0] if param.opts else str(param.name)
+            _fail(ExitCode.BAD_INPUT, f"{name} must be at least {lowest}, got {value}")
+        return value
+
+    return check
+
+
+def _check_log_level(value: str | None) -> str | None:
+    if value is not None and (problem := log_level_problem(value)):
+        _fail(ExitCode.BAD_INPUT, f"--log-level {problem}")
+    return value.lower() if value is not None else None
+
+
+def _send(nudges: list[Nudge]) -> None:
+    from workers.actors import send  # late: the broker must be configured first
+
+    send(nudges)

@@ -1,0 +1,253 @@
+"""Commands on jobs already submitted, and the long-running ones: scheduler, worker, status,
+export, report, cancel, sweep, resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.common import (
+    _at_least,
+    _broker,
+    _ctx,
+    _fail,
+    _guard,
+    _send,
+    out,
+)
+from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.run import _export, _plain, _submit
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.jobs.export import ExportFormat
+from orchestrator.jobs.export_select import Selection, SelectionError, parse_day, select_jobs
+from orchestrator.jobs.output_file import write_atomically
+from orchestrator.jobs.spec import JobLimits
+from orchestrator.lifecycle.wiring import make_database, make_runtime
+
+
+def scheduler(
+    ctx: typer.Context,
+    jobs_dir: Annotated[
+        Path, typer.Argument(help="A folder of job files; those with a `schedule:` run when due.")
+    ],
+    tick: Annotated[
+        float, typer.Option(help="Seconds between looks at the folder and the clock.")
+    ] = 20.0,
+) -> None:
+    """Submit each job file's `schedule:` when due, until stopped; one active per Redis."""
+    import signal
+    import threading
+
+    import redis
+
+    from orchestrator.jobs.scheduler import run_scheduler
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    with _guard():
+        settings = _ctx(ctx).settings()
+        settings.require_api_key()
+        with _broker(settings) as url:
+            engine = make_database(settings)
+            client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+            def submit_job(path: Path) -> int:
+                job_id, _slots = _submit(settings, path, url, allow_overlap=False)
+                return job_id
+
+            try:
+                run_scheduler(
+                    jobs_dir,
+                    engine=engine,
+                    redis_client=client,
+                    submit=submit_job,
+                    tick=tick,
+                    stop=stop,
+                    limits=JobLimits.of(settings),
+                )
+            finally:
+                client.close()
+                engine.dispose()
+
+
+def worker(
+    ctx: typer.Context,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes, 1 or more (default: settings').", callback=_at_least(1)
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads per process, 1 or more (default: settings').", callback=_at_least(1)
+        ),
+    ] = None,
+) -> None:
+    """Work the queue until stopped (SIGTERM or Ctrl-C)."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        settings.require_api_key()
+        count = processes if processes is not None else settings.worker_processes
+        per = threads if threads is not None else settings.worker_threads
+        with _broker(settings):
+            from workers.runner import run_processes, run_worker, worker_argv
+
+            if count > 1:
+                raise typer.Exit(run_processes(count, worker_argv(per)))
+            raise typer.Exit(run_worker(threads=per, sweep_interval=settings.sweep_interval))
+
+
+def status(
+    ctx: typer.Context,
+    job: Annotated[
+        str | None, typer.Argument(help="A job id or name (default: recent jobs).")
+    ] = None,
+) -> None:
+    """Show recent jobs with their spend, or one job: a summary and its numbers by target."""
+    from orchestrator.cli.jobrun import read_progress
+    from orchestrator.cli.status_view import job_summary, job_table, jobs_table
+
+    with _guard():
+        settings = _ctx(ctx).settings()
+        engine = make_database(settings)
+        with transaction(engine) as session:
+            if job is None:
+                out.print(jobs_table(session))
+                return
+            row = store.get_job(session, job)
+            assert row.id is not None
+            out.print(job_summary(session, row))
+            out.print(job_table(session, row))
+        _plain(out, read_progress(engine, row.id).line())
+
+
+def export_command(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    jobs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Job ids or names (a name: its newest job).", show_default=False),
+    ] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="Every job of this name (repeatable).", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Jobs submitted on or after this day (YYYY-MM-DD, UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Jobs submitted on or before this day (YYYY-MM-DD, UTC).")
+    ] = None,
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", help="csv or jsonl (default: jsonl for *.jsonl, else csv)."),
+    ] = None,
+) -> None:
+    """Write jobs' rows, one per number with its fate: the jobs named, and every job matching
+    --name / --since / --until (all that are given)."""
+    try:
+        selection = Selection(
+            refs=tuple(jobs or ()),
+            names=tuple(name or ()),
+            since=parse_day(since, "--since") if since else None,
+            until=parse_day(until, "--until") if until else None,
+        )
+    except SelectionError as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with transaction(make_database(settings)) as session:
+            job_ids = [job.id for job in select_jobs(session, selection) if job.id is not None]
+        rows = _export(settings, job_ids, output, fmt)
+    noun = "job" if len(job_ids) == 1 else "jobs"
+    _plain(out, f"wrote {rows} rows of {len(job_ids)} {noun} to {output}")
+
+
+def report(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="A job id or name (a name: its newest job).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+) -> None:
+    """Write a self-contained HTML page: spend and success by country, code-arrival times."""
+    from orchestrator.db.models import utcnow
+    from orchestrator.jobs.report import build_report, render_html
+
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with transaction(make_database(settings)) as session:
+            row = store.get_job(session, job)
+            assert row.id is not None
+            page = render_html(
+                build_report(row, store.export_rows(session, [row.id])), generated=utcnow()
+            )
+        write_atomically(output, lambda handle: handle.write(page))
+    _plain(out, f"wrote the report of job {row.id} to {output}")
+
+
+def cancel(
+    ctx: typer.Context, job: Annotated[str, typer.Argument(help="A job id or name.")]
+) -> None:
+    """Stop buying for a job and cancel (refund) its orders that have no code yet."""
+    from orchestrator.lifecycle.sweep import sweep
+
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            rt = make_runtime(settings, url, patient=True)
+            with transaction(rt.engine) as session:
+                row = store.get_job(session, job)
+                requested = store.request_job_cancel(session, row)
+            if not requested:
+                _fail(ExitCode.BAD_INPUT, f"job {row.id} has already ended")
+            _send(sweep(rt))
+    out.print(f"job {row.id}: cancel requested; workers cancel its open orders")
+
+
+def sweep_command(ctx: typer.Context) -> None:
+    """Re-drive every unfinished slot whose message was lost (for cron; workers also do it)."""
+    from orchestrator.lifecycle.sweep import sweep
+
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            nudges = sweep(make_runtime(settings, url, patient=True))
+            _send(nudges)
+    out.print(f"re-sent {len(nudges)} nudges")
+
+
+def resolve(
+    ctx: typer.Context,
+    activation: Annotated[int, typer.Argument(help="The in-doubt slot's activation id.")],
+    order_id: Annotated[
+        str | None,
+        typer.Option(help="The order the provider did make for it (see your dashboard)."),
+    ] = None,
+    not_bought: Annotated[
+        bool, typer.Option("--not-bought", help="The provider made no order for it.")
+    ] = False,
+) -> None:
+    """Settle an in-doubt purchase by hand: attach the real order, or release it."""
+    from orchestrator.errors import ResolveRefused
+    from orchestrator.lifecycle.doubt import ORDER_ID_RULE, resolve_in_doubt
+    from orchestrator.provider.client import usable_order_id
+
+    if (order_id is None) == (not not_bought):
+        _fail(ExitCode.BAD_INPUT, "give exactly one of --order-id ID or --not-bought")
+    if order_id is not None and usable_order_id(order_id) is None:
+        _fail(ExitCode.BAD_INPUT, f"--order-id must be {ORDER_ID_RULE}")
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            rt = make_runtime(settings, url, patient=True)
+            try:
+                nudges = resolve_in_doubt(rt, activation, order_id=order_id)
+            except ResolveRefused as exc:  # a bad request: nothing changed
+                _fail(ExitCode.BAD_INPUT, str(exc))
+            _send(nudges)
+    out.print(f"slot {activation} resolved")

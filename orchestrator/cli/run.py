@@ -1,0 +1,326 @@
+"""``submit`` and ``run``: put a job on the queue, or run it here to the end and export it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestrator.cli.common import (
+    OVERLAP_HELP,
+    _at_least,
+    _broker,
+    _broker_handle,
+    _client,
+    _ctx,
+    _fail,
+    _guard,
+    _send,
+    err,
+    out,
+)
+from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.jobrun import (
+    BrokerWatch,
+    Interrupted,
+    Leave,
+    Progress,
+    Signals,
+    finishing_line,
+    leftover_lines,
+    open_orders,
+    wait_for_job,
+)
+from orchestrator.cli.progress_bar import say_to
+from orchestrator.config import Settings
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
+from orchestrator.errors import (
+    OutputRefused,
+)
+from orchestrator.jobs.export import ExportFormat, write_rows
+from orchestrator.jobs.export_path import PathTemplate, TemplateError
+from orchestrator.jobs.output_file import output_target, write_atomically
+from orchestrator.jobs.submit import submit_job_file
+from orchestrator.lifecycle.wiring import make_database, make_runtime
+from orchestrator.logs import at_least, configure_logging
+from orchestrator.redact import for_terminal
+from workers.embedded import BrokerLost
+from workers.runner import LocalWorkers, child_env
+
+
+def _submit(
+    settings: Settings,
+    job_file: Path,
+    redis_url: str,
+    *,
+    allow_overlap: bool,
+    before_commit: Callable[[], None] = lambda: None,
+) -> tuple[int, int]:
+    """Submit the job file (see jobs.submit), nudging through the broker at ``redis_url``."""
+    return submit_job_file(
+        settings,
+        job_file,
+        open_client=lambda: _client(settings, redis_url),
+        send=_send,
+        allow_overlap=allow_overlap,
+        before_commit=before_commit,
+    )
+
+
+def submit(
+    ctx: typer.Context,
+    job_file: Annotated[Path, typer.Argument(help="The job's YAML file.")],
+    allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
+) -> None:
+    """Put a job on the queue for the workers (see `worker`), and print its id."""
+    with _guard():
+        settings = _ctx(ctx).settings()
+        with _broker(settings) as url:
+            job_id, slots = _submit(settings, job_file, url, allow_overlap=allow_overlap)
+    out.print(f"submitted job {job_id} ({slots} numbers)")
+
+
+def run(
+    ctx: typer.Context,
+    job_file: Annotated[Path, typer.Argument(help="The job's YAML file.")],
+    export: Annotated[
+        str | None,
+        typer.Option(
+            "--export",
+            "-o",
+            help="Write the job's rows here when it ends: CSV, or JSON lines for *.jsonl. "
+            "{name}, {job_id}, {date} (YYYY-MM-DD) and {time} (HHMMSS) are filled in, "
+            "from the job's submission in UTC.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Local worker processes to start (0 or more); 0 when workers run elsewhere.",
+            callback=_at_least(0),
+        ),
+    ] = None,
+    allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print only errors and the final summary line (logs: warnings and errors).",
+        ),
+    ] = False,
+) -> None:
+    """Submit a job, work it with local workers, wait until every number ended, export.
+
+    Ctrl-C or SIGTERM stops the buying and finishes the orders bought (codes read, code-less
+    ones cancelled as soon as the provider allows), exports, and exits 130 / 143; a second
+    signal leaves at once, naming the orders left and the command that finishes them. With
+    --workers 0 a signal leaves the job to the workers elsewhere.
+    """
+    try:  # a typo in the template, or a path that is a folder, is refused before buying
+        template = PathTemplate.parse(export) if export is not None else None
+        if template is not None and template.fixed_path is not None:
+            output_target(template.fixed_path)
+    except (TemplateError, OutputRefused) as exc:
+        _fail(ExitCode.BAD_INPUT, str(exc))
+    signals = Signals()
+    signals.install()
+    try:
+        with _guard():
+            final = _run(ctx, job_file, template, workers, allow_overlap, quiet, signals)
+    except Interrupted as exc:
+        _fail(
+            ExitCode.for_signal(exc.signum),
+            "interrupted before the job was submitted; nothing was bought",
+        )
+    finally:
+        signals.restore()
+    raise typer.Exit(int(signals.exit_code() if signals.received else final.exit_code()))
+
+
+def _run(
+    ctx: typer.Context,
+    job_file: Path,
+    template: PathTemplate | None,
+    workers: int | None,
+    allow_overlap: bool,
+    quiet: bool,
+    signals: Signals,
+) -> Progress:
+    """``run`` once its arguments are checked: its summary is printed, its verdict returned."""
+    options = _ctx(ctx)
+    settings = options.settings()
+    level = options.log_level or settings.log_level
+    if quiet:
+        level = at_least(level, "warning")
+        configure_logging(level)
+    bar = err.is_terminal and not quiet
+    with _broker_handle(settings) as (url, embedded):
+        job_id, slots = _submit(
+            settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting
+        )
+        if not quiet:
+            _plain(err, f"job {job_id}: {slots} numbers submitted")
+        count = settings.worker_processes if workers is None else workers
+        env = child_env(url, log_level=level, config=options.config, console_logs=bar)
+        local = _start_workers(settings, count, env, through_bar=bar)
+        watch = BrokerWatch(url, embedded, on_restart=say_to(err))
+        try:
+            final = _watch(settings, job_id, local, watch, signals, url=url, quiet=quiet)
+        except Leave:
+            if local is not None:
+                local.stop(timeout=LEAVE_TIMEOUT)
+            if local is None:
+                _plain(err, f"interrupted; job {job_id} goes on with the workers elsewhere")
+            else:
+                _say_what_is_left(settings, job_id)
+            raise typer.Exit(int(signals.exit_code())) from None
+        except BrokerLost as exc:
+            if local is not None:
+                local.stop(timeout=LEAVE_TIMEOUT)
+            _say_what_is_left(settings, job_id)
+            _fail(ExitCode.UNAVAILABLE, str(exc))
+        finally:
+            watch.close()
+            if local is not None:
+                local.stop()
+    if template is not None:
+        try:
+            path, rows = _export_job(settings, job_id, template)
+        except OutputRefused as exc:
+            # The job ran: exit 2 ("nothing was bought") only when its verdict was 0.
+            _plain(out, f"job {job_id}: {final.line()}")
+            code = final.exit_code()
+            _fail(
+                ExitCode.BAD_INPUT if code == ExitCode.OK else code,
+                f"{exc}; the job's rows are in the database: "
+                f"orchestrator export {job_id} --output FILE",
+            )
+        if not quiet:
+            _plain(err, f"wrote {rows} rows to {path}")
+    _plain(out, f"job {job_id}: {final.line()}")
+    return final
+
+
+LEAVE_TIMEOUT = 5.0  # seconds a worker has to finish its message when run leaves at once
+
+
+def _say_what_is_left(settings: Settings, job_id: int) -> None:
+    engine = make_database(settings)
+    with transaction(engine) as session:
+        cancelled = store.get_job(session, job_id).cancel_requested_at is not None
+    orders = open_orders(engine, job_id)
+    expiry = settings.provider_expiry
+    for line in leftover_lines(job_id, orders, provider_expiry=expiry, cancelled=cancelled):
+        _plain(err, line)
+
+
+def _plain(console: Console, text: str) -> None:
+    """One line as text: no markup, no highlighting, never wrapped (cron logs are grepped);
+    provider text in it (order ids) made safe for a terminal (for_terminal)."""
+    console.print(for_terminal(text), highlight=False, markup=False, soft_wrap=True)
+
+
+def _start_workers(
+    settings: Settings, count: int, env: dict[str, str], *, through_bar: bool
+) -> LocalWorkers | None:
+    if count <= 0:
+        return None
+    from orchestrator.cli.progress_bar import echo_to
+    from workers.runner import worker_argv
+
+    # Under a live bar, the workers' lines are printed above it rather than through it.
+    on_line = echo_to(err) if through_bar else None
+    return LocalWorkers(worker_argv(settings.worker_threads), count, env, on_line=on_line)
+
+
+def _watch(
+    settings: Settings,
+    job_id: int,
+    local: LocalWorkers | None,
+    watch: BrokerWatch,
+    signals: Signals,
+    *,
+    url: str,
+    quiet: bool = False,
+) -> Progress:
+    """Wait for the job to end, showing progress; act on signals and on a broker gone.
+
+    The first signal (with local workers) cancels the job as ``orchestrator cancel`` does and
+    goes on waiting while the workers finish its bought orders; a second one raises ``Leave``.
+    """
+    engine = make_database(settings)
+    say = say_to(err)
+    label: list[Callable[[str], None]] = []
+    handled = 0
+
+    def tick() -> None:
+        nonlocal handled
+        if local is not None:
+            local.keep_alive()
+        watch.check()
+        if len(signals.received) == handled:
+            return
+        handled = len(signals.received)
+        if local is None or handled > 1:
+            raise Leave
+        _cancel_job(settings, url, job_id)
+        orders = open_orders(engine, job_id)
+        say(
+            finishing_line(
+                orders, cancel_min_age=settings.cancel_min_age, signum=signals.received[0]
+            )
+        )
+        for relabel in label:
+            relabel("finishing")
+
+    if quiet:
+        return wait_for_job(engine, job_id, on_progress=lambda _: None, tick=tick, interval=1.0)
+    if not err.is_terminal:
+        last: list[str] = []
+
+        def report(progress: Progress) -> None:
+            line = progress.line()
+            if not last or last[-1] != line:
+                last.append(line)
+                _plain(err, f"job {job_id}: {line}")
+
+        return wait_for_job(engine, job_id, on_progress=report, tick=tick, interval=1.0)
+    from orchestrator.cli.progress_bar import ProgressBar
+
+    with ProgressBar(err, job_id) as bar:
+        label.append(bar.label)
+        return wait_for_job(engine, job_id, on_progress=bar.update, tick=tick, interval=0.5)
+
+
+def _cancel_job(settings: Settings, url: str, job_id: int) -> None:
+    """What ``orchestrator cancel`` does: no more purchases; the bought orders get cancelled
+    (once the provider allows it) unless their code comes first."""
+    from orchestrator.lifecycle.sweep import sweep
+
+    rt = make_runtime(settings, url, patient=True)
+    with transaction(rt.engine) as session:
+        store.request_job_cancel(session, store.get_job(session, job_id))
+    _send(sweep(rt))
+
+
+def _export(
+    settings: Settings, job_ids: list[int], path: Path, fmt: ExportFormat | None = None
+) -> int:
+    engine = make_database(settings)
+    with transaction(engine) as session:
+        rows = store.export_rows(session, job_ids)
+    chosen = fmt or ExportFormat.for_path(path)
+    return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
+
+
+def _export_job(settings: Settings, job_id: int, template: PathTemplate) -> tuple[Path, int]:
+    """Export one job to its expanded path template; the path and the rows written."""
+    with transaction(make_database(settings)) as session:
+        job = store.get_job(session, job_id)
+    path = template.expand(name=job.name, job_id=job_id, submitted=job.created_at)
+    return path, _export(settings, [job_id], path)

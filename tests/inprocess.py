@@ -121,17 +121,16 @@ def inprocess_runtime(
         engine.dispose()
 
 
-def plan_job(
-    engine: Engine,
+def telegram_job(
     *,
     quantity: int,
     budget: Decimal | None = None,
     cap: Decimal = Decimal("2.00"),
     name: str = "prop",
     code_timeout: float = 10.0,
-) -> list[int]:
-    """Plan a Telegram/UK job of ``quantity`` numbers; returns the slot ids."""
-    job = ResolvedJob(
+) -> ResolvedJob:
+    """A resolved job of ``quantity`` Telegram numbers in the UK."""
+    return ResolvedJob(
         name=name,
         budget=budget,
         code_timeout=code_timeout,
@@ -146,6 +145,21 @@ def plan_job(
                 max_price=cap,
             )
         ],
+    )
+
+
+def plan_job(
+    engine: Engine,
+    *,
+    quantity: int,
+    budget: Decimal | None = None,
+    cap: Decimal = Decimal("2.00"),
+    name: str = "prop",
+    code_timeout: float = 10.0,
+) -> list[int]:
+    """Plan a Telegram/UK job of ``quantity`` numbers; returns the slot ids."""
+    job = telegram_job(
+        quantity=quantity, budget=budget, cap=cap, name=name, code_timeout=code_timeout
     )
     with transaction(engine) as session:
         _, ids = store.create_job(session, job, source="inline")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,30 +21,16 @@ from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job
 from orchestrator.errors import JobOverlap
-from orchestrator.jobs.spec import ResolvedJob, ResolvedTarget
+from orchestrator.jobs.spec import ResolvedJob
 from orchestrator.sandbox.simulator import SandboxServer
+from tests.inprocess import telegram_job
 from tests.support import COMMAND, Orchestrator, fast_env, write_job
 
 HOLD = 3.0  # how long the first check waits for the others before it goes on
 
 
 def resolved(name: str = "nightly") -> ResolvedJob:
-    return ResolvedJob(
-        name=name,
-        budget=None,
-        code_timeout=60.0,
-        schedule=None,
-        targets=[
-            ResolvedTarget(
-                index=0,
-                service_id=1003,
-                service_name="Telegram",
-                countries=[(16, "United Kingdom")],
-                quantity=3,
-                max_price=Decimal("2.00"),
-            )
-        ],
-    )
+    return telegram_job(quantity=3, name=name, code_timeout=60.0)
 
 
 def hold_first_check(monkeypatch: pytest.MonkeyPatch, submitters: int) -> None:

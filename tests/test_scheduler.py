@@ -22,11 +22,11 @@ from orchestrator.jobs.scheduler import (
     LOCK_KEY,
     Outcome,
     Scheduler,
-    SchedulerLock,
     due_fire,
     latest_fire,
     run_scheduler,
 )
+from orchestrator.redis_lock import RedisLock
 from tests.support import write_job
 
 TICK = 0.05
@@ -363,7 +363,7 @@ def test_two_schedulers_that_both_believe_they_are_active_still_submit_each_fire
         Scheduler(
             jobs_dir,
             engine=engine,
-            lock=SchedulerLock(client, ttl=TTL, key=f"{LOCK_KEY}:{submit.who}"),
+            lock=RedisLock(client, f"{LOCK_KEY}:{submit.who}", ttl=TTL),
             submit=submit,
             catch_up=timedelta(hours=1),
             now=clock,
@@ -396,7 +396,8 @@ def test_two_schedulers_that_both_believe_they_are_active_still_submit_each_fire
 
 def test_the_lock_is_refreshed_and_released_only_by_its_holder(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    holder, other = SchedulerLock(client, ttl=SHORT_TTL), SchedulerLock(client, ttl=SHORT_TTL)
+    holder = RedisLock(client, LOCK_KEY, ttl=SHORT_TTL)
+    other = RedisLock(client, LOCK_KEY, ttl=SHORT_TTL)
 
     assert holder.acquire()
     assert not other.acquire()

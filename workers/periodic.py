@@ -9,6 +9,8 @@ import dramatiq
 import redis
 import structlog
 
+from orchestrator.redis_lock import RedisLock
+
 log = structlog.get_logger(__name__)
 
 LOCK_KEY = "legitsms-orchestrator:sweep-lock"
@@ -22,7 +24,9 @@ class PeriodicSweep(dramatiq.Middleware):
     """
 
     def __init__(self, redis_url: str, interval: float) -> None:
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        # Never released: it expires just before the next interval, one sweep per interval.
+        self._lock = RedisLock(client, LOCK_KEY, ttl=interval * 0.9)
         self._interval = interval
         self._stop = threading.Event()
 
@@ -41,8 +45,7 @@ class PeriodicSweep(dramatiq.Middleware):
         while not self._stop.wait(wait):
             wait = self._interval
             try:
-                lock_ms = max(1, int(self._interval * 900))
-                if self._redis.set(LOCK_KEY, "1", nx=True, px=lock_ms):
+                if self._lock.acquire():
                     sweep_all.fn()
             except Exception as exc:  # the loop must outlive any one failure
                 log.warning("sweep_failed", error=str(exc))

@@ -19,7 +19,7 @@ from orchestrator.logs import CONSOLE_ENV
 
 log = structlog.get_logger(__name__)
 
-PARENT_ENV = "ORCHESTRATOR_RUN_PID"  # set for run's workers: they stop when run is gone
+PARENT_ENV = "ORCHESTRATOR_RUN_PID"  # set for supervised workers: they stop when it is gone
 
 
 def run_worker(*, threads: int, sweep_interval: float) -> int:
@@ -51,7 +51,7 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     parent = os.environ.get(PARENT_ENV)
-    if parent:  # started by `run`, in a session of its own: no terminal stops it if run dies
+    if parent:  # supervised, in a session of its own: no terminal stops it if its parent dies
         threading.Thread(
             target=_stop_when_orphaned, args=(int(parent), stop), name="parent-watch", daemon=True
         ).start()
@@ -65,7 +65,7 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
 
 def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
     """Set ``stop`` once the process that started this one is gone (its pid is no longer our
-    parent's): a worker of a ``run`` that was killed must not work on alone, unwatched."""
+    parent's): a worker whose ``run`` or supervisor was killed must not work on alone."""
     while not stop.wait(1.0):
         if os.getppid() != parent:
             log.warning("worker_orphaned", parent_pid=parent)
@@ -73,18 +73,19 @@ def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
 
 
 def run_processes(count: int, argv: list[str]) -> int:
-    """Run ``count`` worker processes (``argv`` each) and forward stop signals to them."""
-    children = [subprocess.Popen(argv) for _ in range(count)]  # noqa: S603  (our own command)
+    """Run ``count`` worker processes (``argv`` each), restarting any that dies, until SIGTERM
+    or SIGINT; then stop them all and return the worst exit code."""
+    stop = threading.Event()
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    workers = LocalWorkers(argv, count, dict(os.environ))
+    while not stop.wait(1.0):
+        workers.keep_alive()
+    return workers.stop()
 
 
 def worker_argv(threads: int) -> list[str]:
@@ -102,10 +103,11 @@ def worker_argv(threads: int) -> list[str]:
 
 
 class LocalWorkers:
-    """Worker processes started by ``run`` on this machine, restarted if one dies.
+    """Worker processes started on this machine (by ``run``, or ``worker --processes N``),
+    restarted if one dies.
 
-    Each runs in a session of its own: a terminal's Ctrl-C reaches ``run`` only, which decides
-    when they stop; and each stops on its own if ``run`` dies (PARENT_ENV). With ``on_line``,
+    Each runs in a session of its own: a terminal's Ctrl-C reaches the supervisor only, which
+    decides when they stop; and each stops on its own if the supervisor dies (PARENT_ENV). With ``on_line``,
     their output is read here and handed over line by line (so a live progress bar can print
     it above itself); without, they write to our stderr directly.
     """
@@ -149,7 +151,9 @@ class LocalWorkers:
                 log.warning("worker_restarted", exit_code=child.returncode)
                 self._children[i] = self._spawn()
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 20.0) -> int:
+        """Ask each to stop (SIGTERM), kill any still running after ``timeout`` seconds;
+        returns the worst exit code."""
         for child in self._children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -160,6 +164,7 @@ class LocalWorkers:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        return max((child.returncode for child in self._children), default=0)
 
 
 def child_env(

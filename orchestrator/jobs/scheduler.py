@@ -3,8 +3,8 @@
 Three parts, each doing one thing:
 
 - :func:`due_fire` is the clock arithmetic, pure: which fire, if any, is due now.
-- :class:`SchedulerLock` elects one active scheduler per Redis; any other waits on standby
-  and takes over when the holder stops refreshing the lock (it died, hung or lost Redis).
+- a ``RedisLock`` elects one active scheduler per Redis; any other waits on standby and
+  takes over when the holder stops refreshing the lock (it died, hung or lost Redis).
 - :class:`Scheduler` claims a due fire by inserting its ``ScheduleFire`` row. The row's
   UNIQUE(job_name, fire_at) is what makes a fire run at most once, across restarts and
   between two schedulers that both believe they are active; the lock only keeps a second
@@ -14,9 +14,6 @@ Three parts, each doing one thing:
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -35,6 +32,7 @@ from orchestrator.db.models import ScheduleFire, utcnow
 from orchestrator.errors import ConfigError, JobOverlap, SpecError
 from orchestrator.jobs.spec import JobLimits, JobSpec, load_job_spec
 from orchestrator.redact import mask
+from orchestrator.redis_lock import RedisLock
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
@@ -45,7 +43,6 @@ __all__ = [
     "LOCK_KEY",
     "Outcome",
     "Scheduler",
-    "SchedulerLock",
     "Submit",
     "due_fire",
     "latest_fire",
@@ -111,54 +108,6 @@ def due_fire(
     return fire
 
 
-# Extend or delete the lock only while it holds our token: a holder whose lock expired must
-# not extend or delete the lock another scheduler has taken since.
-_REFRESH: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-class SchedulerLock:
-    """The right to be the active scheduler: a Redis key with a TTL, refreshed by its holder."""
-
-    def __init__(self, client: redis.Redis, *, ttl: float, key: str = LOCK_KEY) -> None:
-        self.key = key
-        # Readable in `redis-cli GET`, so an operator can see which host is active.
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
-        self._ttl_ms = max(1, round(ttl * 1000))
-        self._redis = client
-        self._refresh = client.register_script(_REFRESH)
-        self._release = client.register_script(_RELEASE)
-
-    def acquire(self) -> bool:
-        """Take the lock if nobody holds it."""
-        return bool(self._redis.set(self.key, self.token, nx=True, px=self._ttl_ms))
-
-    def refresh(self) -> bool:
-        """Extend the lock for another TTL if it is still ours."""
-        return bool(self._refresh(keys=[self.key], args=[self.token, self._ttl_ms]))
-
-    def release(self) -> bool:
-        """Give the lock up if it is still ours, so a standby can take over at once."""
-        return bool(self._release(keys=[self.key], args=[self.token]))
-
-    def holder(self) -> str | None:
-        """Who holds the lock now, if anyone."""
-        value = self._redis.get(self.key)
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Scheduler:
     """Looks at a folder of job files every tick and submits each scheduled one when due."""
 
@@ -167,7 +116,7 @@ class Scheduler:
         jobs_dir: Path,
         *,
         engine: Engine,
-        lock: SchedulerLock,
+        lock: RedisLock,
         submit: Submit,
         catch_up: timedelta,
         now: Callable[[], datetime],
@@ -379,7 +328,7 @@ def run_scheduler(
     scheduler = Scheduler(
         jobs_dir,
         engine=engine,
-        lock=SchedulerLock(redis_client, ttl=ttl),
+        lock=RedisLock(redis_client, LOCK_KEY, ttl=ttl),
         submit=submit,
         catch_up=catch_up,
         now=now,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,22 @@ def fast_env(base_url: str, redis_url: str, database_url: str, home: Path) -> di
         "ORCHESTRATOR_READ_TIMEOUT": "3s",
         "ORCHESTRATOR_CONNECT_TIMEOUT": "2s",
     }
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str = "the condition",
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+) -> None:
+    """Return once ``condition()`` holds; fail naming ``what`` if it does not within ``timeout``
+    seconds (a wait that runs out must fail here, not far from its cause)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {timeout}s: {what}")
+        time.sleep(interval)
 
 
 def write_job(folder: Path, body: str, name: str = "job.yaml") -> Path:

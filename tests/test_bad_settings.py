@@ -349,14 +349,14 @@ def test_a_bad_setting_or_argument_exits_with_its_code_and_one_line(
 
 
 def test_an_unusable_answer_is_not_called_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.cli.common import _guard
+    from orchestrator.cli.common import guard
     from orchestrator.errors import MalformedResponse, NotSent
 
     for raised, says in [
         (MalformedResponse("/prices: bad price entry"), "the provider answered something unusable"),
         (NotSent("connection refused"), "the provider could not be reached"),
     ]:
-        with pytest.raises(typer.Exit) as caught, _guard():
+        with pytest.raises(typer.Exit) as caught, guard():
             raise raised
         assert caught.value.exit_code == ExitCode.UNAVAILABLE
         assert capsys.readouterr().err.strip() == f"error: {says}: {raised}"

@@ -12,7 +12,7 @@ from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.jobrun import read_progress
 from orchestrator.db.models import JobStatus
 from orchestrator.sandbox.simulator import SandboxServer
-from tests.support import Orchestrator, submitted_job_id, write_job
+from tests.support import Orchestrator, submitted_job_id, wait_until, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +70,7 @@ def test_cancel_stops_buying_and_refunds_what_was_bought(
         orchestrator.run("submit", str(write_job(tmp_path, long_wait))).stdout
     )
     orchestrator.start_worker()
-    deadline = time.monotonic() + 30
-    while len(sandbox.ledger.orders()) < 12 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: len(sandbox.ledger.orders()) == 12, "all 12 numbers bought", timeout=90)
     time.sleep(3.5)  # every code that will come has come; the rest wait for the 10m timeout
 
     cancelled = orchestrator.run("cancel", str(job_id))

@@ -27,6 +27,7 @@ from orchestrator.jobs.scheduler import (
     run_scheduler,
 )
 from orchestrator.redis_lock import RedisLock
+from tests import support
 from tests.support import write_job
 
 TICK = 0.05
@@ -185,11 +186,8 @@ class Running:
             raise self.errors[0]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def wait_until(condition: Callable[[], bool]) -> None:
+    support.wait_until(condition, timeout=5.0, interval=0.02)
 
 
 def events(logs: Sequence[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:

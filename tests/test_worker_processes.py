@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from orchestrator.db.models import State
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.running import descendants
-from tests.support import COMMAND, Orchestrator, fast_env, submitted_job_id, write_job
+from tests.support import COMMAND, Orchestrator, fast_env, submitted_job_id, wait_until, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +41,6 @@ def _parent(pid: int) -> int | None:
         return None
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not seen within {timeout}s: {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def orchestrator(
     tmp_path: Path, sandbox: SandboxServer, redis_url: str, sqlite_url: str
@@ -73,10 +64,10 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait(lambda: len(_workers(supervisor)) == 2, "two worker processes")
+        wait_until(lambda: len(_workers(supervisor)) == 2, "two worker processes")
         first = _workers(supervisor)
         os.kill(first[0], signal.SIGKILL)
-        _wait(
+        wait_until(
             lambda: len(_workers(supervisor)) == 2 and first[0] not in _workers(supervisor),
             "the killed worker replaced",
         )
@@ -89,7 +80,8 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(
         workers = _workers(supervisor)
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(30) == 0
-        _wait(lambda: not any(_parent(pid) is not None for pid in workers), "workers gone", 5)
+        gone = lambda: all(_parent(pid) is None for pid in workers)  # noqa: E731
+        wait_until(gone, "every worker gone", timeout=5)
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,11 +11,11 @@ import typer
 from orchestrator.cli.catalog import balance, prices, services
 from orchestrator.cli.common import (
     Context,
-    _check_log_level,
-    out,
+    check_log_level,
 )
 from orchestrator.cli.config_view import config_command
 from orchestrator.cli.db import db_app
+from orchestrator.cli.demo import demo
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.manage import (
     cancel,
@@ -28,7 +27,7 @@ from orchestrator.cli.manage import (
     sweep_command,
     worker,
 )
-from orchestrator.cli.run import _plain, run, submit
+from orchestrator.cli.run import run, submit
 from orchestrator.cli.sandbox import sandbox_command
 
 app = typer.Typer(
@@ -52,7 +51,7 @@ def main_options(
         str | None,
         typer.Option(
             help="debug, info, warning or error (default: the settings').",
-            callback=_check_log_level,
+            callback=check_log_level,
         ),
     ] = None,
 ) -> None:
@@ -74,38 +73,7 @@ app.command()(resolve)
 app.command()(balance)
 app.command()(services)
 app.command()(prices)
-
-
-@app.command()
-def demo(
-    export: Annotated[Path, typer.Option("--export", "-o", help="Where to write the CSV.")] = Path(
-        "out/example.csv"
-    ),
-    job_file: Annotated[Path, typer.Option("--job", help="The job to run.")] = Path(
-        "jobs/example.yaml"
-    ),
-) -> None:
-    """Run the example job end to end against a local simulator, on the embedded defaults."""
-    from orchestrator.cli.demo import demo_environment
-
-    with demo_environment() as env:
-        os.environ.update(env)
-        args = ["run", str(job_file), "--export", str(export), "--allow-overlap"]
-        code = _invoke(args)
-    if code == ExitCode.INCOMPLETE:
-        # The simulator withholds some codes on purpose, to show cancels and refunds.
-        _plain(out, f"demo done: see {export} (orders without a code were cancelled and refunded)")
-        code = ExitCode.OK
-    raise typer.Exit(code)
-
-
-def _invoke(args: list[str]) -> int:
-    """Run another command of this app in-process; its exit code."""
-    try:
-        result = app(args, standalone_mode=False)
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    return result if isinstance(result, int) else 0
+app.command()(demo)
 
 
 app.command("sandbox", help="Serve the LegitSMS API simulator (for demos and tests).")(

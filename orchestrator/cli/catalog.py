@@ -9,11 +9,11 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.common import (
-    _broker,
-    _client,
-    _ctx,
-    _fail,
-    _guard,
+    broker_url,
+    client_for,
+    context,
+    fail,
+    guard,
     out,
 )
 from orchestrator.cli.exit_codes import ExitCode
@@ -22,17 +22,17 @@ from orchestrator.redact import for_terminal
 
 def balance(ctx: typer.Context) -> None:
     """Print the wallet balance."""
-    with _guard():
-        settings = _ctx(ctx).settings()
-        with _broker(settings) as url, _client(settings, url) as client:
+    with guard():
+        settings = context(ctx).settings()
+        with broker_url(settings) as url, client_for(settings, url) as client:
             out.print(str(client.balance()))
 
 
 def services(ctx: typer.Context) -> None:
     """List the services (apps) and their ids."""
-    with _guard():
-        settings = _ctx(ctx).settings()
-        with _broker(settings) as url, _client(settings, url) as client:
+    with guard():
+        settings = context(ctx).settings()
+        with broker_url(settings) as url, client_for(settings, url) as client:
             rows = client.services()
     table = Table("id", "service")
     for service in rows:
@@ -44,13 +44,13 @@ def prices(
     ctx: typer.Context, service: Annotated[str, typer.Argument(help="A service name or id.")]
 ) -> None:
     """List live prices, stock and success rates per country for a service."""
-    with _guard():
-        settings = _ctx(ctx).settings()
-        with _broker(settings) as url, _client(settings, url) as client:
+    with guard():
+        settings = context(ctx).settings()
+        with broker_url(settings) as url, client_for(settings, url) as client:
             known = client.services()
             match = [s for s in known if str(s.id) == service or s.name.lower() == service.lower()]
             if not match:
-                _fail(ExitCode.BAD_INPUT, f"no service {service!r}; see `orchestrator services`")
+                fail(ExitCode.BAD_INPUT, f"no service {service!r}; see `orchestrator services`")
             rows = client.prices(match[0].id)
     table = Table("country id", "country", "cost", "stock", "success %")
     for price in sorted(rows.values(), key=lambda p: p.cost):

@@ -30,6 +30,7 @@ from orchestrator.errors import (
     ProviderRejected,
     SpecError,
 )
+from orchestrator.jobs.submit import submit_job_file
 from orchestrator.lifecycle.nudges import Nudge
 from orchestrator.lifecycle.wiring import make_client, make_throttle
 from orchestrator.logs import configure_logging
@@ -56,13 +57,13 @@ class Context:
         return settings
 
 
-def _ctx(ctx: typer.Context) -> Context:
+def context(ctx: typer.Context) -> Context:
     obj = ctx.obj
     assert isinstance(obj, Context)
     return obj
 
 
-def _fail(code: ExitCode, message: str) -> NoReturn:
+def fail(code: ExitCode, message: str) -> NoReturn:
     # The message quotes the user's file and the provider's names and messages: printed as
     # text (no markup), control characters escaped, secrets masked (for_terminal); never
     # wrapped, for grep and cron mail (a job file's problems keep one line each).
@@ -72,43 +73,43 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
 
 
 @contextmanager
-def _guard() -> Iterator[None]:
+def guard() -> Iterator[None]:
     """Turn our exceptions into a one-line message and a documented exit code."""
     try:
         yield
     except (SpecError, ConfigError, OutputRefused) as exc:
-        _fail(ExitCode.BAD_INPUT, str(exc))
+        fail(ExitCode.BAD_INPUT, str(exc))
     except JobNotFound as exc:
-        _fail(ExitCode.BAD_INPUT, str(exc))
+        fail(ExitCode.BAD_INPUT, str(exc))
     except JobOverlap as exc:
-        _fail(ExitCode.OVERLAP, str(exc))
+        fail(ExitCode.OVERLAP, str(exc))
     except DatabaseGone as exc:  # never "no job": the jobs are in the file that went away
-        _fail(ExitCode.UNAVAILABLE, str(exc))
+        fail(ExitCode.UNAVAILABLE, str(exc))
     except ProviderRejected as exc:
-        _fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
+        fail(ExitCode.UNAVAILABLE, f"the provider refused: {exc}")
     except MalformedResponse as exc:  # it was reached: what it said could not be used
-        _fail(ExitCode.UNAVAILABLE, f"the provider answered something unusable: {exc}")
+        fail(ExitCode.UNAVAILABLE, f"the provider answered something unusable: {exc}")
     except ProviderError as exc:
-        _fail(ExitCode.UNAVAILABLE, f"the provider could not be reached: {exc}")
+        fail(ExitCode.UNAVAILABLE, f"the provider could not be reached: {exc}")
     except OrchestratorError as exc:
-        _fail(ExitCode.UNAVAILABLE, str(exc))
+        fail(ExitCode.UNAVAILABLE, str(exc))
     # A traceback would exit 1, which cron reads as "the job ended and some numbers got no code".
     except (OperationalError, InterfaceError) as exc:
         reason = str(exc.orig or exc).strip().splitlines()[0]
-        _fail(ExitCode.UNAVAILABLE, f"the database could not be used: {reason}")
+        fail(ExitCode.UNAVAILABLE, f"the database could not be used: {reason}")
     except RedisError as exc:
-        _fail(ExitCode.UNAVAILABLE, f"Redis could not be used: {exc}")
+        fail(ExitCode.UNAVAILABLE, f"Redis could not be used: {exc}")
 
 
 @contextmanager
-def _broker(settings: Settings) -> Iterator[str]:
+def broker_url(settings: Settings) -> Iterator[str]:
     """The Redis URL to use: REDIS_URL, or the embedded server (started here if needed)."""
-    with _broker_handle(settings) as (url, _embedded):
+    with broker_handle(settings) as (url, _embedded):
         yield url
 
 
 @contextmanager
-def _broker_handle(settings: Settings) -> Iterator[tuple[str, EmbeddedBroker | None]]:
+def broker_handle(settings: Settings) -> Iterator[tuple[str, EmbeddedBroker | None]]:
     """The Redis URL, and our hold on the embedded server when REDIS_URL is unset: it is
     shut down when we leave only if no other process of the data folder still uses it."""
     embedded: EmbeddedBroker | None = None
@@ -124,31 +125,56 @@ def _broker_handle(settings: Settings) -> Iterator[tuple[str, EmbeddedBroker | N
             embedded.release()
 
 
-def _client(settings: Settings, redis_url: str) -> LegitSMSClient:
+def client_for(settings: Settings, redis_url: str) -> LegitSMSClient:
     """A client that waits its turn under the shared rate limit."""
     return make_client(settings, make_throttle(settings, redis_url, patient=True))
 
 
-def _at_least(lowest: int) -> Callable[[typer.CallbackParam, int | None], int | None]:
+def at_least_option(lowest: int) -> Callable[[typer.CallbackParam, int | None], int | None]:
     """An option callback refusing a number below ``lowest`` with one line and exit 2."""
 
     def check(param: typer.CallbackParam, value: int | None) -> int | None:
         # Not typer's min=: its refusal is a multi-line panel, and cron mail wants one line.
         if value is not None and value < lowest:
             name = param.opts[0] if param.opts else str(param.name)
-            _fail(ExitCode.BAD_INPUT, f"{name} must be at least {lowest}, got {value}")
+            fail(ExitCode.BAD_INPUT, f"{name} must be at least {lowest}, got {value}")
         return value
 
     return check
 
 
-def _check_log_level(value: str | None) -> str | None:
+def check_log_level(value: str | None) -> str | None:
     if value is not None and (problem := log_level_problem(value)):
-        _fail(ExitCode.BAD_INPUT, f"--log-level {problem}")
+        fail(ExitCode.BAD_INPUT, f"--log-level {problem}")
     return value.lower() if value is not None else None
 
 
-def _send(nudges: list[Nudge]) -> None:
+def send_nudges(nudges: list[Nudge]) -> None:
     from workers.actors import send  # late: the broker must be configured first
 
     send(nudges)
+
+
+def submit_file(
+    settings: Settings,
+    job_file: Path,
+    redis_url: str,
+    *,
+    allow_overlap: bool,
+    before_commit: Callable[[], None] = lambda: None,
+) -> tuple[int, int]:
+    """Submit the job file (see jobs.submit), nudging through the broker at ``redis_url``."""
+    return submit_job_file(
+        settings,
+        job_file,
+        open_client=lambda: client_for(settings, redis_url),
+        send=send_nudges,
+        allow_overlap=allow_overlap,
+        before_commit=before_commit,
+    )
+
+
+def plain(console: Console, text: str) -> None:
+    """One line as text: no markup, no highlighting, never wrapped (cron logs are grepped);
+    provider text in it (order ids) made safe for a terminal (for_terminal)."""
+    console.print(for_terminal(text), highlight=False, markup=False, soft_wrap=True)

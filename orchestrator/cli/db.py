@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from orchestrator.cli.common import (
-    _ctx,
-    _guard,
+    context,
+    guard,
     out,
 )
 
@@ -21,8 +21,8 @@ def db_upgrade(ctx: typer.Context) -> None:
     from orchestrator.db import migrate
     from orchestrator.db.engine import make_engine
 
-    with _guard():
-        engine = make_engine(_ctx(ctx).settings().effective_database_url)
+    with guard():
+        engine = make_engine(context(ctx).settings().effective_database_url)
         try:
             before = migrate.current_revision(engine)
             migrate.upgrade(engine)
@@ -39,8 +39,8 @@ def db_current(ctx: typer.Context) -> None:
     from orchestrator.db import migrate
     from orchestrator.db.engine import make_engine
 
-    with _guard():
-        engine = make_engine(_ctx(ctx).settings().effective_database_url)
+    with guard():
+        engine = make_engine(context(ctx).settings().effective_database_url)
         try:
             revision = migrate.current_revision(engine)
             differences = migrate.check_schema(engine) if revision else []

@@ -9,19 +9,20 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.common import (
-    _at_least,
-    _broker,
-    _ctx,
-    _fail,
-    _guard,
-    _send,
+    at_least_option,
+    broker_url,
+    context,
+    fail,
+    guard,
     out,
+    plain,
+    send_nudges,
+    submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.cli.run import _export, _plain, _submit
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
-from orchestrator.jobs.export import ExportFormat
+from orchestrator.jobs.export import ExportFormat, export_jobs
 from orchestrator.jobs.export_select import Selection, SelectionError, parse_day, select_jobs
 from orchestrator.jobs.output_file import write_atomically
 from orchestrator.jobs.spec import JobLimits
@@ -48,15 +49,15 @@ def scheduler(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
-    with _guard():
-        settings = _ctx(ctx).settings()
+    with guard():
+        settings = context(ctx).settings()
         settings.require_api_key()
-        with _broker(settings) as url:
+        with broker_url(settings) as url:
             engine = make_database(settings)
             client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
             def submit_job(path: Path) -> int:
-                job_id, _slots = _submit(settings, path, url, allow_overlap=False)
+                job_id, _slots = submit_file(settings, path, url, allow_overlap=False)
                 return job_id
 
             try:
@@ -79,23 +80,23 @@ def worker(
     processes: Annotated[
         int | None,
         typer.Option(
-            help="Worker processes, 1 or more (default: settings').", callback=_at_least(1)
+            help="Worker processes, 1 or more (default: settings').", callback=at_least_option(1)
         ),
     ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
-            help="Threads per process, 1 or more (default: settings').", callback=_at_least(1)
+            help="Threads per process, 1 or more (default: settings').", callback=at_least_option(1)
         ),
     ] = None,
 ) -> None:
     """Work the queue until stopped (SIGTERM or Ctrl-C)."""
-    with _guard():
-        settings = _ctx(ctx).settings()
+    with guard():
+        settings = context(ctx).settings()
         settings.require_api_key()
         count = processes if processes is not None else settings.worker_processes
         per = threads if threads is not None else settings.worker_threads
-        with _broker(settings):
+        with broker_url(settings):
             from workers.runner import run_processes, run_worker, worker_argv
 
             if count > 1:
@@ -113,8 +114,8 @@ def status(
     from orchestrator.cli.jobrun import read_progress
     from orchestrator.cli.status_view import job_summary, job_table, jobs_table
 
-    with _guard():
-        settings = _ctx(ctx).settings()
+    with guard():
+        settings = context(ctx).settings()
         engine = make_database(settings)
         with transaction(engine) as session:
             if job is None:
@@ -124,7 +125,7 @@ def status(
             assert row.id is not None
             out.print(job_summary(session, row))
             out.print(job_table(session, row))
-        _plain(out, read_progress(engine, row.id).line())
+        plain(out, read_progress(engine, row.id).line())
 
 
 def export_command(
@@ -159,14 +160,14 @@ def export_command(
             until=parse_day(until, "--until") if until else None,
         )
     except SelectionError as exc:
-        _fail(ExitCode.BAD_INPUT, str(exc))
-    with _guard():
-        settings = _ctx(ctx).settings()
+        fail(ExitCode.BAD_INPUT, str(exc))
+    with guard():
+        settings = context(ctx).settings()
         with transaction(make_database(settings)) as session:
             job_ids = [job.id for job in select_jobs(session, selection) if job.id is not None]
-        rows = _export(settings, job_ids, output, fmt)
+        rows = export_jobs(make_database(settings), job_ids, output, fmt)
     noun = "job" if len(job_ids) == 1 else "jobs"
-    _plain(out, f"wrote {rows} rows of {len(job_ids)} {noun} to {output}")
+    plain(out, f"wrote {rows} rows of {len(job_ids)} {noun} to {output}")
 
 
 def report(
@@ -178,8 +179,8 @@ def report(
     from orchestrator.db.models import utcnow
     from orchestrator.jobs.report import build_report, render_html
 
-    with _guard():
-        settings = _ctx(ctx).settings()
+    with guard():
+        settings = context(ctx).settings()
         with transaction(make_database(settings)) as session:
             row = store.get_job(session, job)
             assert row.id is not None
@@ -187,7 +188,7 @@ def report(
                 build_report(row, store.export_rows(session, [row.id])), generated=utcnow()
             )
         write_atomically(output, lambda handle: handle.write(page))
-    _plain(out, f"wrote the report of job {row.id} to {output}")
+    plain(out, f"wrote the report of job {row.id} to {output}")
 
 
 def cancel(
@@ -196,16 +197,16 @@ def cancel(
     """Stop buying for a job and cancel (refund) its orders that have no code yet."""
     from orchestrator.lifecycle.sweep import sweep
 
-    with _guard():
-        settings = _ctx(ctx).settings()
-        with _broker(settings) as url:
+    with guard():
+        settings = context(ctx).settings()
+        with broker_url(settings) as url:
             rt = make_runtime(settings, url, patient=True)
             with transaction(rt.engine) as session:
                 row = store.get_job(session, job)
                 requested = store.request_job_cancel(session, row)
             if not requested:
-                _fail(ExitCode.BAD_INPUT, f"job {row.id} has already ended")
-            _send(sweep(rt))
+                fail(ExitCode.BAD_INPUT, f"job {row.id} has already ended")
+            send_nudges(sweep(rt))
     out.print(f"job {row.id}: cancel requested; workers cancel its open orders")
 
 
@@ -213,11 +214,11 @@ def sweep_command(ctx: typer.Context) -> None:
     """Re-drive every unfinished slot whose message was lost (for cron; workers also do it)."""
     from orchestrator.lifecycle.sweep import sweep
 
-    with _guard():
-        settings = _ctx(ctx).settings()
-        with _broker(settings) as url:
+    with guard():
+        settings = context(ctx).settings()
+        with broker_url(settings) as url:
             nudges = sweep(make_runtime(settings, url, patient=True))
-            _send(nudges)
+            send_nudges(nudges)
     out.print(f"re-sent {len(nudges)} nudges")
 
 
@@ -238,16 +239,16 @@ def resolve(
     from orchestrator.provider.client import usable_order_id
 
     if (order_id is None) == (not not_bought):
-        _fail(ExitCode.BAD_INPUT, "give exactly one of --order-id ID or --not-bought")
+        fail(ExitCode.BAD_INPUT, "give exactly one of --order-id ID or --not-bought")
     if order_id is not None and usable_order_id(order_id) is None:
-        _fail(ExitCode.BAD_INPUT, f"--order-id must be {ORDER_ID_RULE}")
-    with _guard():
-        settings = _ctx(ctx).settings()
-        with _broker(settings) as url:
+        fail(ExitCode.BAD_INPUT, f"--order-id must be {ORDER_ID_RULE}")
+    with guard():
+        settings = context(ctx).settings()
+        with broker_url(settings) as url:
             rt = make_runtime(settings, url, patient=True)
             try:
                 nudges = resolve_in_doubt(rt, activation, order_id=order_id)
             except ResolveRefused as exc:  # a bad request: nothing changed
-                _fail(ExitCode.BAD_INPUT, str(exc))
-            _send(nudges)
+                fail(ExitCode.BAD_INPUT, str(exc))
+            send_nudges(nudges)
     out.print(f"slot {activation} resolved")

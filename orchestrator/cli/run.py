@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from orchestrator.cli.common import (
     OVERLAP_HELP,
-    _at_least,
-    _broker,
-    _broker_handle,
-    _client,
-    _ctx,
-    _fail,
-    _guard,
-    _send,
+    at_least_option,
+    broker_handle,
+    broker_url,
+    context,
     err,
+    fail,
+    guard,
     out,
+    plain,
+    send_nudges,
+    submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.jobrun import (
@@ -41,34 +41,13 @@ from orchestrator.db.engine import transaction
 from orchestrator.errors import (
     OutputRefused,
 )
-from orchestrator.jobs.export import ExportFormat, write_rows
+from orchestrator.jobs.export import export_job
 from orchestrator.jobs.export_path import PathTemplate, TemplateError
-from orchestrator.jobs.output_file import output_target, write_atomically
-from orchestrator.jobs.submit import submit_job_file
+from orchestrator.jobs.output_file import output_target
 from orchestrator.lifecycle.wiring import make_database, make_runtime
 from orchestrator.logs import at_least, configure_logging
-from orchestrator.redact import for_terminal
 from workers.embedded import BrokerLost
 from workers.runner import LocalWorkers, child_env
-
-
-def _submit(
-    settings: Settings,
-    job_file: Path,
-    redis_url: str,
-    *,
-    allow_overlap: bool,
-    before_commit: Callable[[], None] = lambda: None,
-) -> tuple[int, int]:
-    """Submit the job file (see jobs.submit), nudging through the broker at ``redis_url``."""
-    return submit_job_file(
-        settings,
-        job_file,
-        open_client=lambda: _client(settings, redis_url),
-        send=_send,
-        allow_overlap=allow_overlap,
-        before_commit=before_commit,
-    )
 
 
 def submit(
@@ -77,10 +56,10 @@ def submit(
     allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
 ) -> None:
     """Put a job on the queue for the workers (see `worker`), and print its id."""
-    with _guard():
-        settings = _ctx(ctx).settings()
-        with _broker(settings) as url:
-            job_id, slots = _submit(settings, job_file, url, allow_overlap=allow_overlap)
+    with guard():
+        settings = context(ctx).settings()
+        with broker_url(settings) as url:
+            job_id, slots = submit_file(settings, job_file, url, allow_overlap=allow_overlap)
     out.print(f"submitted job {job_id} ({slots} numbers)")
 
 
@@ -101,7 +80,7 @@ def run(
         int | None,
         typer.Option(
             help="Local worker processes to start (0 or more); 0 when workers run elsewhere.",
-            callback=_at_least(0),
+            callback=at_least_option(0),
         ),
     ] = None,
     allow_overlap: Annotated[bool, typer.Option(help=OVERLAP_HELP)] = False,
@@ -126,14 +105,14 @@ def run(
         if template is not None and template.fixed_path is not None:
             output_target(template.fixed_path)
     except (TemplateError, OutputRefused) as exc:
-        _fail(ExitCode.BAD_INPUT, str(exc))
+        fail(ExitCode.BAD_INPUT, str(exc))
     signals = Signals()
     signals.install()
     try:
-        with _guard():
+        with guard():
             final = _run(ctx, job_file, template, workers, allow_overlap, quiet, signals)
     except Interrupted as exc:
-        _fail(
+        fail(
             ExitCode.for_signal(exc.signum),
             "interrupted before the job was submitted; nothing was bought",
         )
@@ -152,19 +131,19 @@ def _run(
     signals: Signals,
 ) -> Progress:
     """``run`` once its arguments are checked: its summary is printed, its verdict returned."""
-    options = _ctx(ctx)
+    options = context(ctx)
     settings = options.settings()
     level = options.log_level or settings.log_level
     if quiet:
         level = at_least(level, "warning")
         configure_logging(level)
     bar = err.is_terminal and not quiet
-    with _broker_handle(settings) as (url, embedded):
-        job_id, slots = _submit(
+    with broker_handle(settings) as (url, embedded):
+        job_id, slots = submit_file(
             settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting
         )
         if not quiet:
-            _plain(err, f"job {job_id}: {slots} numbers submitted")
+            plain(err, f"job {job_id}: {slots} numbers submitted")
         count = settings.worker_processes if workers is None else workers
         env = child_env(url, log_level=level, config=options.config, console_logs=bar)
         local = _start_workers(settings, count, env, through_bar=bar)
@@ -175,7 +154,7 @@ def _run(
             if local is not None:
                 local.stop(timeout=LEAVE_TIMEOUT)
             if local is None:
-                _plain(err, f"interrupted; job {job_id} goes on with the workers elsewhere")
+                plain(err, f"interrupted; job {job_id} goes on with the workers elsewhere")
             else:
                 _say_what_is_left(settings, job_id)
             raise typer.Exit(int(signals.exit_code())) from None
@@ -183,26 +162,26 @@ def _run(
             if local is not None:
                 local.stop(timeout=LEAVE_TIMEOUT)
             _say_what_is_left(settings, job_id)
-            _fail(ExitCode.UNAVAILABLE, str(exc))
+            fail(ExitCode.UNAVAILABLE, str(exc))
         finally:
             watch.close()
             if local is not None:
                 local.stop()
     if template is not None:
         try:
-            path, rows = _export_job(settings, job_id, template)
+            path, rows = export_job(make_database(settings), job_id, template)
         except OutputRefused as exc:
             # The job ran: exit 2 ("nothing was bought") only when its verdict was 0.
-            _plain(out, f"job {job_id}: {final.line()}")
+            plain(out, f"job {job_id}: {final.line()}")
             code = final.exit_code()
-            _fail(
+            fail(
                 ExitCode.BAD_INPUT if code == ExitCode.OK else code,
                 f"{exc}; the job's rows are in the database: "
                 f"orchestrator export {job_id} --output FILE",
             )
         if not quiet:
-            _plain(err, f"wrote {rows} rows to {path}")
-    _plain(out, f"job {job_id}: {final.line()}")
+            plain(err, f"wrote {rows} rows to {path}")
+    plain(out, f"job {job_id}: {final.line()}")
     return final
 
 
@@ -216,13 +195,7 @@ def _say_what_is_left(settings: Settings, job_id: int) -> None:
     orders = open_orders(engine, job_id)
     expiry = settings.provider_expiry
     for line in leftover_lines(job_id, orders, provider_expiry=expiry, cancelled=cancelled):
-        _plain(err, line)
-
-
-def _plain(console: Console, text: str) -> None:
-    """One line as text: no markup, no highlighting, never wrapped (cron logs are grepped);
-    provider text in it (order ids) made safe for a terminal (for_terminal)."""
-    console.print(for_terminal(text), highlight=False, markup=False, soft_wrap=True)
+        plain(err, line)
 
 
 def _start_workers(
@@ -287,7 +260,7 @@ def _watch(
             line = progress.line()
             if not last or last[-1] != line:
                 last.append(line)
-                _plain(err, f"job {job_id}: {line}")
+                plain(err, f"job {job_id}: {line}")
 
         return wait_for_job(engine, job_id, on_progress=report, tick=tick, interval=1.0)
     from orchestrator.cli.progress_bar import ProgressBar
@@ -305,22 +278,4 @@ def _cancel_job(settings: Settings, url: str, job_id: int) -> None:
     rt = make_runtime(settings, url, patient=True)
     with transaction(rt.engine) as session:
         store.request_job_cancel(session, store.get_job(session, job_id))
-    _send(sweep(rt))
-
-
-def _export(
-    settings: Settings, job_ids: list[int], path: Path, fmt: ExportFormat | None = None
-) -> int:
-    engine = make_database(settings)
-    with transaction(engine) as session:
-        rows = store.export_rows(session, job_ids)
-    chosen = fmt or ExportFormat.for_path(path)
-    return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
-
-
-def _export_job(settings: Settings, job_id: int, template: PathTemplate) -> tuple[Path, int]:
-    """Export one job to its expanded path template; the path and the rows written."""
-    with transaction(make_database(settings)) as session:
-        job = store.get_job(session, job_id)
-    path = template.expand(name=job.name, job_id=job_id, submitted=job.created_at)
-    return path, _export(settings, [job_id], path)
+    send_nudges(sweep(rt))

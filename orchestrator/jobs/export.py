@@ -1,4 +1,4 @@
-"""Slots to CSV or JSON lines: one record per number, timestamps ISO 8601 UTC (no queries here).
+"""Slots to CSV or JSON lines: one record per number, timestamps ISO 8601 UTC.
 
 Provider text is untrusted (rule 8). In both formats secrets are masked (``redact.mask``). CSV
 cells of the text columns go through ``redact.for_csv``: a value a spreadsheet would run as a
@@ -18,11 +18,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from orchestrator.db import store
+from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, Target
+from orchestrator.jobs.export_path import PathTemplate
+from orchestrator.jobs.output_file import write_atomically
 from orchestrator.money import from_micros
 from orchestrator.redact import for_csv, mask
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlalchemy import Engine
 
 COLUMNS = (
     "job_id",
@@ -129,3 +136,22 @@ def write_jsonl(rows: Iterable[Row], out: TextIO) -> int:
 def write_rows(rows: Iterable[Row], out: TextIO, fmt: ExportFormat) -> int:
     """Write the slots in ``fmt``; returns how many were written."""
     return write_jsonl(rows, out) if fmt is ExportFormat.JSONL else write_csv(rows, out)
+
+
+def export_jobs(
+    engine: Engine, job_ids: list[int], path: Path, fmt: ExportFormat | None = None
+) -> int:
+    """Write the jobs' slots to ``path`` (format from its suffix unless given), atomically;
+    returns how many were written."""
+    with transaction(engine) as session:
+        rows = store.export_rows(session, job_ids)
+    chosen = fmt or ExportFormat.for_path(path)
+    return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
+
+
+def export_job(engine: Engine, job_id: int, template: PathTemplate) -> tuple[Path, int]:
+    """Export one job to its expanded path template; the path and the rows written."""
+    with transaction(engine) as session:
+        job = store.get_job(session, job_id)
+    path = template.expand(name=job.name, job_id=job_id, submitted=job.created_at)
+    return path, export_jobs(engine, [job_id], path)

@@ -107,9 +107,9 @@ class LocalWorkers:
     restarted if one dies.
 
     Each runs in a session of its own: a terminal's Ctrl-C reaches the supervisor only, which
-    decides when they stop; and each stops on its own if the supervisor dies (PARENT_ENV). With ``on_line``,
-    their output is read here and handed over line by line (so a live progress bar can print
-    it above itself); without, they write to our stderr directly.
+    decides when they stop; and each stops on its own if the supervisor dies (PARENT_ENV).
+    With ``on_line``, their output is read here and handed over line by line (so a live
+    progress bar can print it above itself); without, they write to our stderr directly.
     """
 
     def __init__(

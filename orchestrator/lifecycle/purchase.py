@@ -116,7 +116,9 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         return []
     job, target = purchases.jobs[act.job_id], purchases.targets[act.target_id]
     if act.state is State.ORDERING:
-        _expire_stale_claim(rt, purchases, act)
+        if claim_expired(rt, act):
+            with purchases.transaction() as session:
+                expire_claim(session, act)
         return []
     if act.state is not State.PLANNED or not rt.is_due(act.next_action_at):
         return []  # a duplicate or stale message: the row says what to do, not the message
@@ -358,12 +360,14 @@ def _budget_refused(rt: Runtime, session: Session, act: Activation) -> list[Nudg
     return []
 
 
-def _expire_stale_claim(rt: Runtime, purchases: Purchases, act: Activation) -> None:
-    """A claim older than the lease: its POST may have bought a number, so it is in doubt."""
-    if act.claimed_at is None or act.claimed_at >= rt.after(-rt.claim_lease):
-        return
-    with purchases.transaction() as session:
-        _end(session, act, State.IN_DOUBT, "order_in_doubt", error=UNRECORDED_CLAIM)
+def claim_expired(rt: Runtime, act: Activation) -> bool:
+    """Whether the slot's claim is older than the lease: whoever held it died or hung."""
+    return act.claimed_at is not None and act.claimed_at < rt.after(-rt.claim_lease)
+
+
+def expire_claim(session: Session, act: Activation) -> None:
+    """An expired claim's POST may have bought a number: the slot is in doubt."""
+    _end(session, act, State.IN_DOUBT, "order_in_doubt", error=UNRECORDED_CLAIM)
 
 
 def _fail(purchases: Purchases, act: Activation, reason: str, detail: str) -> list[Nudge]:

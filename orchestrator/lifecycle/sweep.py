@@ -11,7 +11,7 @@ from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.lifecycle.nudges import Action, Nudge
-from orchestrator.lifecycle.purchase import UNRECORDED_CLAIM
+from orchestrator.lifecycle.purchase import claim_expired, expire_claim
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.settle import cancel, cancel_at, check, start_cancel
 
@@ -47,14 +47,8 @@ def sweep(rt: Runtime) -> list[Nudge]:
         for act in store.overdue(session, before=rt.after(-grace), limit=BATCH):
             assert act.id is not None
             if act.state is State.ORDERING:
-                if act.claimed_at is not None and act.claimed_at < rt.after(-rt.claim_lease):
-                    store.move(
-                        session,
-                        act,
-                        State.IN_DOUBT,
-                        event="order_in_doubt",
-                        error=UNRECORDED_CLAIM,
-                    )
+                if claim_expired(rt, act):
+                    expire_claim(session, act)
                 continue
             action = ACTIONS.get(act.state)
             if action is None:

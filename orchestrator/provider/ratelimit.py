@@ -152,10 +152,6 @@ class SharedRateLimiter:
         """The Redis keys this limiter writes (for inspection and clean-up)."""
         return list(self._keys)
 
-    def slots_per_second(self) -> float:
-        """Requests per second this limiter admits; 0 means unlimited."""
-        return self.rate
-
     def horizon(self, priority: Priority) -> float:
         """How far ahead, in seconds, a caller of this priority may book a slot."""
         return horizon(priority, interval=self.interval, max_wait=self.max_wait)

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import SpecError
+from orchestrator.jobs.resolve import resolve_job
 from orchestrator.jobs.spec import (
     JobSpec,
     load_job_spec,
     parse_money,
-    resolve_job,
     validate_job_spec,
 )
 from orchestrator.provider.types import Price, Service

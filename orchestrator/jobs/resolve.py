@@ -34,16 +34,6 @@ class ResolvedJob:
     schedule: str | None
     targets: list[ResolvedTarget]
 
-    @property
-    def total_quantity(self) -> int:
-        """How many numbers the job buys if every purchase succeeds."""
-        return sum(target.quantity for target in self.targets)
-
-    @property
-    def max_spend(self) -> Decimal:
-        """The most the targets could cost at their caps (the budget may cap it lower)."""
-        return sum((target.quantity * target.max_price for target in self.targets), Decimal(0))
-
 
 def resolve_job(spec: JobSpec, catalog: Catalog, path: str) -> ResolvedJob:
     """Replace service and country names or ids by what the provider lists, checking each.

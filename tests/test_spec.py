@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,8 +19,8 @@ from orchestrator.jobs.resolve import resolve_job
 from orchestrator.jobs.spec import (
     JobSpec,
     load_job_spec,
+    parse_job_spec,
     parse_money,
-    validate_job_spec,
 )
 from orchestrator.provider.types import Price, Service
 
@@ -507,7 +508,8 @@ class FakeCatalog:
 
 
 def spec_of(*targets: dict[str, object], **top: object) -> JobSpec:
-    return validate_job_spec({"name": "t", **top, "targets": list(targets)}, "job.yaml")
+    data = {"name": "t", **top, "targets": list(targets)}
+    return parse_job_spec(yaml.safe_dump(data, sort_keys=False), "job.yaml")
 
 
 def target(service: object, **rest: object) -> dict[str, object]:

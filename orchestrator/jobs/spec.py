@@ -249,11 +249,6 @@ def parse_job_spec(text: str, path: str, limits: JobLimits = JobLimits()) -> Job
     return _validate(data, path, root, limits)
 
 
-def validate_job_spec(data: object, path: str, limits: JobLimits = JobLimits()) -> JobSpec:
-    """Validate an already-parsed job (a mapping); ``path`` only labels the errors."""
-    return _validate(data, path, None, limits)
-
-
 def _parse_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:
     """Parse ``text``, keeping the node tree so validation errors can name a line."""
     loader = yaml.SafeLoader(text)

@@ -25,7 +25,7 @@ from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job, JobStatus
 from orchestrator.errors import Throttled
-from orchestrator.jobs.spec import ResolvedJob, ResolvedTarget
+from orchestrator.jobs.resolve import ResolvedJob, ResolvedTarget
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.runtime import Runtime

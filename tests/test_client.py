@@ -34,8 +34,9 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.provider.client import LegitSMSClient, proxy_for
+from orchestrator.provider.client import LegitSMSClient
 from orchestrator.provider.ratelimit import Priority
+from orchestrator.provider.transport import proxy_for
 from orchestrator.provider.types import CodeStatus, Order, Price, Service
 from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
 

@@ -22,7 +22,8 @@ import tenacity.nap
 
 from orchestrator.config import Settings
 from orchestrator.errors import MalformedResponse, ProviderUnavailable, UnusableOrder
-from orchestrator.provider.client import MAX_RESPONSE_BYTES, LegitSMSClient
+from orchestrator.provider.client import LegitSMSClient
+from orchestrator.provider.transport import MAX_RESPONSE_BYTES
 from orchestrator.provider.types import Order
 from tests.test_client import SECRET, USA, WHATSAPP
 

@@ -29,13 +29,10 @@ from orchestrator.errors import (
     UnusableOrder,
 )
 from orchestrator.money import to_micros
-from orchestrator.provider.client import (
-    MAX_COST,
-    MAX_RESPONSE_BYTES,
-    RETRY_AFTER_CAP,
-    LegitSMSClient,
-    usable_order_id,
-)
+from orchestrator.provider.answers import MAX_COST, usable_order_id
+from orchestrator.provider.client import LegitSMSClient
+from orchestrator.provider.retries import RETRY_AFTER_CAP
+from orchestrator.provider.transport import MAX_RESPONSE_BYTES
 from orchestrator.provider.types import CodeStatus, Order, Price, Service
 from tests.test_client import (
     BALANCE,

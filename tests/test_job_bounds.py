@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.config import Settings
 from orchestrator.errors import SpecError
-from orchestrator.jobs.spec import JobLimits, load_job_spec, read_job_file, validate_job_spec
+from orchestrator.jobs.spec import JobLimits, load_job_spec, parse_job_spec, read_job_file
 
 JOB = """\
 name: big
@@ -71,8 +71,8 @@ def test_a_raised_limit_lets_a_larger_job_through(tmp_path: Path) -> None:
     spec = load_job_spec(_job(tmp_path, 50_000), JobLimits(max_numbers=50_000))
     assert spec.targets[0].quantity == 50_000
     with pytest.raises(SpecError, match="max_numbers_per_job"):
-        validate_job_spec(
-            {"name": "x", "targets": [{"service": 1, "country": 1, "quantity": 3, "max_price": 1}]},
+        parse_job_spec(
+            "name: x\ntargets:\n  - {service: 1, country: 1, quantity: 3, max_price: 1}\n",
             "inline",
             JobLimits(max_numbers=2),
         )

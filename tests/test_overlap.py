@@ -21,7 +21,7 @@ from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job
 from orchestrator.errors import JobOverlap
-from orchestrator.jobs.spec import ResolvedJob
+from orchestrator.jobs.resolve import ResolvedJob
 from orchestrator.sandbox.simulator import SandboxServer
 from tests.inprocess import telegram_job
 from tests.support import COMMAND, Orchestrator, fast_env, write_job

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import SpecError
+from orchestrator.jobs.resolve import resolve_job
 from orchestrator.jobs.spec import (
     JobSpec,
     load_job_spec,
+    parse_job_spec,
     parse_money,
-    resolve_job,
-    validate_job_spec,
 )
 from orchestrator.provider.types import Price, Service
 
@@ -507,7 +508,8 @@ class FakeCatalog:
 
 
 def spec_of(*targets: dict[str, object], **top: object) -> JobSpec:
-    return validate_job_spec({"name": "t", **top, "targets": list(targets)}, "job.yaml")
+    data = {"name": "t", **top, "targets": list(targets)}
+    return parse_job_spec(yaml.safe_dump(data, sort_keys=False), "job.yaml")
 
 
 def target(service: object, **rest: object) -> dict[str, object]:
@@ -581,8 +583,6 @@ def test_the_job_settings_and_target_indexes_carry_over() -> None:
         (0, 4, Decimal("1.5")),
         (1, 3, Decimal("2.00")),
     ]
-    assert job.total_quantity == 7
-    assert job.max_spend == Decimal("12.00")
 
 
 def test_an_unknown_service_name_is_refused_with_close_matches() -> None:

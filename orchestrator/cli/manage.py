@@ -236,7 +236,7 @@ def resolve(
     """Settle an in-doubt purchase by hand: attach the real order, or release it."""
     from orchestrator.errors import ResolveRefused
     from orchestrator.lifecycle.doubt import ORDER_ID_RULE, resolve_in_doubt
-    from orchestrator.provider.client import usable_order_id
+    from orchestrator.provider.answers import usable_order_id
 
     if (order_id is None) == (not not_bought):
         fail(ExitCode.BAD_INPUT, "give exactly one of --order-id ID or --not-bought")

@@ -48,7 +48,7 @@ from orchestrator.db.models import (
     utcnow,
 )
 from orchestrator.errors import JobNotFound, JobOverlap
-from orchestrator.jobs.spec import ResolvedJob
+from orchestrator.jobs.resolve import ResolvedJob
 from orchestrator.money import to_micros
 from orchestrator.redact import mask, mask_data
 

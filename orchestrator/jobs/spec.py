@@ -1,4 +1,7 @@
-"""The job file: its schema, how it is loaded and checked, and how its names become provider ids."""
+"""The job file: its schema, and how it is loaded and checked (errors name the file and field).
+
+How its names become provider ids is ``resolve``'s.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,6 @@ from pydantic_core import ErrorDetails
 from orchestrator.config import DEFAULT_MAX_JOB_FILE_BYTES, DEFAULT_MAX_NUMBERS_PER_JOB, Settings
 from orchestrator.durations import parse_duration
 from orchestrator.errors import SpecError
-from orchestrator.provider.types import Catalog, Price, Service
-from orchestrator.redact import for_terminal
 
 DEFAULT_CODE_TIMEOUT = 600.0
 MONEY_PLACES = 4
@@ -205,39 +206,6 @@ class JobSpec(BaseModel):
     targets: list[TargetSpec] = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class ResolvedTarget:
-    """A target with its service and countries as the provider knows them."""
-
-    index: int
-    service_id: int
-    service_name: str
-    countries: list[tuple[int, str]]
-    quantity: int
-    max_price: Decimal
-
-
-@dataclass(frozen=True)
-class ResolvedJob:
-    """A job ready to plan: every name replaced by the provider's id, durations in seconds."""
-
-    name: str
-    budget: Decimal | None
-    code_timeout: float
-    schedule: str | None
-    targets: list[ResolvedTarget]
-
-    @property
-    def total_quantity(self) -> int:
-        """How many numbers the job buys if every purchase succeeds."""
-        return sum(target.quantity for target in self.targets)
-
-    @property
-    def max_spend(self) -> Decimal:
-        """The most the targets could cost at their caps (the budget may cap it lower)."""
-        return sum((target.quantity * target.max_price for target in self.targets), Decimal(0))
-
-
 def load_job_spec(path: str | Path, limits: JobLimits = JobLimits()) -> JobSpec:
     """Read, parse and validate the job file at ``path``, without touching the network.
 
@@ -279,121 +247,6 @@ def parse_job_spec(text: str, path: str, limits: JobLimits = JobLimits()) -> Job
     """Parse and validate a job file's text; ``path`` only labels the errors."""
     data, root = _parse_yaml(text, path)
     return _validate(data, path, root, limits)
-
-
-def validate_job_spec(data: object, path: str, limits: JobLimits = JobLimits()) -> JobSpec:
-    """Validate an already-parsed job (a mapping); ``path`` only labels the errors."""
-    return _validate(data, path, None, limits)
-
-
-def resolve_job(spec: JobSpec, catalog: Catalog, path: str) -> ResolvedJob:
-    """Replace service and country names or ids by what the provider lists, checking each.
-
-    Calls ``catalog.services()`` once and ``catalog.prices()`` once per distinct service.
-    Every unknown service or country is reported in one ``SpecError`` (as in
-    ``load_job_spec``), with close matches suggested. Provider failures propagate as-is.
-    """
-    services = catalog.services()
-    prices_by_service: dict[int, dict[int, Price]] = {}
-    problems: list[tuple[str, str]] = []
-    targets: list[ResolvedTarget] = []
-    for index, target in enumerate(spec.targets):
-        where = f"targets[{index}]"
-        try:
-            service = _find_service(target.service, services)
-        except ValueError as exc:
-            problems.append((f"{where}.service", str(exc)))
-            continue
-        if service.id not in prices_by_service:
-            prices_by_service[service.id] = catalog.prices(service.id)
-        prices = prices_by_service[service.id]
-        if target.country is not None:
-            fields = [(f"{where}.country", target.country)]
-        else:
-            fields = [(f"{where}.countries[{i}]", ref) for i, ref in enumerate(target.country_refs)]
-        countries: list[tuple[int, str]] = []
-        for field, ref in fields:
-            try:
-                country = _find_country(ref, service, prices)
-            except ValueError as exc:
-                problems.append((field, str(exc)))
-                continue
-            if country in countries:
-                problems.append((field, f"lists {country[1]} ({country[0]}) a second time"))
-                continue
-            countries.append(country)
-        targets.append(
-            ResolvedTarget(
-                index=index,
-                service_id=service.id,
-                service_name=service.name,
-                countries=countries,
-                quantity=target.quantity,
-                max_price=target.max_price,
-            )
-        )
-    if problems:
-        raise _spec_error(path, problems)
-    return ResolvedJob(
-        name=spec.name,
-        budget=spec.budget,
-        code_timeout=spec.code_timeout,
-        schedule=spec.schedule,
-        targets=targets,
-    )
-
-
-def _find_service(ref: int | str, services: list[Service]) -> Service:
-    if isinstance(ref, int):
-        for service in services:
-            if service.id == ref:
-                return service
-        known = [(service.id, service.name) for service in services]
-        raise ValueError(f"no service has id {ref}{_listed(known, 'services')}")
-    matches = [service for service in services if service.name.casefold() == ref.casefold()]
-    if len(matches) > 1:
-        ids = ", ".join(str(service.id) for service in matches)
-        raise ValueError(f"{ref!r} names several services ({ids}); give the id instead")
-    if not matches:
-        known = [(service.id, service.name) for service in services]
-        raise ValueError(f"unknown service {ref!r}{_suggestion(ref, known, 'services')}")
-    return matches[0]
-
-
-def _find_country(ref: int | str, service: Service, prices: dict[int, Price]) -> tuple[int, str]:
-    offered = sorted((price.country_id, price.country) for price in prices.values())
-    where = f"{for_terminal(service.name)} ({service.id})"
-    if isinstance(ref, int):
-        for country_id, name in offered:
-            if country_id == ref:
-                return country_id, name
-        raise ValueError(f"no country has id {ref} for {where}{_listed(offered, 'countries')}")
-    for country_id, name in offered:
-        if name.casefold() == ref.casefold():
-            return country_id, name
-    hint = _suggestion(ref, offered, "countries")
-    raise ValueError(f"unknown country {ref!r} for {where}{hint}")
-
-
-def _suggestion(text: str, known: list[tuple[int, str]], noun: str) -> str:
-    """Say which known names look like ``text``: close spellings, then names containing it."""
-    folded = {name.casefold(): (id_, name) for id_, name in known}
-    close = difflib.get_close_matches(text.casefold(), list(folded), n=3, cutoff=0.6)
-    # "tiktok" should find "Tiktok/Douyin" even when the spelling ratio is low.
-    close += [name for name in folded if text.casefold() in name and name not in close]
-    if not close:
-        return _listed(known, noun)
-    options = " or ".join(f"{folded[name][1]!r} ({folded[name][0]})" for name in close[:3])
-    return f"; did you mean {options}?"
-
-
-def _listed(known: list[tuple[int, str]], noun: str) -> str:
-    """Show a short list whole; of a long one (the real provider's), only its size."""
-    if len(known) > 5:
-        return f"; the provider lists {len(known)} {noun}"
-    # The names are the provider's: a line break in one must not start a line of its own.
-    listed = ", ".join(f"{for_terminal(n)} ({i})" for i, n in known)
-    return "; the provider lists " + (listed or f"no {noun}")
 
 
 def _parse_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:
@@ -462,7 +315,7 @@ def _validate(data: object, path: str, root: yaml.Node | None, limits: JobLimits
             (_field_path(error["loc"]), _problem(error) + (f" (line {line})" if line else ""))
             for line, error in located
         ]
-        raise _spec_error(path, problems) from None
+        raise spec_error(path, problems) from None
     total = sum(target.quantity for target in spec.targets)
     if total > limits.max_numbers:
         line = _line_of(root, ("targets",))
@@ -522,7 +375,8 @@ def _line_of(root: yaml.Node | None, loc: Loc) -> int | None:
     return found.start_mark.line + 1 if found is not None else None
 
 
-def _spec_error(path: str, problems: list[tuple[str, str]]) -> SpecError:
+def spec_error(path: str, problems: list[tuple[str, str]]) -> SpecError:
+    """One ``SpecError`` for all ``(field, problem)`` pairs: the first, then one line per other."""
     (field, problem), *others = problems
     lines = [problem, *(f"  {other}: {text}" if other else f"  {text}" for other, text in others)]
     return SpecError(path, field, "\n".join(lines))

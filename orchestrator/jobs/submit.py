@@ -12,7 +12,8 @@ from pathlib import Path
 from orchestrator.config import Settings
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
-from orchestrator.jobs.spec import JobLimits, parse_job_spec, read_job_file, resolve_job
+from orchestrator.jobs.resolve import resolve_job
+from orchestrator.jobs.spec import JobLimits, parse_job_spec, read_job_file
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.wiring import make_database
 from orchestrator.provider.client import LegitSMSClient

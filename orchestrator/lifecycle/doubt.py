@@ -9,7 +9,7 @@ from orchestrator.db.models import State
 from orchestrator.errors import ResolveRefused
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.runtime import Runtime
-from orchestrator.provider.client import MAX_ORDER_ID_LENGTH, usable_order_id
+from orchestrator.provider.answers import MAX_ORDER_ID_LENGTH, usable_order_id
 
 ORDER_ID_RULE = f"1 to {MAX_ORDER_ID_LENGTH} printable characters without spaces"
 

@@ -1,16 +1,14 @@
-"""The LegitSMS V2 HTTP client: one method per endpoint, typed errors, per-endpoint retries."""
+"""The LegitSMS V2 HTTP client: one method per endpoint, typed errors, per-endpoint retries.
+
+What an answer must hold is checked in ``answers``; which failures are retried is decided in
+``retries``; the bounded read of an answer's bytes is in ``transport``.
+"""
 
 from __future__ import annotations
 
-import json
-import math
-import reprlib
 import time
-import urllib.parse
-import urllib.request
-import zlib
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -33,35 +31,36 @@ from orchestrator.errors import (
     ProviderRejected,
     ProviderUnavailable,
     RateLimited,
-    Throttled,
-    TransportError,
-    UnpricedOrder,
-    UnusableOrder,
+)
+from orchestrator.provider.answers import (
+    NOT_JSON,
+    load_json,
+    message_of,
+    parse_balance,
+    parse_cancel,
+    parse_order,
+    parse_prices,
+    parse_services,
+    parse_status,
+    shown,
+    usable_order_id,
 )
 from orchestrator.provider.ratelimit import Priority
+from orchestrator.provider.retries import (
+    PATIENCE,
+    RETRY_AFTER_CAP,
+    cancel_again,
+    provably_unsent,
+    read_again,
+    retry_after_seconds,
+)
+from orchestrator.provider.transport import MAX_RESPONSE_BYTES, proxy_for, read_bounded
 from orchestrator.provider.types import CodeStatus, Order, Price, Service
 
 log = structlog.get_logger(__name__)
 
 CANCEL_STATUS = "8"  # the reference's status value for "cancel and refund"
-RETRYABLE_STATUSES = frozenset({502, 503, 504})
 USER_AGENT = "legitsms-orchestrator"
-RETRY_AFTER_CAP = 120.0  # seconds: the longest one 429 may hold every process on the key
-PATIENCE = 10.0  # seconds during which a read or a cancel may begin another attempt
-# No number costs a million dollars; in micro-dollars that is 1e12, far inside a BIGINT even
-# summed over every slot of a job. A cost above it is as unusable as a negative one.
-MAX_COST = Decimal(1_000_000)
-# A wallet beyond a trillion dollars is a broken answer, and a balance with an exponent in the
-# millions would overflow the first sum it took part in.
-MAX_BALANCE = Decimal(10**12)
-MAX_ID = 2**31 - 1  # service and country ids are stored in INTEGER columns
-MAX_COUNT = 2**63 - 1
-MAX_ORDER_ID_LENGTH = 64  # an order id is a key: it is stored under a unique index
-MAX_PHONE_LENGTH = 32
-SHOWN = 80  # characters of an unusable provider value quoted in an error message
-# The most of one answer that is read: the largest documented answer (/services, /prices of a
-# service sold in every country) is tens of kilobytes. A longer answer is not kept in memory.
-MAX_RESPONSE_BYTES = 1024 * 1024
 
 T = TypeVar("T")
 Parse = Callable[[int, dict[str, Any]], T]
@@ -73,36 +72,6 @@ class Throttle(Protocol):
     def acquire(self, priority: Priority) -> None: ...
 
     def pause(self, seconds: float) -> None: ...
-
-
-def _read_again(exc: BaseException) -> bool:
-    """Reads: a replay cannot charge money, so retry any blip."""
-    if isinstance(exc, Throttled):
-        return False  # our own limiter says wait long: a delayed message, not a sleep
-    if isinstance(exc, ProviderUnavailable):
-        return exc.status in RETRYABLE_STATUSES
-    # A non-JSON page (a proxy's maintenance notice) is a blip too; a JSON body lacking a
-    # field is not, but replaying a read costs only a request, so both are retried.
-    return isinstance(exc, TransportError | RateLimited | MalformedResponse)
-
-
-def _cancel_again(exc: BaseException) -> bool:
-    """POST /set_status: a replay is safe when the first try never acted or got no answer.
-
-    An answer that came back and is not the documented success (MalformedResponse) is not
-    replayed: the cancel may have acted, and settle reconciles it by reading /status. After a
-    lost answer (OutcomeUnknown, 502/503/504) the replay's refusal is marked ``replayed``.
-    """
-    if isinstance(exc, MalformedResponse):
-        return False
-    return _read_again(exc)
-
-
-def _provably_unsent(exc: BaseException) -> bool:
-    """POST /order: retry only what never reached the provider, or what it refused with 429."""
-    if isinstance(exc, Throttled):
-        return False
-    return isinstance(exc, NotSent | RateLimited)
 
 
 class LegitSMSClient:
@@ -174,16 +143,16 @@ class LegitSMSClient:
 
     def balance(self) -> Decimal:
         """``GET /balance``: the wallet balance."""
-        return self._call("GET", "/balance", Priority.POLL, _parse_balance)
+        return self._call("GET", "/balance", Priority.POLL, parse_balance)
 
     def services(self) -> list[Service]:
         """``GET /services``: every app the provider sells numbers for."""
-        return self._call("GET", "/services", Priority.POLL, _parse_services)
+        return self._call("GET", "/services", Priority.POLL, parse_services)
 
     def prices(self, service_id: int) -> dict[int, Price]:
         """``GET /prices``: live price, stock and success rate per country for a service."""
         return self._call(
-            "GET", "/prices", Priority.ORDER, _parse_prices, params={"service": service_id}
+            "GET", "/prices", Priority.ORDER, parse_prices, params={"service": service_id}
         )
 
     def order(self, service_id: int, country_id: int, *, slot_acquired: bool = False) -> Order:
@@ -202,9 +171,9 @@ class LegitSMSClient:
             "POST",
             "/order",
             Priority.ORDER,
-            _parse_order,
+            parse_order,
             data={"service": service_id, "country": country_id},
-            again=_provably_unsent,
+            again=provably_unsent,
             slot_acquired=slot_acquired,
         )
 
@@ -214,7 +183,7 @@ class LegitSMSClient:
         A read that settles a refused cancel is part of that cancel: it passes
         ``Priority.CANCEL``, so polls crowding the limit cannot hold it up.
         """
-        return self._call("GET", "/status", priority, _parse_status, params={"order_id": order_id})
+        return self._call("GET", "/status", priority, parse_status, params={"order_id": order_id})
 
     def cancel(self, order_id: str) -> None:
         """``POST /set_status`` with status 8: cancel an order for a refund.
@@ -227,9 +196,9 @@ class LegitSMSClient:
             "POST",
             "/set_status",
             Priority.CANCEL,
-            _parse_cancel,
+            parse_cancel,
             data={"order_id": order_id, "status": CANCEL_STATUS},
-            again=_cancel_again,
+            again=cancel_again,
         )
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -243,7 +212,7 @@ class LegitSMSClient:
         *,
         params: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
-        again: Callable[[BaseException], bool] = _read_again,
+        again: Callable[[BaseException], bool] = read_again,
         slot_acquired: bool = False,
     ) -> T:
         attempts: list[str] = []  # what each earlier attempt ended as, for ProviderRejected
@@ -275,7 +244,7 @@ class LegitSMSClient:
             # answer slower than the patience (a read timeout) is still followed by a retry.
             return started[-1] - started[0] >= self._patience
 
-        if again is _provably_unsent:
+        if again is provably_unsent:
             # POST /order keeps its short window: claim_lease is sized from it.
             stop: Any = stop_after_delay(self._max_retry_seconds)
         else:
@@ -318,7 +287,7 @@ class LegitSMSClient:
         try:
             response = self._transport.handle_request(request)
             try:
-                content = _read_bounded(path, response, self._max_response_bytes)
+                content = read_bounded(path, response, self._max_response_bytes)
             finally:
                 response.close()  # mid-answer, this drops the connection instead of draining it
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -341,25 +310,25 @@ class LegitSMSClient:
 
         With ``names_order`` (POST /order), an object naming a usable order id is returned
         whatever the HTTP status, even a 429 or a 5xx: the number may have been bought, and
-        ``_parse_order`` turns any answer but a 2xx success into an ``UnusableOrder``.
+        ``parse_order`` turns any answer but a 2xx success into an ``UnusableOrder``.
         """
         status = response.status_code
         refusal: RateLimited | None = None
         if status == 429:
             header = response.headers.get("retry-after")
-            retry_after = min(_retry_after(header), self._retry_after_cap)
+            retry_after = min(retry_after_seconds(header), self._retry_after_cap)
             if self._throttle is not None:
                 self._throttle.pause(retry_after)
             log.warning(
                 "provider_rate_limited",
                 endpoint=path,
                 retry_after=retry_after,
-                retry_after_header=None if header is None else _shown(header),
+                retry_after_header=None if header is None else shown(header),
             )
             refusal = RateLimited(retry_after)
         refused = refusal is not None or status >= 500
         skip = content is None or (refused and not names_order)
-        body = _NOT_JSON if skip else _load(content or b"")
+        body = NOT_JSON if skip else load_json(content or b"")
         if (
             names_order
             and isinstance(body, dict)
@@ -374,8 +343,8 @@ class LegitSMSClient:
             raise MalformedResponse(
                 f"{path}: HTTP {status} answer larger than {self._max_response_bytes} bytes"
             )
-        if body is _NOT_JSON:
-            kind = _shown(response.headers.get("content-type", "no content type"))
+        if body is NOT_JSON:
+            kind = shown(response.headers.get("content-type", "no content type"))
             raise MalformedResponse(f"{path}: HTTP {status} answer is not JSON ({kind})")
         if not isinstance(body, dict):
             raise MalformedResponse(f"{path}: HTTP {status} answer is not a JSON object")
@@ -384,304 +353,5 @@ class LegitSMSClient:
             if not isinstance(code, str):
                 raise MalformedResponse(f"{path}: HTTP {status} error without a code")
             cls = REJECTIONS.get(code, ProviderRejected)
-            raise cls(_message(body), status=status, code=_shown(code))
+            raise cls(message_of(body), status=status, code=shown(code))
         return body
-
-
-def _read_bounded(path: str, response: httpx.Response, limit: int) -> bytes | None:
-    """The answer's body, decompressed; None once it grows past ``limit`` bytes, having read
-    only about that much. A gzip or deflate body is inflated a bounded piece at a time, so a
-    small compressed answer cannot expand to gigabytes either."""
-    if response.is_stream_consumed:  # already in memory (an httpx.MockTransport answer)
-        return response.content if len(response.content) <= limit else None
-    codings = [
-        coding.strip().lower()
-        for coding in response.headers.get("content-encoding", "").split(",")
-        if coding.strip().lower() not in ("", "identity")
-    ]
-    inflater = None
-    if codings in (["gzip"], ["x-gzip"], ["deflate"]):
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or zlib header
-    elif codings:
-        raise MalformedResponse(f"{path}: answer in an unsupported encoding {_shown(codings)}")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for raw in response.iter_raw():
-            pending = raw
-            while pending:
-                if inflater is None:
-                    piece, pending = pending, b""
-                else:
-                    piece = inflater.decompress(pending, limit - size + 1)
-                    pending = inflater.unconsumed_tail
-                size += len(piece)
-                if size > limit:
-                    return None
-                chunks.append(piece)
-    except zlib.error:
-        raise MalformedResponse(
-            f"{path}: answer cannot be decoded (broken content encoding)"
-        ) from None
-    return b"".join(chunks)
-
-
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment (``HTTPS_PROXY``, ``NO_PROXY``...) names for ``url``, if any."""
-    parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or (parts.hostname and urllib.request.proxy_bypass(parts.hostname)):
-        return None
-    return proxy
-
-
-def _retry_after(header: str | None) -> float:
-    """Seconds from a Retry-After header; 2 s (the provider's usual spacing) when unreadable."""
-    try:
-        seconds = float(header if header is not None else "2")
-    except ValueError:
-        return 2.0
-    # "inf" and "nan" parse as floats, but no caller can wait (or build a timedelta) from them.
-    return max(0.0, seconds) if math.isfinite(seconds) else 2.0
-
-
-_NOT_JSON = object()
-
-
-def _load(content: bytes) -> Any:
-    """An answer's JSON value, or ``_NOT_JSON``.
-
-    Numbers as exact Decimals (an integer of any length included); NaN and Infinity, which
-    JSON lacks, as a marker no field accepts, so an order answer holding one still yields its
-    order id.
-    """
-    try:
-        return json.loads(
-            content, parse_float=Decimal, parse_int=Decimal, parse_constant=_NonFinite
-        )
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        return _NOT_JSON
-
-
-class _NonFinite:
-    """What ``NaN`` or ``Infinity`` in an answer reads as: not a value any field accepts."""
-
-    def __init__(self, constant: str) -> None:
-        self.constant = constant
-
-    def __repr__(self) -> str:
-        return self.constant
-
-
-_REPR = reprlib.Repr()  # depth and length bounded, so no nesting makes a RecursionError
-_REPR.maxlevel = 3
-_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN
-
-
-def _shown(value: object) -> str:
-    """A provider value, cut short for an error message or a log line."""
-    text = value if isinstance(value, str) else _REPR.repr(value)
-    return text if len(text) <= SHOWN else text[:SHOWN] + f"... ({len(text)} characters)"
-
-
-def _message(body: dict[str, Any]) -> str:
-    return _shown(body.get("message", ""))
-
-
-# -- answers: each endpoint's documented success, or its documented error, or malformed ------
-
-
-def _raise_documented(status: int, body: dict[str, Any]) -> None:
-    """A 2xx body carrying a documented error code is that error, as the 4xx would be."""
-    code = body.get("code")
-    if isinstance(code, str) and code in REJECTIONS:
-        raise REJECTIONS[code](_message(body), status=status, code=code)
-
-
-def _success_status(path: str, status: int, body: dict[str, Any]) -> None:
-    """/services and /prices say ``"status": "success"``; an answer saying otherwise is not."""
-    _raise_documented(status, body)
-    state = body.get("status", "success")
-    if state != "success":
-        raise MalformedResponse(f"{path}: HTTP {status} answer has status {_shown(state)}")
-
-
-def _parse_balance(status: int, body: dict[str, Any]) -> Decimal:
-    _raise_documented(status, body)
-    return _money(body, "balance", MAX_BALANCE)
-
-
-def _parse_services(status: int, body: dict[str, Any]) -> list[Service]:
-    _success_status("/services", status, body)
-    rows = _field(body, "services", list)
-    services: list[Service] = []
-    for row in rows:
-        if not isinstance(row, dict):
-            raise MalformedResponse(f"/services: bad service entry {_shown(row)}")
-        services.append(
-            Service(id=_whole(row, "id", MAX_ID, integral=True), name=_name(row, "name"))
-        )
-    return services
-
-
-def _parse_prices(status: int, body: dict[str, Any]) -> dict[int, Price]:
-    _success_status("/prices", status, body)
-    table = _field(body, "prices", dict)
-    prices: dict[int, Price] = {}
-    for key, row in table.items():
-        if not isinstance(row, dict):
-            raise MalformedResponse(f"/prices: bad price entry {_shown(row)}")
-        country_id = _whole({"id": row.get("id", key)}, "id", MAX_ID, integral=True)
-        prices[country_id] = Price(
-            country_id=country_id,
-            country=_name(row, "country"),
-            cost=_money(row, "cost", MAX_COST),
-            # A count or a success rate written with a fraction is cut to whole units.
-            count=_whole(row, "count", MAX_COUNT),
-            rate=_whole(row, "rate", 100),
-        )
-    return prices
-
-
-def _parse_status(status: int, body: dict[str, Any]) -> CodeStatus:
-    state = body.get("status")
-    if state == "STATUS_OK":
-        code = _text(body.get("code"), printable=False)  # an SMS text may span lines
-        if code is None:
-            raise MalformedResponse("/status: STATUS_OK without a valid 'code'")
-        return CodeStatus(code=code)
-    if state == "STATUS_WAIT_CODE":
-        return CodeStatus(code=None)
-    _raise_documented(status, body)
-    if not isinstance(state, str):
-        raise MalformedResponse("/status: answer lacks a valid 'status' field")
-    raise MalformedResponse(f"/status: unknown status {_shown(state)}")
-
-
-def _parse_cancel(status: int, body: dict[str, Any]) -> None:
-    _raise_documented(status, body)
-    if body.get("status") != "success" or body.get("code") is not None:
-        shown = _shown({k: body[k] for k in ("status", "code", "message") if k in body})
-        raise MalformedResponse(f"/set_status: HTTP {status} answer is not a success: {shown}")
-
-
-def _parse_order(status: int, body: dict[str, Any]) -> Order:
-    raw_id = body.get("order_id")
-    order_id = usable_order_id(raw_id)
-    if order_id is None:
-        _raise_documented(status, body)
-        what = (
-            "lacks an order_id" if raw_id is None else f"has an unusable order_id {_shown(raw_id)}"
-        )
-        raise MalformedResponse(f"/order: HTTP {status} answer {what}")
-    # From here on a number was bought: whatever else is wrong, the id must reach the caller.
-    phone = _text(body.get("phone"), limit=MAX_PHONE_LENGTH)
-    problems: list[str] = []
-    if not 200 <= status < 300:
-        problems.append(f"it came with HTTP {status}")
-    cost: Decimal | None = None
-    try:
-        cost = _money(body, "cost", MAX_COST)
-    except MalformedResponse as exc:
-        problems.append(str(exc))
-    if phone is None:
-        problems.append(f"answer has an unusable 'phone': {_shown(body.get('phone'))}")
-    if body.get("status", "success") != "success" or body.get("code") is not None:
-        state = {k: body[k] for k in ("status", "code", "message") if k in body}
-        problems.append(f"answer also says {_shown(state)}")
-    if cost is None:
-        message = f"/order: order {order_id} bought at an unknown cost: " + "; ".join(problems)
-        raise UnpricedOrder(message, order_id=order_id, phone=phone)
-    if problems:
-        message = f"/order: order {order_id} is not usable: " + "; ".join(problems)
-        raise UnusableOrder(message, order_id=order_id, phone=phone, cost=cost)
-    assert phone is not None
-    return Order(order_id=order_id, phone=phone, cost=cost)
-
-
-def usable_order_id(value: object) -> str | None:
-    """``value`` as an order id we can store, poll and cancel by, or None: 1 to
-    MAX_ORDER_ID_LENGTH printable characters without whitespace (a whole number is taken)."""
-    return _text(value, limit=MAX_ORDER_ID_LENGTH, spaces=False)
-
-
-def _text(
-    value: object, *, limit: int | None = None, spaces: bool = True, printable: bool = True
-) -> str | None:
-    """A string or whole number from an answer as text; None when empty, too long (over
-    ``limit``), holding control characters (unless not ``printable``), or (unless ``spaces``)
-    holding whitespace."""
-    if isinstance(value, Decimal):
-        if not value.is_finite() or value.as_tuple().exponent != 0:
-            return None  # only an integer written as one (parse_int) is an id or a code
-        value = str(value)
-    if not isinstance(value, str) or not _encodable(value):
-        return None
-    text = value.strip()
-    if not text or (limit is not None and len(text) > limit):
-        return None
-    if printable and not text.isprintable():
-        return None
-    if not spaces and any(char.isspace() for char in text):
-        return None
-    return text
-
-
-def _field(body: dict[str, Any], name: str, kind: Any) -> Any:
-    value = body.get(name)
-    if value is None or not isinstance(value, kind) or isinstance(value, bool):
-        raise MalformedResponse(f"answer lacks a valid {name!r} field")
-    return value
-
-
-def _encodable(text: str) -> bool:
-    """Whether ``text`` is real Unicode: JSON may carry a lone surrogate (\\ud800), which
-    could be neither stored nor sent back."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _name(row: dict[str, Any], name: str) -> str:
-    """A service's or a country's name: any text (it is neutralised where it is shown)."""
-    value = row.get(name)
-    if not isinstance(value, str) or not _encodable(value):
-        raise MalformedResponse(f"answer lacks a valid {name!r}: {_shown(value)}")
-    return value
-
-
-def _number(body: dict[str, Any], name: str, what: str) -> Decimal:
-    """A JSON number, or a string holding one, as a finite Decimal."""
-    value = body.get(name)
-    if not isinstance(value, Decimal | str | int) or isinstance(value, bool):
-        raise MalformedResponse(f"answer lacks a valid {name!r} {what}")
-    try:
-        number = Decimal(value) if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise MalformedResponse(f"answer has a non-numeric {name!r}: {_shown(value)}") from None
-    if not number.is_finite():
-        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(value)}")
-    return number
-
-
-def _money(body: dict[str, Any], name: str, limit: Decimal) -> Decimal:
-    """An amount of dollars: from 0 to ``limit``, so that any sum or micro-dollar conversion
-    of it stays exact and fits a BIGINT (1e999999 is finite, and overflows the first sum)."""
-    amount = _number(body, name, "amount")
-    if amount < 0:
-        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(body[name])}")
-    if amount > limit:
-        raise MalformedResponse(f"answer has an implausible {name!r}: {_shown(body[name])}")
-    return amount
-
-
-def _whole(body: dict[str, Any], name: str, limit: int, *, integral: bool = False) -> int:
-    """A whole number from 0 to ``limit``; checked before ``int()``, which would spend minutes
-    on 1e999999999. With ``integral`` (an id), a fraction is refused rather than cut."""
-    number = _number(body, name, "number")
-    if not 0 <= number <= limit or (integral and number != number.to_integral_value()):
-        raise MalformedResponse(f"answer has an invalid {name!r}: {_shown(body[name])}")
-    return int(number)

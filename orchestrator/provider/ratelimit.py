@@ -130,7 +130,6 @@ class SharedRateLimiter:
             raise ValueError("key_id must be 1-64 of [A-Za-z0-9_.-]; use key_fingerprint()")
         if not math.isfinite(max_wait) or max_wait < 0:
             raise ValueError("max_wait must be a finite number of seconds >= 0")
-        self._redis = redis
         self.key_id = key_id
         self.rate = rate if rate > 0 else 0.0
         # rate <= 0 means no limit of our own; a pause from a 429 still applies.
@@ -151,10 +150,6 @@ class SharedRateLimiter:
     def keys(self) -> list[str]:
         """The Redis keys this limiter writes (for inspection and clean-up)."""
         return list(self._keys)
-
-    def slots_per_second(self) -> float:
-        """Requests per second this limiter admits; 0 means unlimited."""
-        return self.rate
 
     def horizon(self, priority: Priority) -> float:
         """How far ahead, in seconds, a caller of this priority may book a slot."""

@@ -24,7 +24,7 @@ from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.settle import cancel
 from orchestrator.lifecycle.sweep import sweep
-from orchestrator.sandbox.simulator import SandboxConfig
+from orchestrator.sandbox.config import SandboxConfig
 from tests.inprocess import FakeClock, FakeLimit, inprocess_runtime, plan_job, run_broker
 
 RATE = 0.5

@@ -20,7 +20,7 @@ from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.settle import cancel, check
 from orchestrator.money import to_micros
 from orchestrator.provider.ratelimit import Priority
-from orchestrator.sandbox.simulator import SandboxConfig
+from orchestrator.sandbox.config import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job
 
 PROVIDER = SandboxConfig(

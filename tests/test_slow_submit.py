@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import SandboxConfig
+from orchestrator.sandbox.simulator import SandboxServer
 from tests.support import Orchestrator, fast_env
 
 SLOW_FIRST = """\

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.simulator import SandboxServer
 
 DEMO_DATA_DIR = Path(".orchestrator/demo")
 

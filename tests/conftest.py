@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.db.engine import create_tables, make_engine
 from orchestrator.sandbox.config import SandboxConfig
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, fast_env
 
 POSTGRES_URL = os.environ.get(

@@ -17,7 +17,7 @@ from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Activation, Job
 from orchestrator.sandbox.config import DEMO_API_KEY
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, write_job
 
 # Both ways a job file enters: `run` with no local workers, and `submit`. A `run` that wrongly

@@ -25,7 +25,7 @@ import typer
 
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.sandbox.config import DEMO_API_KEY
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator
 
 VALID_JOB = """\

@@ -38,7 +38,7 @@ from orchestrator.provider.client import LegitSMSClient, proxy_for
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import CodeStatus, Order, Price, Service
 from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 
 WHATSAPP, FACEBOOK, USA, UK = 1012, 1010, 1, 16
 SECRET = "sk_live_5ecret0123456789abcdef"

@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from orchestrator.sandbox.config import SandboxConfig
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.running import descendants
 from tests.support import COMMAND, Orchestrator, database_as_text, write_job
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.sandbox.config import SandboxConfig
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, fast_env
 
 SLOW_FIRST = """\

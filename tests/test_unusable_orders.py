@@ -32,7 +32,7 @@ from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.provider.types import Price
 from orchestrator.sandbox.config import DEFAULT_SERVICES, DEMO_API_KEY, SandboxConfig, SandboxOffer
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.inprocess import FakeClock, inprocess_runtime, plan_job, settings
 from tests.support import Orchestrator, fast_env
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 
 DEMO_DATA_DIR = Path(".orchestrator/demo")
 

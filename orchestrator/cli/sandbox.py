@@ -10,7 +10,7 @@ import yaml
 
 from orchestrator.errors import ConfigError
 from orchestrator.sandbox.config import SandboxConfig, parse_code_delay
-from orchestrator.sandbox.simulator import SandboxServer, serve_forever
+from orchestrator.sandbox.server import SandboxServer, serve_forever
 
 _FAULTS = "Faults (probability per request, 0-1)"
 

@@ -82,7 +82,7 @@ def test_cancel_and_kills_under_a_binding_limit_lose_no_code_and_starve_no_job(
             orch.stop_all()
         exported = {**_by_order(orch.export(first)), **_by_order(orch.export(second))}
         ledger = settled_ledger(sandbox)
-        rate_limited = sandbox.ledger.rate_limited
+        rate_limited = sandbox.ledger.snapshot(time.time())["rate_limited"]
         with Session(orch.engine) as session:
             slots = list(session.exec(select(Activation)).all())
             refusals = Counter(

@@ -102,7 +102,7 @@ class Live:
 
     def requests(self, endpoint: str) -> int:
         """How many requests the simulator saw for ``endpoint`` ("POST /order", ...)."""
-        return self.server.ledger.request_counts().get(endpoint, 0)
+        return int(self.server.ledger.snapshot(time.time())["requests"].get(endpoint, 0))
 
 
 StartLive = Callable[..., Live]

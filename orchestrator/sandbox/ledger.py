@@ -104,18 +104,6 @@ class Ledger:
         with self.lock:
             return sum(self._balances, Decimal(0)) if account is None else self._balances[account]
 
-    @property
-    def net_spend(self) -> Decimal:
-        """What the orders really cost: charged less refunded."""
-        with self.lock:
-            return self._charged - self._refunded
-
-    @property
-    def rate_limited(self) -> int:
-        """How many 429 answers went out, from the limit or injected."""
-        with self.lock:
-            return self._rate_limited
-
     def order(self, order_id: str) -> SandboxOrder | None:
         """The order with that id, or None."""
         with self.lock:
@@ -158,11 +146,6 @@ class Ledger:
         """The request log, as (wall time, endpoint, HTTP status)."""
         with self.lock:
             return list(self._log)
-
-    def request_counts(self) -> dict[str, int]:
-        """Requests seen per endpoint ("GET /status", ...; "other" for unknown routes)."""
-        with self.lock:
-            return dict(self._counts)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """Everything above as JSON-ready data, money as strings."""

@@ -48,7 +48,7 @@ from bench.report import (
 from bench.run_baseline import run_baseline
 from bench.scenarios import DEFAULT_THREADS, GROUPS, Scenario, scenarios
 from orchestrator.logs import configure_logging
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 REPEAT_A = 3  # pairs of runs for (a): its verdicts are on the median of the pairs' ratios

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from orchestrator.config import Settings
-from orchestrator.sandbox.simulator import SandboxConfig
+from orchestrator.sandbox.config import SandboxConfig
 
 # Tiktok in Indonesia: the simulator's deepest stock (22,000) at its lowest price ($0.12).
 SERVICE_ID = 924

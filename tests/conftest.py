@@ -15,7 +15,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from orchestrator.db.engine import create_tables, make_engine
-from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, fast_env
 
 POSTGRES_URL = os.environ.get(

@@ -33,7 +33,8 @@ from orchestrator.lifecycle.settle import cancel, check
 from orchestrator.lifecycle.sweep import sweep
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, horizon
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, Simulator
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.simulator import Simulator
 
 BASE_URL = "http://sandbox.test/wp-json/legitsms/v2"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import COMMAND, Orchestrator
 
 

@@ -18,7 +18,8 @@ from sqlalchemy import Engine, inspect, text
 from orchestrator.cli.jobrun import Progress, read_progress
 from orchestrator.db.engine import make_engine
 from orchestrator.db.models import JobStatus
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY
+from orchestrator.sandbox.server import SandboxServer
 
 COMMAND = [sys.executable, "-m", "orchestrator"]
 _INHERITED_PREFIXES = ("LEGITSMS_", "ORCHESTRATOR_", "REDIS_URL", "DATABASE_URL")

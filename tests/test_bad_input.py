@@ -16,7 +16,8 @@ from sqlmodel import select
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Activation, Job
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, write_job
 
 # Both ways a job file enters: `run` with no local workers, and `submit`. A `run` that wrongly

@@ -24,7 +24,8 @@ import pytest
 import typer
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator
 
 VALID_JOB = """\

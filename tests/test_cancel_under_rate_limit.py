@@ -24,7 +24,7 @@ from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.settle import cancel
 from orchestrator.lifecycle.sweep import sweep
-from orchestrator.sandbox.simulator import SandboxConfig
+from orchestrator.sandbox.config import SandboxConfig
 from tests.inprocess import FakeClock, FakeLimit, inprocess_runtime, plan_job, run_broker
 
 RATE = 0.5
@@ -104,7 +104,7 @@ def test_cancelling_a_job_whose_codes_came_unread_stores_every_code_and_starves_
         with Session(rt.engine) as session:
             jobs = session.exec(select(Job)).all()
         assert all(job.status is not JobStatus.ACTIVE for job in jobs)
-        assert sim.ledger.rate_limited == 0
+        assert sim.ledger.snapshot(clock.epoch())["rate_limited"] == 0
 
 
 def test_a_refused_cancel_is_read_before_it_is_sent_again_and_then_paced(tmp_path: Path) -> None:

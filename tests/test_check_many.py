@@ -20,7 +20,7 @@ from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.settle import check_many
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import CodeStatus
-from orchestrator.sandbox.simulator import SandboxConfig
+from orchestrator.sandbox.config import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job
 
 PROVIDER = SandboxConfig(seed=7, code_delay=(3.0, 3.0), never_ratio=0.5, cancel_min_age=5)

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.jobrun import read_progress
 from orchestrator.db.models import JobStatus
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, wait_until, write_job
 
 pytestmark = pytest.mark.slow

@@ -38,7 +38,8 @@ from orchestrator.provider.client import LegitSMSClient
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.transport import proxy_for
 from orchestrator.provider.types import CodeStatus, Order, Price, Service
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 
 WHATSAPP, FACEBOOK, USA, UK = 1012, 1010, 1, 16
 SECRET = "sk_live_5ecret0123456789abcdef"
@@ -102,7 +103,7 @@ class Live:
 
     def requests(self, endpoint: str) -> int:
         """How many requests the simulator saw for ``endpoint`` ("POST /order", ...)."""
-        return self.server.ledger.request_counts().get(endpoint, 0)
+        return int(self.server.ledger.snapshot(time.time())["requests"].get(endpoint, 0))
 
 
 StartLive = Callable[..., Live]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 from tests.running import Run, alive, ledger, valkey_pids
 from tests.support import Orchestrator, fast_env, write_job
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, fast_env, submitted_job_id, write_job
 from workers import NAMESPACE
 

@@ -25,16 +25,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from orchestrator.sandbox.simulator import (
-    Headers,
-    Reply,
-    SandboxConfig,
-    SandboxCountry,
-    SandboxOffer,
-    SandboxServer,
-    SandboxService,
-    Simulator,
-)
+from orchestrator.sandbox.config import SandboxConfig, SandboxCountry, SandboxOffer, SandboxService
+from orchestrator.sandbox.server import SandboxServer
+from orchestrator.sandbox.simulator import Headers, Reply, Simulator
 from tests.support import Orchestrator, database_as_text, write_job
 
 pytestmark = pytest.mark.slow

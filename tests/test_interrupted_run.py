@@ -10,7 +10,8 @@ import pytest
 
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db.models import State
-from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 from tests.running import Run, ledger, read_csv, valkey_pids
 from tests.support import Orchestrator, fast_env, write_job
 

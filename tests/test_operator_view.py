@@ -26,7 +26,7 @@ from orchestrator.db.models import Activation, Job, JobStatus, State, Target
 from orchestrator.jobs.export_path import PathTemplate, TemplateError
 from orchestrator.jobs.report import build_report, render_html
 from orchestrator.logs import CONSOLE_ENV, at_least
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
 from workers.runner import LocalWorkers, child_env
 

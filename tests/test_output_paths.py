@@ -16,7 +16,7 @@ import pytest
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.errors import OutputRefused
 from orchestrator.jobs.output_file import output_target, write_atomically
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, fast_env, submitted_job_id, write_job
 
 JOB = """\

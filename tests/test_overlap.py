@@ -22,7 +22,7 @@ from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job
 from orchestrator.errors import JobOverlap
 from orchestrator.jobs.resolve import ResolvedJob
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.inprocess import telegram_job
 from tests.support import COMMAND, Orchestrator, fast_env, write_job
 

@@ -13,7 +13,7 @@ from orchestrator.db.models import Activation, State
 from orchestrator.lifecycle.nudges import Action
 from orchestrator.lifecycle.purchase import Purchases, place
 from orchestrator.provider.types import Price
-from orchestrator.sandbox.simulator import SandboxConfig
+from orchestrator.sandbox.config import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job
 
 PROVIDER = SandboxConfig(seed=3, code_delay=(3.0, 3.0), never_ratio=0.0)

@@ -15,7 +15,7 @@ from orchestrator.cli.jobrun import read_progress
 from orchestrator.db.models import Activation, Job, JobStatus
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.runtime import Runtime
-from orchestrator.sandbox.simulator import SandboxConfig
+from orchestrator.sandbox.config import SandboxConfig
 from tests.inprocess import inprocess_runtime, plan_job, run_broker
 
 SLOTS = 4

@@ -18,12 +18,9 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import sandbox as sandbox_cli
 from orchestrator.errors import ConfigError
-from orchestrator.sandbox.simulator import (
-    API_PREFIX,
-    DEMO_API_KEY,
-    SandboxConfig,
-    SandboxServer,
-)
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
+from orchestrator.sandbox.simulator import API_PREFIX
 
 WHATSAPP, FACEBOOK, USA, UK = 1012, 1010, 1, 16
 OTHER_KEY = "sk_test_other"

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 from tests.running import descendants
 from tests.support import COMMAND, Orchestrator, database_as_text, write_job
 

@@ -18,7 +18,9 @@ from unittest.mock import patch
 import pytest
 
 from orchestrator.lifecycle.wiring import WORKER_MAX_WAIT
-from orchestrator.sandbox.simulator import Headers, Reply, SandboxConfig, SandboxServer, Simulator
+from orchestrator.sandbox.config import SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
+from orchestrator.sandbox.simulator import Headers, Reply, Simulator
 from tests.support import Orchestrator, submitted_job_id, write_job
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sandbox.simulator import SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, fast_env
 
 SLOW_FIRST = """\
@@ -37,5 +38,5 @@ def test_a_submit_whose_first_read_answers_slower_than_read_timeout_still_submit
         result = cli.run("submit", str(job), timeout=120)
 
         assert result.returncode == 0, result.stderr
-        assert server.ledger.request_counts()["GET /services"] == 2
+        assert server.ledger.snapshot(time.time())["requests"]["GET /services"] == 2
         assert server.ledger.snapshot(time.time())["faults"] == {"slow": 1}

@@ -31,13 +31,8 @@ from orchestrator.lifecycle.settle import cancel, cancel_at
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.provider.types import Price
-from orchestrator.sandbox.simulator import (
-    DEFAULT_SERVICES,
-    DEMO_API_KEY,
-    SandboxConfig,
-    SandboxOffer,
-    SandboxServer,
-)
+from orchestrator.sandbox.config import DEFAULT_SERVICES, DEMO_API_KEY, SandboxConfig, SandboxOffer
+from orchestrator.sandbox.server import SandboxServer
 from tests.inprocess import FakeClock, inprocess_runtime, plan_job, settings
 from tests.support import Orchestrator, fast_env
 

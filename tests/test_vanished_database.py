@@ -20,7 +20,7 @@ from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db import store
 from orchestrator.db.engine import create_tables, make_engine, reading, transaction
 from orchestrator.errors import DatabaseGone
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.conftest import FAST_PROVIDER, POSTGRES_URL
 from tests.inprocess import plan_job
 from tests.support import COMMAND, Orchestrator, fast_env, write_job

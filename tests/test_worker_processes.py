@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.db.models import State
-from orchestrator.sandbox.simulator import SandboxServer
+from orchestrator.sandbox.server import SandboxServer
 from tests.running import descendants
 from tests.support import COMMAND, Orchestrator, fast_env, submitted_job_id, wait_until, write_job
 

@@ -13,7 +13,8 @@ import typer
 
 from orchestrator.cli.common import out, plain
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.sandbox.simulator import DEMO_API_KEY, SandboxConfig, SandboxServer
+from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
+from orchestrator.sandbox.server import SandboxServer
 
 DEMO_DATA_DIR = Path(".orchestrator/demo")
 

@@ -9,12 +9,8 @@ import typer
 import yaml
 
 from orchestrator.errors import ConfigError
-from orchestrator.sandbox.simulator import (
-    SandboxConfig,
-    SandboxServer,
-    parse_code_delay,
-    serve_forever,
-)
+from orchestrator.sandbox.config import SandboxConfig, parse_code_delay
+from orchestrator.sandbox.server import SandboxServer, serve_forever
 
 _FAULTS = "Faults (probability per request, 0-1)"
 

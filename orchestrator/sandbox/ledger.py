@@ -104,30 +104,6 @@ class Ledger:
         with self.lock:
             return sum(self._balances, Decimal(0)) if account is None else self._balances[account]
 
-    @property
-    def charged(self) -> Decimal:
-        """Money taken for orders so far."""
-        with self.lock:
-            return self._charged
-
-    @property
-    def refunded(self) -> Decimal:
-        """Money given back for cancelled orders so far."""
-        with self.lock:
-            return self._refunded
-
-    @property
-    def net_spend(self) -> Decimal:
-        """What the orders really cost: charged less refunded."""
-        with self.lock:
-            return self._charged - self._refunded
-
-    @property
-    def rate_limited(self) -> int:
-        """How many 429 answers went out, from the limit or injected."""
-        with self.lock:
-            return self._rate_limited
-
     def order(self, order_id: str) -> SandboxOrder | None:
         """The order with that id, or None."""
         with self.lock:
@@ -166,15 +142,10 @@ class Ledger:
         with self.lock:
             self._faults[kind] = self._faults.get(kind, 0) + 1
 
-    def requests(self, offset: int = 0) -> list[tuple[float, str, int]]:
-        """The request log from ``offset`` on, as (wall time, endpoint, HTTP status)."""
+    def requests(self) -> list[tuple[float, str, int]]:
+        """The request log, as (wall time, endpoint, HTTP status)."""
         with self.lock:
-            return self._log[max(offset, 0) :]
-
-    def request_counts(self) -> dict[str, int]:
-        """Requests seen per endpoint ("GET /status", ...; "other" for unknown routes)."""
-        with self.lock:
-            return dict(self._counts)
+            return list(self._log)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """Everything above as JSON-ready data, money as strings."""

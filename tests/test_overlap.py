@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job
 from orchestrator.errors import JobOverlap
@@ -36,7 +36,7 @@ def resolved(name: str = "nightly") -> ResolvedJob:
 def hold_first_check(monkeypatch: pytest.MonkeyPatch, submitters: int) -> None:
     """Make the first submitter that has checked wait (its transaction open) until every other
     one has checked too, or ``HOLD`` seconds: the widest window the race can have."""
-    original = store.active_job_named
+    original = queries.active_job_named
     lock = threading.Lock()
     checked: list[str] = []
     all_checked = threading.Event()
@@ -52,7 +52,7 @@ def hold_first_check(monkeypatch: pytest.MonkeyPatch, submitters: int) -> None:
             all_checked.wait(HOLD)
         return found
 
-    monkeypatch.setattr(store, "active_job_named", held)
+    monkeypatch.setattr(queries, "active_job_named", held)
 
 
 def submit_at_once(engine: Engine, submitters: int, *, allow_overlap: bool = False) -> list[object]:

@@ -36,7 +36,7 @@ def _money(micros: int | None) -> str | None:
 
 
 def _spent(act: Activation) -> int:
-    # What store.spend_micros counts: money charged and not refunded.
+    # What queries.spend_micros counts: money charged and not refunded.
     return (act.cost_micros or 0) if act.state is not State.CANCELLED else 0
 
 
@@ -101,7 +101,7 @@ class Report:
 
 
 def build_report(job: Job, rows: Iterable[Row]) -> Report:
-    """Tally the job's slots (``store.export_rows``) by state and country."""
+    """Tally the job's slots (``queries.export_rows``) by state and country."""
     counts = dict.fromkeys(State, 0)
     countries: dict[int | None, CountryStats] = {}
     arrivals: list[float] = []

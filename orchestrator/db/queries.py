@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Executable, and_, bindparam, exists, func, or_, select
+from sqlalchemy import Executable, Select, and_, bindparam, exists, func, or_, select
+from sqlalchemy.orm import object_session
 from sqlmodel import Session, col
 
 from orchestrator.db import prepared
@@ -145,18 +146,6 @@ def state_counts(session: Session, job_id: int) -> dict[State, int]:
     return counts
 
 
-def spend_micros(session: Session, job_id: int) -> int:
-    """Money the job has spent and not had refunded (codes received, expired, in flight)."""
-    query = select(func.coalesce(func.sum(col(Activation.cost_micros)), 0)).where(
-        col(Activation.job_id) == job_id,
-        and_(
-            col(Activation.cost_micros).is_not(None),
-            col(Activation.state).not_in([State.CANCELLED]),
-        ),
-    )
-    return int(session.execute(query).scalar_one())
-
-
 def export_rows(session: Session, job_ids: Sequence[int]) -> list[tuple[Job, Target, Activation]]:
     """Every slot of the given jobs with its job and target, in job then slot order."""
     query = (
@@ -214,20 +203,6 @@ def jobs_matching(
     return list(session.execute(query).scalars().all())
 
 
-def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
-    """What ``spend_micros`` counts, per target of the job (targets that spent nothing absent)."""
-    query = (
-        select(col(Activation.target_id), func.sum(col(Activation.cost_micros)))
-        .where(
-            col(Activation.job_id) == job_id,
-            col(Activation.cost_micros).is_not(None),
-            col(Activation.state).not_in([State.CANCELLED]),
-        )
-        .group_by(col(Activation.target_id))
-    )
-    return {int(t): int(s) for t, s in session.execute(query).all()}
-
-
 def count_in_state(session: Session, state: State) -> int:
     """How many slots, across all jobs, are in ``state``."""
     query = select(func.count()).select_from(Activation).where(col(Activation.state) == state)
@@ -268,3 +243,47 @@ def last_fires(session: Session) -> dict[str, datetime]:
         col(ScheduleFire.job_name)
     )
     return {name: at for name, at in session.execute(query).all()}  # noqa: C416
+
+
+# --- spend: one rule, in the database -----------------------------------------------------
+
+# Money charged and not refunded: every slot with a cost (codes received, expired, orders in
+# flight), but a cancelled one, whose charge came back. Every spend figure is this sum.
+_CHARGED = and_(
+    col(Activation.cost_micros).is_not(None), col(Activation.state).not_in([State.CANCELLED])
+)
+
+
+def _spend(job_id: int, *by: Any) -> Select[Any]:
+    """The job's spend, one row per value of ``by`` (one row in all without it)."""
+    return (
+        select(*by, func.coalesce(func.sum(col(Activation.cost_micros)), 0))
+        .where(col(Activation.job_id) == job_id, _CHARGED)
+        .group_by(*by)
+    )
+
+
+def spend_micros(session: Session, job_id: int) -> int:
+    """Money the job has spent and not had refunded (codes received, expired, in flight)."""
+    return int(session.execute(_spend(job_id)).scalar_one())
+
+
+def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
+    """What ``spend_micros`` counts, per target of the job (targets that spent nothing absent)."""
+    rows = session.execute(_spend(job_id, col(Activation.target_id))).all()
+    return {int(target): int(spent) for target, spent in rows}
+
+
+def spend_micros_by_country(session: Session, job_id: int) -> dict[int | None, int]:
+    """What ``spend_micros`` counts, per country the job's slots chose (None: none chosen)."""
+    rows = session.execute(_spend(job_id, col(Activation.country_id))).all()
+    return {None if country is None else int(country): int(spent) for country, spent in rows}
+
+
+def session_of(job: Job) -> Session:
+    """The open session ``job`` was read in, for a caller handed rows rather than a session."""
+    session = object_session(job)
+    if session is None:
+        raise ValueError(f"job {job.id} was not read in an open session")
+    assert isinstance(session, Session)  # the engines' sessions are sqlmodel's
+    return session

@@ -41,6 +41,7 @@ from orchestrator.db.models import (
     Activation,
     Event,
     Job,
+    JobPlan,
     JobStatus,
     ScheduleFire,
     State,
@@ -48,8 +49,6 @@ from orchestrator.db.models import (
     utcnow,
 )
 from orchestrator.errors import JobOverlap
-from orchestrator.jobs.spec import ResolvedJob
-from orchestrator.money import to_micros
 from orchestrator.redact import mask, mask_data
 
 
@@ -301,7 +300,7 @@ def request_job_cancel(session: Session, job: Job) -> bool:
 
 
 def submit_job(
-    session: Session, job: ResolvedJob, *, source: str, allow_overlap: bool = False
+    session: Session, job: JobPlan, *, source: str, allow_overlap: bool = False
 ) -> tuple[Job, list[int]]:
     """Plan the job unless one of its name is still active (then ``JobOverlap``).
 
@@ -335,12 +334,12 @@ def _lock_job_name(session: Session, name: str) -> None:
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job, list[int]]:
+def create_job(session: Session, job: JobPlan, *, source: str) -> tuple[Job, list[int]]:
     """Plan the whole job up front: one row per number, so no slot can be bought twice."""
     row = Job(
         name=job.name,
         source=mask(source),
-        budget_micros=to_micros(job.budget) if job.budget is not None else None,
+        budget_micros=job.budget_micros,
         code_timeout=job.code_timeout,
     )
     session.add(row)
@@ -352,12 +351,12 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
     for spec in job.targets:
         target = Target(
             job_id=row.id,
-            position=spec.index,
+            position=spec.position,
             service_id=spec.service_id,
             service_name=mask(spec.service_name),
             countries=json.dumps([[cid, mask(name)] for cid, name in spec.countries]),
             quantity=spec.quantity,
-            max_price_micros=to_micros(spec.max_price),
+            max_price_micros=spec.max_price_micros,
         )
         session.add(target)
         session.flush()

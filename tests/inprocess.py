@@ -26,6 +26,7 @@ from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job, JobStatus
 from orchestrator.errors import Throttled
 from orchestrator.jobs.resolve import ResolvedJob, ResolvedTarget
+from orchestrator.jobs.submit import job_plan
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.runtime import Runtime
@@ -163,7 +164,7 @@ def plan_job(
         quantity=quantity, budget=budget, cap=cap, name=name, code_timeout=code_timeout
     )
     with transaction(engine) as session:
-        _, ids = store.create_job(session, job, source="inline")
+        _, ids = store.create_job(session, job_plan(job), source="inline")
     return ids
 
 

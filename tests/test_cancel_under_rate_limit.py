@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, CancelAnswer, Event, Job, JobStatus, State
 from orchestrator.errors import Throttled
@@ -83,7 +83,7 @@ def test_cancelling_a_job_whose_codes_came_unread_stores_every_code_and_starves_
         assert {r.state for r in _rows(rt.engine, 1)} == {State.WAITING}
         clock.advance(6)  # the codes arrive at the provider; nobody reads them
         with transaction(rt.engine) as session:
-            assert store.request_job_cancel(session, store.get_job(session, 1))
+            assert store.request_job_cancel(session, queries.get_job(session, 1))
         nudges = sweep(rt)
         other = plan_job(rt.engine, quantity=2, name="other", code_timeout=30)
         submitted = clock.epoch()

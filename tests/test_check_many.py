@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State
 from orchestrator.errors import Throttled
@@ -34,7 +34,7 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def states(engine: Engine, ids: list[int]) -> dict[int, State]:
     with reading(engine) as session:
-        return {act.id or 0: act.state for act in store.get_activations(session, ids)}
+        return {act.id or 0: act.state for act in queries.get_activations(session, ids)}
 
 
 def test_codes_are_stored_and_the_rest_polled_again_each_once(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_a_slot_another_worker_moved_meanwhile_is_left_alone(tmp_path: Path) -> 
 
         def status_while_another_worker_ends_first(order_id: str, **kwargs: object) -> CodeStatus:
             with transaction(rt.engine) as session:
-                row = store.get_activation(session, first)
+                row = queries.get_activation(session, first)
                 assert row is not None
                 if row.state is State.WAITING:
                     store.move(session, row, State.RECEIVED, event="code_received", code="1234")
@@ -154,6 +154,6 @@ def test_one_order_failing_to_poll_loses_none_of_the_others(tmp_path: Path) -> N
 
 def slot_order(engine: Engine, slot_id: int) -> str:
     with reading(engine) as session:
-        act = store.get_activation(session, slot_id)
+        act = queries.get_activation(session, slot_id)
         assert act is not None and act.order_id is not None
         return act.order_id

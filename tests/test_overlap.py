@@ -17,11 +17,12 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Job
 from orchestrator.errors import JobOverlap
 from orchestrator.jobs.resolve import ResolvedJob
+from orchestrator.jobs.submit import job_plan
 from orchestrator.sandbox.server import SandboxServer
 from tests.inprocess import telegram_job
 from tests.support import COMMAND, Orchestrator, fast_env, write_job
@@ -36,7 +37,7 @@ def resolved(name: str = "nightly") -> ResolvedJob:
 def hold_first_check(monkeypatch: pytest.MonkeyPatch, submitters: int) -> None:
     """Make the first submitter that has checked wait (its transaction open) until every other
     one has checked too, or ``HOLD`` seconds: the widest window the race can have."""
-    original = store.active_job_named
+    original = queries.active_job_named
     lock = threading.Lock()
     checked: list[str] = []
     all_checked = threading.Event()
@@ -52,7 +53,7 @@ def hold_first_check(monkeypatch: pytest.MonkeyPatch, submitters: int) -> None:
             all_checked.wait(HOLD)
         return found
 
-    monkeypatch.setattr(store, "active_job_named", held)
+    monkeypatch.setattr(queries, "active_job_named", held)
 
 
 def submit_at_once(engine: Engine, submitters: int, *, allow_overlap: bool = False) -> list[object]:
@@ -66,7 +67,7 @@ def submit_at_once(engine: Engine, submitters: int, *, allow_overlap: bool = Fal
         try:
             with transaction(engine) as session:
                 job, _ = store.submit_job(
-                    session, resolved(), source="test", allow_overlap=allow_overlap
+                    session, job_plan(resolved()), source="test", allow_overlap=allow_overlap
                 )
             outcome: object = job.id
         except Exception as exc:  # every outcome is asserted on below
@@ -131,11 +132,11 @@ def test_a_submit_waits_only_for_its_own_name(pg_engine: Engine) -> None:
 
     def other_name() -> None:
         with transaction(pg_engine) as session:
-            store.submit_job(session, resolved("b"), source="test")
+            store.submit_job(session, job_plan(resolved("b")), source="test")
         done.set()
 
     with transaction(pg_engine) as session:
-        store.submit_job(session, resolved("a"), source="test")
+        store.submit_job(session, job_plan(resolved("a")), source="test")
         thread = threading.Thread(target=other_name)
         thread.start()  # while "a"'s transaction is still open
         assert done.wait(10), "a submit of another name waited for this one"

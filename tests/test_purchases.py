@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.models import Activation, State
 from orchestrator.lifecycle.nudges import Action
 from orchestrator.lifecycle.purchase import Purchases, place
@@ -27,7 +27,7 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def states(engine: Engine, ids: list[int]) -> list[State]:
     with Session(engine) as session:
-        rows = {row.id: row.state for row in store.get_activations(session, ids)}
+        rows = {row.id: row.state for row in queries.get_activations(session, ids)}
     return [rows[i] for i in ids]
 
 
@@ -52,7 +52,7 @@ def test_each_outcome_is_written_with_the_next_claim_and_the_last_by_finish(
         assert purchases.finish() == []  # nothing is written twice
         orders = simulator.ledger.snapshot(0)["orders"]
         with Session(rt.engine) as session:
-            stored = {row.order_id for row in store.get_activations(session, ids)}
+            stored = {row.order_id for row in queries.get_activations(session, ids)}
         assert len(orders) == 3 and stored == {o["order_id"] for o in orders}
 
 

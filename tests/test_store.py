@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import SQLITE_CACHE_KIB, make_engine, reading, transaction
 from orchestrator.db.models import Activation, Job, JobStatus, State, utcnow
 from orchestrator.errors import JobNotFound
@@ -30,7 +30,7 @@ def plan(engine: Engine, *, quantity: int, budget: str | None, cap: str = "2.00"
 
 def claim(engine: Engine, slot: int) -> store.Claim:
     with transaction(engine) as session:
-        act = store.get_activation(session, slot)
+        act = queries.get_activation(session, slot)
         assert act is not None
         return store.claim(
             session, act, country_id=16, country_name="UK", next_action_at=utcnow(), now=utcnow()
@@ -87,11 +87,11 @@ def test_a_move_from_a_state_the_slot_has_left_changes_nothing(engine: Engine) -
     [slot] = plan(engine, quantity=1, budget=None)
     claim(engine, slot)
     with transaction(engine) as session:
-        act = store.get_activation(session, slot)
+        act = queries.get_activation(session, slot)
         assert act is not None
         assert store.move(session, act, State.IN_DOUBT, event="test")
     with transaction(engine) as session:
-        act = store.get_activation(session, slot)
+        act = queries.get_activation(session, slot)
         assert act is not None
         session.expunge(act)
         act.state = State.ORDERING  # what a worker holding an old copy believes
@@ -103,7 +103,7 @@ def test_releasing_a_reservation_moves_the_job_total_with_it(engine: Engine) -> 
     [slot] = plan(engine, quantity=1, budget="10")
     claim(engine, slot)
     with transaction(engine) as session:
-        act = store.get_activation(session, slot)
+        act = queries.get_activation(session, slot)
         assert act is not None
         store.move(session, act, State.FAILED, event="test", reserve=0)
         store.finish_job_if_done(session, act.job_id)
@@ -118,10 +118,10 @@ def test_a_job_is_found_by_id_or_by_name_the_newest_first(engine: Engine) -> Non
     plan(engine, quantity=1, budget=None)
     plan(engine, quantity=1, budget=None)
     with Session(engine) as session:
-        assert store.get_job(session, "1").id == 1
-        assert store.get_job(session, "store").id == 2
+        assert queries.get_job(session, "1").id == 1
+        assert queries.get_job(session, "store").id == 2
         with pytest.raises(JobNotFound):
-            store.get_job(session, "nope")
+            queries.get_job(session, "nope")
 
 
 def test_a_read_never_waits_for_a_writer(engine: Engine) -> None:
@@ -130,7 +130,7 @@ def test_a_read_never_waits_for_a_writer(engine: Engine) -> None:
     with transaction(engine) as writer:  # holds SQLite's write lock (PostgreSQL: a row lock)
         writer.execute(update(Activation).values(error="being written"))
         with reading(engine) as session:
-            row = store.get_activation(session, slot_id)
+            row = queries.get_activation(session, slot_id)
     assert row is not None and row.error is None  # the last committed state
     assert time.monotonic() - began < 1.0
 

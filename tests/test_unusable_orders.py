@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import ResolveRefused
@@ -209,7 +209,7 @@ def test_a_reused_order_id_the_check_could_not_see_still_ends_in_doubt_not_in_an
         ids = plan_job(engine, quantity=3, budget=Decimal("10"), cap=CAP)
         rt.prices.get(TELEGRAM)
         place(rt, ids[0])
-        monkeypatch.setattr(store, "slot_holding_order", lambda session, order_id: None)
+        monkeypatch.setattr(queries, "slot_holding_order", lambda session, order_id: None)
         rt.client = other
         purchases = Purchases(rt, ids[1:])
         place(rt, ids[1], purchases=purchases)  # answered ids[0]'s order id; written below
@@ -228,7 +228,7 @@ def in_doubt_beside_an_order(engine: Engine) -> tuple[int, int, str]:
     """Slot A waiting on order 777, slot B in doubt; returns (A, B, A's order id)."""
     a, b = plan_job(engine, quantity=2, budget=Decimal("10"), cap=CAP)
     with transaction(engine) as session:
-        acts = {act.id: act for act in store.get_activations(session, [a, b])}
+        acts = {act.id: act for act in queries.get_activations(session, [a, b])}
         store.move(session, acts[a], State.WAITING, event="test", order_id="777")
         store.move(session, acts[b], State.IN_DOUBT, event="test", error="timeout")
     return a, b, "777"

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.db import store
+from orchestrator.db import queries
 from orchestrator.db.engine import create_tables, make_engine, reading, transaction
 from orchestrator.errors import DatabaseGone
 from orchestrator.sandbox.server import SandboxServer
@@ -54,12 +54,12 @@ def test_a_deleted_file_is_refused_at_the_next_transaction(
     remove_database(path)
 
     with pytest.raises(DatabaseGone, match=str(path)), transaction(sqlite_engine) as session:
-        store.get_job(session, 1)
+        queries.get_job(session, 1)
     with pytest.raises(DatabaseGone, match="deleted"), reading(sqlite_engine) as session:
-        store.get_job(session, 1)
+        queries.get_job(session, 1)
     sqlite_engine.dispose()  # the next connection is a new one: sqlite3 would create the file
     with pytest.raises(DatabaseGone), transaction(sqlite_engine) as session:
-        store.get_job(session, 1)
+        queries.get_job(session, 1)
     assert not path.exists(), "no empty database was made in its place"
 
 
@@ -67,7 +67,7 @@ def test_only_the_main_file_deleted_is_refused_too(sqlite_engine: Engine, sqlite
     sqlite_path(sqlite_url).unlink()
 
     with pytest.raises(DatabaseGone), transaction(sqlite_engine) as session:
-        store.get_job(session, 1)
+        queries.get_job(session, 1)
 
 
 def test_a_file_replaced_by_another_is_refused(
@@ -79,7 +79,7 @@ def test_a_file_replaced_by_another_is_refused(
     os.replace(other, path)  # a restore from a backup, say: a new file at the same path
 
     with pytest.raises(DatabaseGone, match="replaced"), transaction(sqlite_engine) as session:
-        store.get_job(session, 1)
+        queries.get_job(session, 1)
 
 
 def open_again(url: str) -> None:
@@ -111,16 +111,16 @@ def test_a_new_file_and_second_engines_on_it_are_no_false_alarm(tmp_path: Path) 
         plan_job(second, quantity=1)
         for engine in (first, second):
             with transaction(engine) as session:
-                assert store.get_job(session, 1).name == "prop"
+                assert queries.get_job(session, 1).name == "prop"
             with reading(engine) as session:
-                assert store.get_job(session, 1).name == "prop"
+                assert queries.get_job(session, 1).name == "prop"
     finally:
         first.dispose()
         second.dispose()
     third = make_engine(url)  # after every engine was disposed, same file: still fine
     try:
         with transaction(third) as session:
-            assert store.get_job(session, 1).name == "prop"
+            assert queries.get_job(session, 1).name == "prop"
     finally:
         third.dispose()
 

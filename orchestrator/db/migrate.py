@@ -2,13 +2,12 @@
 
 There is no ``alembic.ini``: the configuration is built here and points at the ``migrations``
 folder inside this package, so an installed wheel migrates the same way a checkout does.
+A developer writes a new revision with ``scripts/new_migration.py``.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -205,29 +204,3 @@ def _sqlite_pragma(conn: Connection, pragma: str) -> None:
     driver = conn.connection.driver_connection
     assert driver is not None
     driver.execute(f"PRAGMA {pragma}")
-
-
-def new_revision(message: str) -> Path:
-    """Write the next revision: what the models have that the newest migration lacks."""
-    from orchestrator.db.engine import make_engine
-
-    with tempfile.TemporaryDirectory() as folder:
-        engine = make_engine(f"sqlite:///{Path(folder) / 'head.db'}")
-        try:
-            upgrade(engine)
-            with _migrating(engine) as conn, _alembic_lock:
-                script = command.revision(
-                    alembic_config(conn),
-                    message,
-                    autogenerate=True,
-                    rev_id=f"{int(head_revision()) + 1:04d}",
-                )
-        finally:
-            engine.dispose()
-    _script.cache_clear()
-    assert script is not None and not isinstance(script, list)
-    return Path(script.path)
-
-
-if __name__ == "__main__":  # python -m orchestrator.db.migrate "add the schedule table"
-    print(new_revision(" ".join(sys.argv[1:]) or "new revision"))

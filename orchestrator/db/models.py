@@ -1,4 +1,5 @@
-"""SQLModel tables: Job, Target, Activation (one row per number to buy) and Event (the audit trail).
+"""SQLModel tables: Job, Target, Activation (one row per number to buy) and Event (the audit trail);
+JobPlan and TargetPlan, the plain values ``store.submit_job`` plans a job from.
 
 Money is stored as integer micro-dollars (``*_micros``) so that budget arithmetic in SQL is
 exact on SQLite and PostgreSQL alike; ``money.py`` converts to and from ``Decimal``.
@@ -6,6 +7,8 @@ exact on SQLite and PostgreSQL alike; ``money.py`` converts to and from ``Decima
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -218,3 +221,25 @@ class ScheduleFire(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """One target of a job to plan, its names resolved to the provider's ids."""
+
+    position: int
+    service_id: int
+    service_name: str
+    countries: Sequence[tuple[int, str]]  # (id, name), in the order to try them
+    quantity: int
+    max_price_micros: int
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A job to plan (``store.submit_job``): one slot per number of each target."""
+
+    name: str
+    budget_micros: int | None
+    code_timeout: float
+    targets: Sequence[TargetPlan]

@@ -38,6 +38,18 @@ class _Prepared:
 
 _prepared: dict[tuple[Hashable, str], _Prepared | None] = {}  # None: runs the ordinary way
 
+# Statements are built once per shape, with bound parameters: building and hashing one costs
+# more than SQLite spends running it.
+_built: dict[Hashable, Executable] = {}
+
+
+def built(shape: Hashable, build: Callable[[], Executable]) -> Executable:
+    """The statement for ``shape``, built by ``build`` on first use."""
+    statement = _built.get(shape)
+    if statement is None:
+        statement = _built.setdefault(shape, build())
+    return statement
+
 
 def execute(
     connection: Connection, shape: Hashable, statement: Executable, params: Mapping[str, Any]

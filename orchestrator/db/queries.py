@@ -1,13 +1,212 @@
-"""Reads that only show: the status tables' counts and the scheduler's last fires."""
+"""Every read: the slots and jobs the workers act on, and what the views and reports show.
+
+Like ``store`` (the writes), functions take ``session`` and never commit; nothing here
+changes a row.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Executable, Select, and_, bindparam, exists, func, or_, select
+from sqlalchemy.orm import object_session
 from sqlmodel import Session, col
 
-from orchestrator.db.models import Activation, Job, ScheduleFire, State, Target
+from orchestrator.db import prepared
+from orchestrator.db.models import (
+    LIVE_STATES,
+    Activation,
+    Job,
+    JobStatus,
+    ScheduleFire,
+    State,
+    Target,
+)
+from orchestrator.errors import JobNotFound
+
+
+def get_activation(session: Session, activation_id: int) -> Activation | None:
+    """The slot, freshly read (never a stale copy from the identity map)."""
+    return session.get(Activation, activation_id, populate_existing=True)
+
+
+def get_activations(session: Session, activation_ids: Collection[int]) -> list[Activation]:
+    """The slots among ``activation_ids`` that exist, in one query, in id order."""
+    return _by_ids(session, Activation, activation_ids)
+
+
+def get_jobs(session: Session, job_ids: Collection[int]) -> dict[int, Job]:
+    """The jobs among ``job_ids``, by id, in one query."""
+    return {job.id: job for job in _by_ids(session, Job, job_ids) if job.id is not None}
+
+
+def get_targets(session: Session, target_ids: Collection[int]) -> dict[int, Target]:
+    """The targets among ``target_ids``, by id, in one query."""
+    return {t.id: t for t in _by_ids(session, Target, target_ids) if t.id is not None}
+
+
+Row = TypeVar("Row", Activation, Job, Target)
+
+
+def _by_ids(session: Session, table: type[Row], ids: Collection[int]) -> list[Row]:
+    def build() -> Executable:
+        wanted = col(table.id).in_(bindparam("p_ids", expanding=True))
+        return select(table).where(wanted).order_by(col(table.id))
+
+    statement = prepared.built(("by_ids", table), build)
+    return list(session.execute(statement, {"p_ids": list(ids)}).scalars().all())
+
+
+def get_job(session: Session, ref: str | int) -> Job:
+    """A job by id, or the newest job with that name."""
+    text = str(ref)
+    job: Job | None
+    if text.isdigit():
+        job = session.get(Job, int(text))
+    else:
+        query = select(Job).where(col(Job.name) == text).order_by(col(Job.id).desc())
+        job = session.execute(query.limit(1)).scalars().first()
+    if job is None:
+        raise JobNotFound(f"no job {text!r}")
+    session.refresh(job)
+    return job
+
+
+def has_live_reservations(session: Session, job_id: int, *, besides: int) -> bool:
+    """Whether another slot of the job still holds budget that a refund could free."""
+    query = select(
+        exists().where(
+            col(Activation.job_id) == job_id,
+            col(Activation.id) != besides,
+            col(Activation.state).in_([State.ORDERING, State.WAITING, State.CANCELLING]),
+        )
+    )
+    return bool(session.execute(query).scalar())
+
+
+def overdue(session: Session, *, before: datetime, limit: int) -> Sequence[Activation]:
+    """Live slots of active jobs whose nudge should have come by ``before``: lost messages."""
+    query = (
+        select(Activation)
+        .join(Job, col(Job.id) == col(Activation.job_id))
+        .where(
+            col(Job.status) == JobStatus.ACTIVE,
+            col(Activation.state).in_(list(LIVE_STATES)),
+            or_(
+                col(Activation.next_action_at).is_(None),
+                col(Activation.next_action_at) < before,
+            ),
+        )
+        .order_by(col(Activation.next_action_at))
+        .limit(limit)
+    )
+    return session.execute(query).scalars().all()
+
+
+def slot_holding_order(session: Session, order_id: str) -> int | None:
+    """The slot (activation id) that already holds ``order_id``, if any."""
+    query = select(col(Activation.id)).where(col(Activation.order_id) == order_id)
+    found = session.execute(query).scalars().first()
+    return None if found is None else int(found)
+
+
+def active_job_ids(session: Session) -> list[int]:
+    """Ids of every job not yet ended."""
+    query = select(col(Job.id)).where(col(Job.status) == JobStatus.ACTIVE)
+    return [int(i) for i in session.execute(query).scalars().all()]
+
+
+def cancelled_job_slots(session: Session, *, limit: int) -> Sequence[Activation]:
+    """Slots still planned or waiting in jobs the user cancelled."""
+    query = (
+        select(Activation)
+        .join(Job, col(Job.id) == col(Activation.job_id))
+        .where(
+            col(Job.status) == JobStatus.ACTIVE,
+            col(Job.cancel_requested_at).is_not(None),
+            col(Activation.state).in_([State.PLANNED, State.WAITING]),
+        )
+        .limit(limit)
+    )
+    return session.execute(query).scalars().all()
+
+
+def state_counts(session: Session, job_id: int) -> dict[State, int]:
+    """How many slots of the job are in each state."""
+    query = (
+        select(col(Activation.state), func.count())
+        .where(col(Activation.job_id) == job_id)
+        .group_by(col(Activation.state))
+    )
+    counts = dict.fromkeys(State, 0)
+    for state, count in session.execute(query).all():
+        counts[State(state)] = int(count)
+    return counts
+
+
+def export_rows(session: Session, job_ids: Sequence[int]) -> list[tuple[Job, Target, Activation]]:
+    """Every slot of the given jobs with its job and target, in job then slot order."""
+    query = (
+        select(Job, Target, Activation)
+        .join(Target, col(Target.job_id) == col(Job.id))
+        .join(Activation, col(Activation.target_id) == col(Target.id))
+        .where(col(Job.id).in_(list(job_ids)))
+        .order_by(col(Job.id), col(Activation.slot))
+    )
+    return [(j, t, a) for j, t, a in session.execute(query).all()]
+
+
+def active_job_named(session: Session, name: str) -> Job | None:
+    """The active job with this name, if any (a cron run that has not finished)."""
+    query = select(Job).where(col(Job.name) == name, col(Job.status) == JobStatus.ACTIVE)
+    return session.execute(query.limit(1)).scalars().first()
+
+
+def arrival_delays(
+    session: Session, service_id: int, country_id: int, *, limit: int
+) -> list[float]:
+    """Seconds from purchase to code of the most recent codes for a service and country."""
+    query = (
+        select(col(Activation.ordered_at), col(Activation.code_at))
+        .where(
+            col(Activation.service_id) == service_id,
+            col(Activation.country_id) == country_id,
+            col(Activation.state) == State.RECEIVED,
+            col(Activation.code_at).is_not(None),
+            col(Activation.ordered_at).is_not(None),
+        )
+        .order_by(col(Activation.code_at).desc())
+        .limit(limit)
+    )
+    return [
+        (code_at - ordered_at).total_seconds() for ordered_at, code_at in session.execute(query)
+    ]
+
+
+def jobs_matching(
+    session: Session,
+    *,
+    names: Collection[str] = (),
+    since: datetime | None = None,
+    before: datetime | None = None,
+) -> list[Job]:
+    """Jobs with any of ``names`` (all when empty) created in [``since``, ``before``), by id."""
+    query = select(Job).order_by(col(Job.id))
+    if names:
+        query = query.where(col(Job.name).in_(list(names)))
+    if since is not None:
+        query = query.where(col(Job.created_at) >= since)
+    if before is not None:
+        query = query.where(col(Job.created_at) < before)
+    return list(session.execute(query).scalars().all())
+
+
+def count_in_state(session: Session, state: State) -> int:
+    """How many slots, across all jobs, are in ``state``."""
+    query = select(func.count()).select_from(Activation).where(col(Activation.state) == state)
+    return int(session.execute(query).scalar_one())
 
 
 def recent_jobs(session: Session, limit: int) -> list[tuple[Job, int, int]]:
@@ -44,3 +243,47 @@ def last_fires(session: Session) -> dict[str, datetime]:
         col(ScheduleFire.job_name)
     )
     return {name: at for name, at in session.execute(query).all()}  # noqa: C416
+
+
+# --- spend: one rule, in the database -----------------------------------------------------
+
+# Money charged and not refunded: every slot with a cost (codes received, expired, orders in
+# flight), but a cancelled one, whose charge came back. Every spend figure is this sum.
+_CHARGED = and_(
+    col(Activation.cost_micros).is_not(None), col(Activation.state).not_in([State.CANCELLED])
+)
+
+
+def _spend(job_id: int, *by: Any) -> Select[Any]:
+    """The job's spend, one row per value of ``by`` (one row in all without it)."""
+    return (
+        select(*by, func.coalesce(func.sum(col(Activation.cost_micros)), 0))
+        .where(col(Activation.job_id) == job_id, _CHARGED)
+        .group_by(*by)
+    )
+
+
+def spend_micros(session: Session, job_id: int) -> int:
+    """Money the job has spent and not had refunded (codes received, expired, in flight)."""
+    return int(session.execute(_spend(job_id)).scalar_one())
+
+
+def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
+    """What ``spend_micros`` counts, per target of the job (targets that spent nothing absent)."""
+    rows = session.execute(_spend(job_id, col(Activation.target_id))).all()
+    return {int(target): int(spent) for target, spent in rows}
+
+
+def spend_micros_by_country(session: Session, job_id: int) -> dict[int | None, int]:
+    """What ``spend_micros`` counts, per country the job's slots chose (None: none chosen)."""
+    rows = session.execute(_spend(job_id, col(Activation.country_id))).all()
+    return {None if country is None else int(country): int(spent) for country, spent in rows}
+
+
+def session_of(job: Job) -> Session:
+    """The open session ``job`` was read in, for a caller handed rows rather than a session."""
+    session = object_session(job)
+    if session is None:
+        raise ValueError(f"job {job.id} was not read in an open session")
+    assert isinstance(session, Session)  # the engines' sessions are sqlmodel's
+    return session

@@ -1,5 +1,7 @@
 """Every state change, as a compare-and-set UPDATE in the caller's session; budget reservation.
 
+The reads are in ``queries``.
+
 Functions take ``session`` and never commit: the caller decides the transaction, so a state
 change and the budget it moves are committed together or not at all.
 
@@ -14,42 +16,39 @@ import json
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     CursorResult,
     Executable,
     Update,
-    and_,
     bindparam,
     case,
     exists,
     func,
     insert,
     or_,
-    select,
     text,
     update,
 )
 from sqlmodel import Session, col
 
-from orchestrator.db import prepared
+from orchestrator.db import prepared, queries
 from orchestrator.db.models import (
     FINAL_STATES,
     LIVE_STATES,
     Activation,
     Event,
     Job,
+    JobPlan,
     JobStatus,
     ScheduleFire,
     State,
     Target,
     utcnow,
 )
-from orchestrator.errors import JobNotFound, JobOverlap
-from orchestrator.jobs.resolve import ResolvedJob
-from orchestrator.money import to_micros
+from orchestrator.errors import JobOverlap
 from orchestrator.redact import mask, mask_data
 
 
@@ -68,6 +67,14 @@ def record(
     _execute(session, "record", lambda: insert(Event).inline(), params)
 
 
+# Reads that cli/ still calls as store.* (it should call queries.* instead).
+export_rows = queries.export_rows
+get_job = queries.get_job
+spend_micros = queries.spend_micros
+spend_micros_by_target = queries.spend_micros_by_target
+state_counts = queries.state_counts
+
+
 def _update(table: type[Job] | type[Activation]) -> Update:
     # Plain SQL semantics: the ORM must not rewrite in-memory objects behind the caller's back
     # (move() compares against the values the caller read).
@@ -78,20 +85,10 @@ def _update(table: type[Job] | type[Activation]) -> Update:
 # on the session's connection, compiled once per database (see prepared.py): building, hashing
 # and routing a statement through the ORM costs many times the CPU SQLite spends running it,
 # and none of them needs the ORM's unit of work.
-_statements: dict[Hashable, Executable] = {}
-
-
-def _statement(shape: Hashable, build: Callable[[], Executable]) -> Executable:
-    statement = _statements.get(shape)
-    if statement is None:
-        statement = _statements.setdefault(shape, build())
-    return statement
-
-
 def _execute(
     session: Session, shape: Hashable, build: Callable[[], Executable], params: Mapping[str, Any]
 ) -> CursorResult[Any]:
-    return prepared.execute(session.connection(), shape, _statement(shape, build), params)
+    return prepared.execute(session.connection(), shape, prepared.built(shape, build), params)
 
 
 def _move_statement(columns: tuple[str, ...], states: int) -> Executable:
@@ -149,53 +146,6 @@ def _reserve_statement() -> Executable:
 def _rowcount(result: Any) -> int:
     assert isinstance(result, CursorResult)
     return int(result.rowcount)
-
-
-def get_activation(session: Session, activation_id: int) -> Activation | None:
-    """The slot, freshly read (never a stale copy from the identity map)."""
-    return session.get(Activation, activation_id, populate_existing=True)
-
-
-def get_activations(session: Session, activation_ids: Collection[int]) -> list[Activation]:
-    """The slots among ``activation_ids`` that exist, in one query, in id order."""
-    return _by_ids(session, Activation, activation_ids)
-
-
-def get_jobs(session: Session, job_ids: Collection[int]) -> dict[int, Job]:
-    """The jobs among ``job_ids``, by id, in one query."""
-    return {job.id: job for job in _by_ids(session, Job, job_ids) if job.id is not None}
-
-
-def get_targets(session: Session, target_ids: Collection[int]) -> dict[int, Target]:
-    """The targets among ``target_ids``, by id, in one query."""
-    return {t.id: t for t in _by_ids(session, Target, target_ids) if t.id is not None}
-
-
-Row = TypeVar("Row", Activation, Job, Target)
-
-
-def _by_ids(session: Session, table: type[Row], ids: Collection[int]) -> list[Row]:
-    def build() -> Executable:
-        wanted = col(table.id).in_(bindparam("p_ids", expanding=True))
-        return select(table).where(wanted).order_by(col(table.id))
-
-    statement = _statement(("by_ids", table), build)
-    return list(session.execute(statement, {"p_ids": list(ids)}).scalars().all())
-
-
-def get_job(session: Session, ref: str | int) -> Job:
-    """A job by id, or the newest job with that name."""
-    text = str(ref)
-    job: Job | None
-    if text.isdigit():
-        job = session.get(Job, int(text))
-    else:
-        query = select(Job).where(col(Job.name) == text).order_by(col(Job.id).desc())
-        job = session.execute(query.limit(1)).scalars().first()
-    if job is None:
-        raise JobNotFound(f"no job {text!r}")
-    session.refresh(job)
-    return job
 
 
 def move(
@@ -306,18 +256,6 @@ def reschedule(session: Session, act: Activation, when: datetime) -> bool:
     return moved
 
 
-def has_live_reservations(session: Session, job_id: int, *, besides: int) -> bool:
-    """Whether another slot of the job still holds budget that a refund could free."""
-    query = select(
-        exists().where(
-            col(Activation.job_id) == job_id,
-            col(Activation.id) != besides,
-            col(Activation.state).in_([State.ORDERING, State.WAITING, State.CANCELLING]),
-        )
-    )
-    return bool(session.execute(query).scalar())
-
-
 def finish_job_if_done(session: Session, job_id: int) -> bool:
     """Mark the job ended when no slot is live any more; True if this call ended it."""
     params = {"p_id": job_id, "p_now": utcnow()}
@@ -361,98 +299,8 @@ def request_job_cancel(session: Session, job: Job) -> bool:
     return True
 
 
-def overdue(session: Session, *, before: datetime, limit: int) -> Sequence[Activation]:
-    """Live slots of active jobs whose nudge should have come by ``before``: lost messages."""
-    query = (
-        select(Activation)
-        .join(Job, col(Job.id) == col(Activation.job_id))
-        .where(
-            col(Job.status) == JobStatus.ACTIVE,
-            col(Activation.state).in_(list(LIVE_STATES)),
-            or_(
-                col(Activation.next_action_at).is_(None),
-                col(Activation.next_action_at) < before,
-            ),
-        )
-        .order_by(col(Activation.next_action_at))
-        .limit(limit)
-    )
-    return session.execute(query).scalars().all()
-
-
-def slot_holding_order(session: Session, order_id: str) -> int | None:
-    """The slot (activation id) that already holds ``order_id``, if any."""
-    query = select(col(Activation.id)).where(col(Activation.order_id) == order_id)
-    found = session.execute(query).scalars().first()
-    return None if found is None else int(found)
-
-
-def active_job_ids(session: Session) -> list[int]:
-    """Ids of every job not yet ended."""
-    query = select(col(Job.id)).where(col(Job.status) == JobStatus.ACTIVE)
-    return [int(i) for i in session.execute(query).scalars().all()]
-
-
-def cancelled_job_slots(session: Session, *, limit: int) -> Sequence[Activation]:
-    """Slots still planned or waiting in jobs the user cancelled."""
-    query = (
-        select(Activation)
-        .join(Job, col(Job.id) == col(Activation.job_id))
-        .where(
-            col(Job.status) == JobStatus.ACTIVE,
-            col(Job.cancel_requested_at).is_not(None),
-            col(Activation.state).in_([State.PLANNED, State.WAITING]),
-        )
-        .limit(limit)
-    )
-    return session.execute(query).scalars().all()
-
-
-def state_counts(session: Session, job_id: int) -> dict[State, int]:
-    """How many slots of the job are in each state."""
-    query = (
-        select(col(Activation.state), func.count())
-        .where(col(Activation.job_id) == job_id)
-        .group_by(col(Activation.state))
-    )
-    counts = dict.fromkeys(State, 0)
-    for state, count in session.execute(query).all():
-        counts[State(state)] = int(count)
-    return counts
-
-
-def spend_micros(session: Session, job_id: int) -> int:
-    """Money the job has spent and not had refunded (codes received, expired, in flight)."""
-    query = select(func.coalesce(func.sum(col(Activation.cost_micros)), 0)).where(
-        col(Activation.job_id) == job_id,
-        and_(
-            col(Activation.cost_micros).is_not(None),
-            col(Activation.state).not_in([State.CANCELLED]),
-        ),
-    )
-    return int(session.execute(query).scalar_one())
-
-
-def export_rows(session: Session, job_ids: Sequence[int]) -> list[tuple[Job, Target, Activation]]:
-    """Every slot of the given jobs with its job and target, in job then slot order."""
-    query = (
-        select(Job, Target, Activation)
-        .join(Target, col(Target.job_id) == col(Job.id))
-        .join(Activation, col(Activation.target_id) == col(Target.id))
-        .where(col(Job.id).in_(list(job_ids)))
-        .order_by(col(Job.id), col(Activation.slot))
-    )
-    return [(j, t, a) for j, t, a in session.execute(query).all()]
-
-
-def active_job_named(session: Session, name: str) -> Job | None:
-    """The active job with this name, if any (a cron run that has not finished)."""
-    query = select(Job).where(col(Job.name) == name, col(Job.status) == JobStatus.ACTIVE)
-    return session.execute(query.limit(1)).scalars().first()
-
-
 def submit_job(
-    session: Session, job: ResolvedJob, *, source: str, allow_overlap: bool = False
+    session: Session, job: JobPlan, *, source: str, allow_overlap: bool = False
 ) -> tuple[Job, list[int]]:
     """Plan the job unless one of its name is still active (then ``JobOverlap``).
 
@@ -464,7 +312,7 @@ def submit_job(
     """
     if not allow_overlap:
         _lock_job_name(session, job.name)
-        running = active_job_named(session, job.name)
+        running = queries.active_job_named(session, job.name)
         if running is not None:
             raise JobOverlap(
                 f"job {running.id} ({job.name!r}) is still active; "
@@ -486,12 +334,12 @@ def _lock_job_name(session: Session, name: str) -> None:
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job, list[int]]:
+def create_job(session: Session, job: JobPlan, *, source: str) -> tuple[Job, list[int]]:
     """Plan the whole job up front: one row per number, so no slot can be bought twice."""
     row = Job(
         name=job.name,
         source=mask(source),
-        budget_micros=to_micros(job.budget) if job.budget is not None else None,
+        budget_micros=job.budget_micros,
         code_timeout=job.code_timeout,
     )
     session.add(row)
@@ -503,12 +351,12 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
     for spec in job.targets:
         target = Target(
             job_id=row.id,
-            position=spec.index,
+            position=spec.position,
             service_id=spec.service_id,
             service_name=mask(spec.service_name),
             countries=json.dumps([[cid, mask(name)] for cid, name in spec.countries]),
             quantity=spec.quantity,
-            max_price_micros=to_micros(spec.max_price),
+            max_price_micros=spec.max_price_micros,
         )
         session.add(target)
         session.flush()
@@ -535,65 +383,6 @@ def create_job(session: Session, job: ResolvedJob, *, source: str) -> tuple[Job,
     ids = [int(i) for i in session.execute(planned, slots).scalars().all()]
     record(session, row.id, "job_submitted", slots=slot, name=job.name)
     return row, ids
-
-
-def arrival_delays(
-    session: Session, service_id: int, country_id: int, *, limit: int
-) -> list[float]:
-    """Seconds from purchase to code of the most recent codes for a service and country."""
-    query = (
-        select(col(Activation.ordered_at), col(Activation.code_at))
-        .where(
-            col(Activation.service_id) == service_id,
-            col(Activation.country_id) == country_id,
-            col(Activation.state) == State.RECEIVED,
-            col(Activation.code_at).is_not(None),
-            col(Activation.ordered_at).is_not(None),
-        )
-        .order_by(col(Activation.code_at).desc())
-        .limit(limit)
-    )
-    return [
-        (code_at - ordered_at).total_seconds() for ordered_at, code_at in session.execute(query)
-    ]
-
-
-def jobs_matching(
-    session: Session,
-    *,
-    names: Collection[str] = (),
-    since: datetime | None = None,
-    before: datetime | None = None,
-) -> list[Job]:
-    """Jobs with any of ``names`` (all when empty) created in [``since``, ``before``), by id."""
-    query = select(Job).order_by(col(Job.id))
-    if names:
-        query = query.where(col(Job.name).in_(list(names)))
-    if since is not None:
-        query = query.where(col(Job.created_at) >= since)
-    if before is not None:
-        query = query.where(col(Job.created_at) < before)
-    return list(session.execute(query).scalars().all())
-
-
-def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
-    """What ``spend_micros`` counts, per target of the job (targets that spent nothing absent)."""
-    query = (
-        select(col(Activation.target_id), func.sum(col(Activation.cost_micros)))
-        .where(
-            col(Activation.job_id) == job_id,
-            col(Activation.cost_micros).is_not(None),
-            col(Activation.state).not_in([State.CANCELLED]),
-        )
-        .group_by(col(Activation.target_id))
-    )
-    return {int(t): int(s) for t, s in session.execute(query).all()}
-
-
-def count_in_state(session: Session, state: State) -> int:
-    """How many slots, across all jobs, are in ``state``."""
-    query = select(func.count()).select_from(Activation).where(col(Activation.state) == state)
-    return int(session.execute(query).scalar_one())
 
 
 def settle_fire(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from orchestrator.db import store
+from orchestrator.db import queries
 from orchestrator.db.models import Job
 from orchestrator.errors import JobNotFound
 
@@ -61,9 +61,9 @@ class Selection:
 
 def select_jobs(session: Session, selection: Selection) -> list[Job]:
     """The selected jobs, each once, by id; JobNotFound if a ref or the query finds none."""
-    found = {job.id: job for job in (store.get_job(session, ref) for ref in selection.refs)}
+    found = {job.id: job for job in (queries.get_job(session, ref) for ref in selection.refs)}
     if selection.is_query:
-        matched = store.jobs_matching(
+        matched = queries.jobs_matching(
             session,
             names=selection.names,
             since=_midnight(selection.since) if selection.since else None,

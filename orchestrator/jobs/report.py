@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from typing import Any
 
-from orchestrator.db.models import Activation, Job, State
+from orchestrator.db import queries
+from orchestrator.db.models import Job, State
 from orchestrator.jobs.export import Row
 from orchestrator.money import from_micros
 from orchestrator.redact import mask
@@ -33,11 +34,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def _money(micros: int | None) -> str | None:
     return None if micros is None else str(from_micros(micros))
-
-
-def _spent(act: Activation) -> int:
-    # What store.spend_micros counts: money charged and not refunded.
-    return (act.cost_micros or 0) if act.state is not State.CANCELLED else 0
 
 
 @dataclass
@@ -100,8 +96,17 @@ class Report:
         }
 
 
-def build_report(job: Job, rows: Iterable[Row]) -> Report:
-    """Tally the job's slots (``store.export_rows``) by state and country."""
+def build_report(
+    job: Job, rows: Iterable[Row], spend_by_country: Mapping[int | None, int] | None = None
+) -> Report:
+    """Tally the job's slots (``queries.export_rows``) by state and country.
+
+    The spend is the database's (``queries.spend_micros_by_country``): passed in, or read in
+    the session ``job`` came from when not.
+    """
+    if spend_by_country is None:
+        assert job.id is not None
+        spend_by_country = queries.spend_micros_by_country(queries.session_of(job), job.id)
     counts = dict.fromkeys(State, 0)
     countries: dict[int | None, CountryStats] = {}
     arrivals: list[float] = []
@@ -112,10 +117,11 @@ def build_report(job: Job, rows: Iterable[Row]) -> Report:
         stats.numbers += 1
         stats.orders += act.state in SETTLED
         stats.received += act.state is State.RECEIVED
-        stats.spend_micros += _spent(act)
         if act.state is State.RECEIVED and act.code_at and act.ordered_at:
             arrivals.append(round((act.code_at - act.ordered_at).total_seconds(), 1))
     arrivals.sort()
+    for country_id, stats in countries.items():
+        stats.spend_micros = spend_by_country.get(country_id, 0)
     ordered = sorted(countries.values(), key=lambda c: (-c.spend_micros, -c.numbers, c.country))
     return Report(
         job=job,

@@ -12,10 +12,12 @@ from pathlib import Path
 from orchestrator.config import Settings
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
-from orchestrator.jobs.resolve import resolve_job
+from orchestrator.db.models import JobPlan, TargetPlan
+from orchestrator.jobs.resolve import ResolvedJob, resolve_job
 from orchestrator.jobs.spec import JobLimits, parse_job_spec, read_job_file
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.wiring import make_database
+from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
 
 
@@ -40,8 +42,28 @@ def submit_job_file(
     before_commit()
     with transaction(engine) as session:
         job, slot_ids = store.submit_job(
-            session, resolved, source=source, allow_overlap=allow_overlap
+            session, job_plan(resolved), source=source, allow_overlap=allow_overlap
         )
     send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])
     assert job.id is not None
     return job.id, len(slot_ids)
+
+
+def job_plan(job: ResolvedJob) -> JobPlan:
+    """What the database plans of a resolved job file: plain values, money in micros."""
+    return JobPlan(
+        name=job.name,
+        budget_micros=to_micros(job.budget) if job.budget is not None else None,
+        code_timeout=job.code_timeout,
+        targets=[
+            TargetPlan(
+                position=target.index,
+                service_id=target.service_id,
+                service_name=target.service_name,
+                countries=list(target.countries),
+                quantity=target.quantity,
+                max_price_micros=to_micros(target.max_price),
+            )
+            for target in job.targets
+        ],
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import State
@@ -27,7 +27,7 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
             raise ResolveRefused(f"an order id is {ORDER_ID_RULE}")
         order_id = valid
     with transaction(rt.engine) as session:
-        act = store.get_activation(session, activation_id)
+        act = queries.get_activation(session, activation_id)
         if act is None:
             raise ResolveRefused(f"no slot {activation_id}")
         if act.state is not State.IN_DOUBT:
@@ -43,7 +43,7 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
             )
             store.finish_job_if_done(session, act.job_id)
             return []
-        other = store.slot_holding_order(session, order_id)
+        other = queries.slot_holding_order(session, order_id)
         if other is not None:
             raise ResolveRefused(_taken(order_id, other))
         try:
@@ -61,7 +61,7 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
                 )
         except IntegrityError:  # recorded by a worker since the check above
             raise ResolveRefused(
-                _taken(order_id, store.slot_holding_order(session, order_id))
+                _taken(order_id, queries.slot_holding_order(session, order_id))
             ) from None
     return [Nudge(Action.CHECK, activation_id)]
 

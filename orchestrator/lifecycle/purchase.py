@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import Activation, Job, State
@@ -65,9 +65,9 @@ class Purchases:
     def __init__(self, rt: Runtime, activation_ids: Collection[int]) -> None:
         self.rt = rt
         with reading(rt.engine) as session:
-            acts = store.get_activations(session, activation_ids)
-            self.jobs = store.get_jobs(session, {act.job_id for act in acts})
-            self.targets = store.get_targets(session, {act.target_id for act in acts})
+            acts = queries.get_activations(session, activation_ids)
+            self.jobs = queries.get_jobs(session, {act.job_id for act in acts})
+            self.targets = queries.get_targets(session, {act.target_id for act in acts})
         self.activations = {act.id: act for act in acts if act.id is not None}
         self._owed: list[Write] = []
         self._nudges: list[Nudge] = []
@@ -300,7 +300,7 @@ def _move_order(session: Session, act: Activation, to: State, **values: Any) -> 
         error = "the provider answered an order_id holding the API key; see its dashboard"
         _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
         return False
-    other = store.slot_holding_order(session, order_id)
+    other = queries.slot_holding_order(session, order_id)
     if other is None:
         try:
             # A savepoint: a write refused by the unique index (another worker recorded the
@@ -311,7 +311,7 @@ def _move_order(session: Session, act: Activation, to: State, **values: Any) -> 
                     session, act, to, expect={State.ORDERING, State.IN_DOUBT}, **values
                 )
         except IntegrityError:
-            other = store.slot_holding_order(session, order_id)
+            other = queries.slot_holding_order(session, order_id)
         else:
             if not moved:
                 # Only a human resolving the slot meanwhile can do this; the audit log keeps it.
@@ -349,7 +349,7 @@ def _unclaim(rt: Runtime, act: Activation, *, delay: float, why: str) -> Write:
 def _budget_refused(rt: Runtime, session: Session, act: Activation) -> list[Nudge]:
     job = session.get(Job, act.job_id)
     assert job is not None and act.id is not None
-    if job.cancel_requested_at is None and store.has_live_reservations(
+    if job.cancel_requested_at is None and queries.has_live_reservations(
         session, act.job_id, besides=act.id
     ):
         store.reschedule(session, act, rt.after(BUDGET_RECHECK_SECONDS))

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from orchestrator.config import Settings
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
 from orchestrator.lifecycle.nudges import Action, Nudge
@@ -89,11 +89,11 @@ class Runtime:
 
     def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
         with reading(self.engine) as session:
-            return store.arrival_delays(session, service_id, country_id, limit=HISTORY)
+            return queries.arrival_delays(session, service_id, country_id, limit=HISTORY)
 
     def _count(self, state: State) -> int:
         with reading(self.engine) as session:
-            return store.count_in_state(session, state)
+            return queries.count_in_state(session, state)
 
     def poll_wait(self, service_id: int, country_id: int, age: float) -> float:
         """Seconds until the next poll of an order ``age`` seconds old (policy: polling.py)."""

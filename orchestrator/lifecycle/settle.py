@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, CancelAnswer, Job, State
 from orchestrator.errors import (
@@ -50,8 +50,8 @@ def check_many(rt: Runtime, activation_ids: list[int]) -> list[Nudge]:
     its own compare-and-set, so a slot another worker moved meanwhile is left alone.
     """
     with reading(rt.engine) as session:
-        acts = store.get_activations(session, activation_ids)
-        jobs = store.get_jobs(session, {act.job_id for act in acts})
+        acts = queries.get_activations(session, activation_ids)
+        jobs = queries.get_jobs(session, {act.job_id for act in acts})
     pace = _Pace(rt.settings.rate_limit)
     writes = [
         _poll_safely(rt, act, jobs[act.job_id], pace)
@@ -157,7 +157,7 @@ def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
     the rate limit like any call, and the cancel is not sent again meanwhile.
     """
     with reading(rt.engine) as session:
-        act = store.get_activation(session, activation_id)
+        act = queries.get_activation(session, activation_id)
         if act is None or act.state is not State.CANCELLING or not rt.is_due(act.next_action_at):
             return []
     assert act.order_id is not None and act.ordered_at is not None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.lifecycle.nudges import Action, Nudge
@@ -44,7 +44,7 @@ def sweep(rt: Runtime) -> list[Nudge]:
     grace = rt.settings.sweep_interval
     with transaction(rt.engine) as session:
         nudges += _apply_job_cancels(rt, session)
-        for act in store.overdue(session, before=rt.after(-grace), limit=BATCH):
+        for act in queries.overdue(session, before=rt.after(-grace), limit=BATCH):
             assert act.id is not None
             if act.state is State.ORDERING:
                 if claim_expired(rt, act):
@@ -59,7 +59,7 @@ def sweep(rt: Runtime) -> list[Nudge]:
                 urgent.append(act)
             else:
                 nudges.append(Nudge(action, act.id))
-        for job_id in store.active_job_ids(session):
+        for job_id in queries.active_job_ids(session):
             store.finish_job_if_done(session, job_id)
     if nudges or urgent:
         log.info("sweep_redrove", nudges=len(nudges), cancels=len(urgent))
@@ -109,7 +109,7 @@ def _settle_now(rt: Runtime, activation_id: int) -> list[Nudge]:
 def _apply_job_cancels(rt: Runtime, session: Session) -> list[Nudge]:
     """Slots of cancelled jobs: drop the unbought ones, cancel the bought ones."""
     nudges: list[Nudge] = []
-    for act in store.cancelled_job_slots(session, limit=BATCH):
+    for act in queries.cancelled_job_slots(session, limit=BATCH):
         assert act.id is not None
         if act.state is State.PLANNED:
             store.move(session, act, State.FAILED, event="slot_dropped", error="job cancelled")

@@ -15,3 +15,12 @@ def to_micros(amount: Decimal) -> int:
 def from_micros(micros: int) -> Decimal:
     """Integer micro-dollars back to Decimal dollars, without trailing noise."""
     return (Decimal(micros) / MICROS).quantize(Decimal("0.0001")).normalize() + Decimal("0.00")
+
+
+def shown(amount: Decimal) -> str:
+    """An amount for people: at least two decimals (``1.80``, not ``1.8``), more only if held."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        return str(exact)
+    return str(amount.quantize(Decimal("0.01")))

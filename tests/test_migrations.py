@@ -23,7 +23,11 @@ from orchestrator.errors import OrchestratorError
 # the indexes and columns that later revisions added to them.
 BASELINE_TABLES = ("job", "target", "activation", "event")
 INDEXES_ADDED_SINCE = ("ix_activation_job_id_state",)
-COLUMNS_ADDED_SINCE = (("activation", "cancel_answer"),)
+COLUMNS_ADDED_SINCE = (
+    ("activation", "cancel_answer"),
+    ("target", "codes_wanted"),
+    ("activation", "attempt"),
+)
 
 BROKEN_REVISION = """
 import sqlalchemy as sa

@@ -157,3 +157,31 @@ def test_a_cancel_that_went_through_unrecorded_is_reconciled_while_polls_are_cro
         assert slot(rt.engine, slot_id).state is State.CANCELLED
         [order] = simulator.ledger.orders()
         assert order.refunded
+
+
+def test_a_refused_cancel_after_an_unseen_one_past_expiry_is_counted_as_spent(
+    tmp_path: Path,
+) -> None:
+    """A worker killed before its cancel left leaves ``cancel_sent_at`` as if it had gone.
+
+    Met after the provider's expiry, the next cancel's ``cancel_failed`` is the expiry's, and
+    /status shows a code still awaited either way: the order was not refunded, and taking
+    the refusal for the unseen cancel's effect would count its price as refunded.
+    """
+    no_codes = replace(PROVIDER, never_ratio=1.0)
+    with inprocess_runtime(tmp_path, no_codes) as (rt, simulator, clock):
+        [slot_id] = plan_job(rt.engine, quantity=1, code_timeout=6)
+        place(rt, slot_id)
+        clock.advance(7)
+        assert check(rt, slot_id) == [Nudge(Action.CANCEL, slot_id, 0.0)]
+        with transaction(rt.engine) as session:
+            assert store.mark_cancel_sent(session, slot(rt.engine, slot_id), clock.now)
+        clock.advance(60)  # the provider's expiry passes; the cancel never reached it
+
+        assert cancel(rt, slot_id) == []
+
+        ended = slot(rt.engine, slot_id)
+        [order] = simulator.ledger.orders()
+        assert not order.refunded
+        assert ended.state is State.EXPIRED, ended
+        assert ended.reserved_micros == ended.cost_micros, "its price stays spent"

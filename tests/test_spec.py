@@ -355,6 +355,10 @@ def test_the_example_job_loads_with_exact_money_and_seconds() -> None:
     assert spec.code_timeout == 20.0
     assert [t.country_refs for t in spec.targets] == [[16], ["United States", 16]]
     assert [t.max_price for t in spec.targets] == [Decimal("2.50"), Decimal("2.00")]
+    assert [(t.quantity, t.codes, t.numbers_at_most) for t in spec.targets] == [
+        (4, None, 4),
+        (None, 3, 9),
+    ]
 
 
 def test_a_minimal_job_gets_the_defaults(tmp_path: Path) -> None:
@@ -663,3 +667,74 @@ def test_provider_names_quoted_in_an_error_cannot_start_a_line_of_their_own() ->
     assert "\n" not in error.problem and "\r" not in error.problem
     assert "\x1b" not in error.problem
     assert "Whats\\napp\\x1b[31m (1012)" in error.problem
+
+
+# Codes targets and countries: any
+
+
+def one_target(tmp_path: Path, body: str) -> Path:
+    """A job whose only target has the keys in ``body`` (one ``key: value`` a line)."""
+    first, *rest = body.splitlines()
+    return job_with_target(tmp_path, "\n".join([f"- {first}", *(f"  {x}" for x in rest)]) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        ("codes: 2\nquantity: 2\n", ("both quantity", "codes")),
+        ("max_price: 1\n", ("needs quantity", "or codes")),
+        ("quantity: 2\nmax_numbers: 4\n", ("max_numbers without codes",)),
+        ("codes: 5\nmax_numbers: 4\n", ("max_numbers 4 below codes 5",)),
+        ("codes: 0\n", ("at least 1",)),
+    ],
+)
+def test_a_target_asks_for_numbers_or_codes_and_says_which_mistake(
+    tmp_path: Path, lines: str, words: tuple[str, ...]
+) -> None:
+    body = "service: Whatsapp\ncountry: 16\n" + lines
+    if "max_price" not in lines:
+        body += "max_price: 1\n"
+    path = one_target(tmp_path, body)
+    error = refused(path)
+    assert error.field.startswith("targets[0]")
+    for word in words:
+        assert word in error.problem
+
+
+def test_max_numbers_counts_toward_the_jobs_numbers(tmp_path: Path) -> None:
+    path = one_target(tmp_path, "service: W\ncountry: 16\ncodes: 4000\nmax_price: 1\n")
+    assert_names(refused(path), path, "targets", "12000 numbers", "max_numbers_per_job")
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        ("countries: [any, 16]\n", ('"any" beside other countries',)),
+        ("country: 16\nexclude: [1]\n", ("exclude without countries: any",)),
+    ],
+)
+def test_countries_any_stands_alone_and_exclude_needs_it(
+    tmp_path: Path, lines: str, words: tuple[str, ...]
+) -> None:
+    path = one_target(tmp_path, "service: W\n" + lines + "quantity: 1\nmax_price: 1\n")
+    error = refused(path)
+    for word in words:
+        assert word in error.problem
+
+
+def test_countries_any_is_every_listed_country_but_those_excluded() -> None:
+    job = resolve_job(
+        spec_of(target("Telegram", countries="any", exclude=["United States"])),
+        FakeCatalog(),
+        "job.yaml",
+    )
+    (resolved,) = job.targets
+    listed = {(p.country_id, p.country) for p in PRICES[1100]}
+    assert set(resolved.countries) == listed - {(1, "United States")}
+    assert resolved.countries
+
+
+def test_an_unknown_excluded_country_is_named_like_any_other() -> None:
+    error = unresolved(spec_of(target("Telegram", countries="ANY", exclude=["Atlantis"])))
+    assert error.field == "targets[0].exclude[0]"
+    assert "unknown country 'Atlantis'" in error.problem

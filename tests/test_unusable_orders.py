@@ -23,11 +23,12 @@ from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import ResolveRefused
+from orchestrator.lifecycle.cancels import cancel_at
 from orchestrator.lifecycle.doubt import resolve_in_doubt
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import Purchases, place
 from orchestrator.lifecycle.runtime import Runtime
-from orchestrator.lifecycle.settle import cancel, cancel_at
+from orchestrator.lifecycle.settle import cancel
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.provider.types import Price

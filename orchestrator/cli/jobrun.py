@@ -16,9 +16,9 @@ import redis
 import structlog
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
-from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State
+from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State, Target
 from orchestrator.money import from_micros
 from workers.embedded import BrokerLost, EmbeddedBroker
 
@@ -36,6 +36,14 @@ class Progress:
     counts: dict[State, int]
     spend: Decimal
     budget: Decimal | None
+    # Per target: (codes received, codes wanted), wanted being ``codes: N`` or, for a numbers
+    # target, its quantity (each number should bring a code). Empty: judged by counts alone.
+    goals: tuple[tuple[int, int], ...] = ()
+    asks_codes: bool = False  # some target says codes: N
+
+    @property
+    def codes_missing(self) -> int:
+        return sum(max(0, wanted - got) for got, wanted in self.goals)
 
     @property
     def total(self) -> int:
@@ -53,8 +61,12 @@ class Progress:
     def line(self) -> str:
         c = self.counts
         budget = f" of {self.budget}" if self.budget is not None else ""
+        wanted = ""
+        if self.asks_codes:
+            got = sum(min(g, w) for g, w in self.goals)
+            wanted = f"codes {got}/{sum(w for _, w in self.goals)}; "
         return (
-            f"{self.ended}/{self.total} ended: {c[State.RECEIVED]} received, "
+            f"{wanted}{self.ended}/{self.total} ended: {c[State.RECEIVED]} received, "
             f"{self.waiting} waiting, {c[State.CANCELLED]} cancelled, "
             f"{c[State.EXPIRED]} expired, {c[State.FAILED]} failed, {c[State.IN_DOUBT]} in doubt; "
             f"spent {self.spend}{budget}"
@@ -63,6 +75,9 @@ class Progress:
     def exit_code(self) -> ExitCode:
         if self.counts[State.IN_DOUBT]:
             return ExitCode.IN_DOUBT
+        if self.goals:
+            # Each target met: a codes target when its codes came, whatever it took.
+            return ExitCode.INCOMPLETE if self.codes_missing else ExitCode.OK
         if self.counts[State.RECEIVED] == self.total:
             return ExitCode.OK
         return ExitCode.INCOMPLETE
@@ -72,11 +87,24 @@ def read_progress(engine: Engine, job_id: int) -> Progress:
     """The job's current counts and spend."""
     with transaction(engine) as session:
         job = store.get_job(session, job_id)
+        received: dict[int, int] = {}
+        targets: dict[int, Target] = {}
+        for target, state, count in queries.target_state_counts(session, job_id):
+            assert target.id is not None
+            targets[target.id] = target
+            if state == State.RECEIVED:
+                received[target.id] = count
+        goals = [
+            (received.get(t, 0), row.codes_wanted or row.quantity) for t, row in targets.items()
+        ]
+        asks_codes = any(row.codes_wanted is not None for row in targets.values())
         return Progress(
             status=job.status,
             counts=store.state_counts(session, job_id),
             spend=from_micros(store.spend_micros(session, job_id)),
             budget=from_micros(job.budget_micros) if job.budget_micros is not None else None,
+            goals=tuple(goals),
+            asks_codes=asks_codes,
         )
 
 

@@ -141,8 +141,12 @@ class Target(SQLModel, table=True):
     service_id: int
     service_name: str
     countries: str  # JSON list of [id, name] pairs, in the user's order of preference
-    quantity: int
+    quantity: int  # numbers to buy; for a codes target, the most it may buy (max_numbers)
     max_price_micros: int = _micros()
+    # Codes to get (``codes: N``): slots are added as numbers end without a code, until N
+    # codes came or ``quantity`` slots were planned. None: buy ``quantity`` numbers.
+    # (Last, where migration 0005 added it.)
+    codes_wanted: int | None = None
 
 
 class Activation(SQLModel, table=True):
@@ -190,6 +194,7 @@ class Activation(SQLModel, table=True):
     cancel_answer: CancelAnswer | None = Field(
         default=None, sa_column=Column(String(32), nullable=True)
     )
+    attempt: int = 1  # which of its target's slots this is, 1, 2, ... (migration 0005)
 
 
 class Event(SQLModel, table=True):
@@ -231,8 +236,14 @@ class TargetPlan:
     service_id: int
     service_name: str
     countries: Sequence[tuple[int, str]]  # (id, name), in the order to try them
-    quantity: int
+    quantity: int  # numbers to buy; for a codes target, the most it may buy
     max_price_micros: int
+    codes_wanted: int | None = None  # a codes target: buy until this many codes came
+    first_slots_planned: int | None = None  # slots planned at once (default: quantity)
+
+    @property
+    def first_slots(self) -> int:
+        return self.quantity if self.first_slots_planned is None else self.first_slots_planned
 
 
 @dataclass(frozen=True)

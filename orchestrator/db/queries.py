@@ -287,3 +287,80 @@ def session_of(job: Job) -> Session:
         raise ValueError(f"job {job.id} was not read in an open session")
     assert isinstance(session, Session)  # the engines' sessions are sqlmodel's
     return session
+
+
+# Why an order ended without a code says something about its country only when the code did
+# not come in time; a cancel of ours (job cancelled, target met, over the cap) says nothing.
+_CODELESS = and_(
+    or_(col(Activation.state) == State.CANCELLED, col(Activation.state) == State.EXPIRED),
+    or_(col(Activation.cancel_reason).is_(None), col(Activation.cancel_reason) == "timeout"),
+)
+
+
+def outcomes_by_country(
+    session: Session, service_id: int, *, since: datetime
+) -> dict[int, tuple[int, int]]:
+    """Per country, the orders of a service bought since ``since`` that brought their code,
+    and those that ended without one for want of it: ``{country_id: (received, codeless)}``."""
+    query = (
+        select(
+            col(Activation.country_id),
+            func.count().filter(col(Activation.state) == State.RECEIVED),
+            func.count().filter(_CODELESS),
+        )
+        .where(
+            col(Activation.service_id) == service_id,
+            col(Activation.country_id).is_not(None),
+            col(Activation.ordered_at) >= since,
+        )
+        .group_by(col(Activation.country_id))
+    )
+    return {
+        int(country): (int(received), int(codeless))
+        for country, received, codeless in session.execute(query).all()
+    }
+
+
+def target_state_tally(session: Session, target_id: int) -> dict[State, int]:
+    """How many of one target's slots are in each state (every state present, maybe 0)."""
+    query = (
+        select(col(Activation.state), func.count())
+        .where(col(Activation.target_id) == target_id)
+        .group_by(col(Activation.state))
+    )
+    counts = dict.fromkeys(State, 0)
+    counts.update({State(state): int(n) for state, n in session.execute(query).all()})
+    return counts
+
+
+def received_by_target(session: Session, target_ids: Collection[int]) -> dict[int, int]:
+    """How many codes each of the given targets has received."""
+    if not target_ids:
+        return {}
+    query = (
+        select(col(Activation.target_id), func.count())
+        .where(
+            col(Activation.target_id).in_(list(target_ids)),
+            col(Activation.state) == State.RECEIVED,
+        )
+        .group_by(col(Activation.target_id))
+    )
+    return {int(target): int(n) for target, n in session.execute(query).all()}
+
+
+def last_slot(session: Session, job_id: int) -> tuple[int, int]:
+    """The job's highest slot number, and how many slots the job has."""
+    query = select(func.max(col(Activation.slot)), func.count()).where(
+        col(Activation.job_id) == job_id
+    )
+    top, count = session.execute(query).one()
+    return (int(top) if top is not None else -1), int(count)
+
+
+def live_slots_of_target(session: Session, target_id: int) -> Sequence[Activation]:
+    """The target's slots not yet ended."""
+    query = select(Activation).where(
+        col(Activation.target_id) == target_id,
+        or_(*(col(Activation.state) == state for state in sorted(LIVE_STATES))),
+    )
+    return session.execute(query).scalars().all()

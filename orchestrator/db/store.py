@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     or_,
+    select,
     text,
     update,
 )
@@ -335,7 +336,8 @@ def _lock_job_name(session: Session, name: str) -> None:
 
 
 def create_job(session: Session, job: JobPlan, *, source: str) -> tuple[Job, list[int]]:
-    """Plan the whole job up front: one row per number, so no slot can be bought twice."""
+    """Plan the job up front: one row per number (for a codes target, per number to buy
+    first; more are added as numbers end without a code), so no slot can be bought twice."""
     row = Job(
         name=job.name,
         source=mask(source),
@@ -357,32 +359,61 @@ def create_job(session: Session, job: JobPlan, *, source: str) -> tuple[Job, lis
             countries=json.dumps([[cid, mask(name)] for cid, name in spec.countries]),
             quantity=spec.quantity,
             max_price_micros=spec.max_price_micros,
+            codes_wanted=spec.codes_wanted,
         )
         session.add(target)
         session.flush()
-        assert target.id is not None
-        for _ in range(spec.quantity):
-            slots.append(
-                {
-                    "job_id": row.id,
-                    "target_id": target.id,
-                    "slot": slot,
-                    "state": State.PLANNED,
-                    "service_id": spec.service_id,
-                    "cap_micros": target.max_price_micros,
-                    "reserved_micros": 0,
-                    "attempts": 0,
-                    "cancel_attempts": 0,
-                    "next_action_at": now,
-                    "updated_at": now,
-                }
-            )
+        for attempt in range(1, spec.first_slots + 1):
+            slots.append(_slot_row(target, slot, attempt, now))
             slot += 1
-    # One multi-row INSERT, not thousands of ORM objects: a large job is planned in moments.
-    planned = insert(Activation).returning(col(Activation.id), sort_by_parameter_order=True)
-    ids = [int(i) for i in session.execute(planned, slots).scalars().all()]
+    ids = _insert_slots(session, slots)
     record(session, row.id, "job_submitted", slots=slot, name=job.name)
     return row, ids
+
+
+def add_slots(session: Session, target: Target, count: int) -> list[int]:
+    """Plan ``count`` more slots for a codes target; the caller holds the job's lock
+    (``lock_job``), so slot numbers cannot collide."""
+    assert target.id is not None
+    top, _ = queries.last_slot(session, target.job_id)
+    tally = queries.target_state_tally(session, target.id)
+    attempt = sum(tally.values())
+    now = utcnow()
+    rows = [_slot_row(target, top + 1 + i, attempt + 1 + i, now) for i in range(count)]
+    ids = _insert_slots(session, rows)
+    record(session, target.job_id, "slots_added", target=target.position, slots=count)
+    return ids
+
+
+def lock_job(session: Session, job_id: int) -> Job:
+    """The job's row, locked until the transaction ends (PostgreSQL; SQLite's writer already
+    holds the database): one transaction at a time plans slots for the job."""
+    query = select(Job).where(col(Job.id) == job_id).with_for_update()
+    job: Job = session.execute(query).scalars().one()
+    return job
+
+
+def _slot_row(target: Target, slot: int, attempt: int, now: datetime) -> dict[str, Any]:
+    return {
+        "job_id": target.job_id,
+        "target_id": target.id,
+        "slot": slot,
+        "attempt": attempt,
+        "state": State.PLANNED,
+        "service_id": target.service_id,
+        "cap_micros": target.max_price_micros,
+        "reserved_micros": 0,
+        "attempts": 0,
+        "cancel_attempts": 0,
+        "next_action_at": now,
+        "updated_at": now,
+    }
+
+
+def _insert_slots(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    # One multi-row INSERT, not thousands of ORM objects: a large job is planned in moments.
+    planned = insert(Activation).returning(col(Activation.id), sort_by_parameter_order=True)
+    return [int(i) for i in session.execute(planned, rows).scalars().all()]
 
 
 def settle_fire(

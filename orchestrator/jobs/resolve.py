@@ -3,7 +3,9 @@ service and country names or ids against the provider's catalogue."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -20,8 +22,11 @@ class ResolvedTarget:
     service_id: int
     service_name: str
     countries: list[tuple[int, str]]
-    quantity: int
+    quantity: int  # numbers to buy; for a codes target, the most it may buy (max_numbers)
     max_price: Decimal
+    codes: int | None = None  # codes to get: buy until they came (None: buy quantity numbers)
+    # The service's live prices when resolved: the first numbers of a codes target follow them.
+    prices: Mapping[int, Price] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ def resolve_job(spec: JobSpec, catalog: Catalog, path: str) -> ResolvedJob:
         prices = prices_by_service[service.id]
         if target.country is not None:
             fields = [(f"{where}.country", target.country)]
+        elif target.any_country:
+            fields = [(f"{where}.exclude[{i}]", ref) for i, ref in enumerate(target.exclude or [])]
         else:
             fields = [(f"{where}.countries[{i}]", ref) for i, ref in enumerate(target.country_refs)]
         countries: list[tuple[int, str]] = []
@@ -71,14 +78,27 @@ def resolve_job(spec: JobSpec, catalog: Catalog, path: str) -> ResolvedJob:
                 problems.append((field, f"lists {country[1]} ({country[0]}) a second time"))
                 continue
             countries.append(country)
+        if target.any_country:
+            # Every country listed now but those excluded, in the provider's order: the
+            # planner ranks them by cost per code at each purchase.
+            excluded = set(countries)
+            countries = [
+                (p.country_id, p.country)
+                for p in prices.values()
+                if (p.country_id, p.country) not in excluded
+            ]
+            if not countries:
+                problems.append((f"{where}.exclude", "leaves no country to buy in"))
         targets.append(
             ResolvedTarget(
                 index=index,
                 service_id=service.id,
                 service_name=service.name,
                 countries=countries,
-                quantity=target.quantity,
+                quantity=target.numbers_at_most,
                 max_price=target.max_price,
+                codes=target.codes,
+                prices=prices,
             )
         )
     if problems:

@@ -21,6 +21,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -167,31 +168,88 @@ def _parse_schedule(value: object) -> str:
 
 Money = Annotated[Decimal, PlainValidator(parse_money)]
 Ref = Annotated[int | str, PlainValidator(_parse_ref)]
+Count = Annotated[int, PlainValidator(_parse_quantity)]
+ANY_COUNTRY = "any"
+
+
+def _is_any(ref: int | str) -> bool:
+    return isinstance(ref, str) and ref.casefold() == ANY_COUNTRY
+
+
+CODES_TO_NUMBERS = 3  # max_numbers defaults to this many numbers per code wanted
 
 
 class TargetSpec(BaseModel):
-    """One target of a job file: how many numbers of a service, from where, at what cap."""
+    """One target of a job file: how many numbers (``quantity``) or codes (``codes``) of a
+    service, from where, at what cap."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     service: Ref
     country: Ref | None = None
     countries: list[Ref] | None = Field(default=None, min_length=1)
-    quantity: Annotated[int, PlainValidator(_parse_quantity)]
+    exclude: list[Ref] | None = None
+    quantity: Count | None = None
+    codes: Count | None = None
+    max_numbers: Count | None = None
     max_price: Money
 
+    @field_validator("countries", mode="before")
+    @classmethod
+    def _any_is_a_list_of_one(cls, value: object) -> object:
+        # `countries: any` reads as the list [any]; the item is checked like any other.
+        return [value] if isinstance(value, str) else value
+
     @model_validator(mode="after")
-    def _one_of_country_or_countries(self) -> TargetSpec:
+    def _one_of_each(self) -> TargetSpec:
         if self.country is not None and self.countries is not None:
             raise ValueError("has both country and countries; give only one of them")
         if self.country is None and self.countries is None:
-            raise ValueError("needs a country (or a countries list)")
+            raise ValueError("needs a country (or a countries list, or countries: any)")
+        if self.countries and len(self.countries) > 1 and any(_is_any(c) for c in self.countries):
+            raise ValueError('lists "any" beside other countries; "any" already means them all')
+        if self.exclude is not None and not self.any_country:
+            raise ValueError("has exclude without countries: any; exclude narrows any")
+        if self.quantity is not None and self.codes is not None:
+            raise ValueError(
+                "has both quantity (numbers to buy) and codes (codes to get); give one of them"
+            )
+        if self.quantity is None and self.codes is None:
+            raise ValueError("needs quantity (numbers to buy) or codes (codes to get)")
+        if self.max_numbers is not None and self.codes is None:
+            raise ValueError("has max_numbers without codes; quantity already caps the numbers")
+        if (
+            self.codes is not None
+            and self.max_numbers is not None
+            and self.max_numbers < self.codes
+        ):
+            raise ValueError(
+                f"has max_numbers {self.max_numbers} below codes {self.codes}: "
+                "each code needs a number of its own"
+            )
         return self
 
     @property
+    def any_country(self) -> bool:
+        """Whether every country the provider lists for the service is allowed."""
+        return (
+            self.countries is not None and len(self.countries) == 1 and _is_any(self.countries[0])
+        )
+
+    @property
     def country_refs(self) -> list[int | str]:
-        """The countries as written, in the user's order of preference."""
-        return [self.country] if self.country is not None else list(self.countries or [])
+        """The countries as written, in the user's order of preference (none for ``any``)."""
+        if self.country is not None:
+            return [self.country]
+        return [] if self.any_country else list(self.countries or [])
+
+    @property
+    def numbers_at_most(self) -> int:
+        """The most numbers this target may buy: its quantity, or max_numbers for codes."""
+        if self.quantity is not None:
+            return self.quantity
+        assert self.codes is not None
+        return self.max_numbers or CODES_TO_NUMBERS * self.codes
 
 
 class JobSpec(BaseModel):
@@ -316,7 +374,7 @@ def _validate(data: object, path: str, root: yaml.Node | None, limits: JobLimits
             for line, error in located
         ]
         raise spec_error(path, problems) from None
-    total = sum(target.quantity for target in spec.targets)
+    total = sum(target.numbers_at_most for target in spec.targets)
     if total > limits.max_numbers:
         line = _line_of(root, ("targets",))
         where = f" (line {line})" if line else ""

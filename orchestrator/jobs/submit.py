@@ -6,19 +6,25 @@ is opened and how nudges travel (the Dramatiq broker) is theirs to say.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.config import Settings
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
-from orchestrator.db.models import JobPlan, TargetPlan
+from orchestrator.db.models import JobPlan, TargetPlan, utcnow
 from orchestrator.jobs.resolve import ResolvedJob, resolve_job
 from orchestrator.jobs.spec import JobLimits, parse_job_spec, read_job_file
+from orchestrator.lifecycle.estimate import numbers_in_flight, read_outcomes
 from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.planner import rank_countries
 from orchestrator.lifecycle.wiring import make_database
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlmodel import Session
 
 
 def submit_job_file(
@@ -41,16 +47,30 @@ def submit_job_file(
         resolved = resolve_job(spec, client, str(job_file))
     before_commit()
     with transaction(engine) as session:
-        job, slot_ids = store.submit_job(
-            session, job_plan(resolved), source=source, allow_overlap=allow_overlap
-        )
+        plan = job_plan(resolved, first_numbers(session, resolved))
+        job, slot_ids = store.submit_job(session, plan, source=source, allow_overlap=allow_overlap)
     send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])
     assert job.id is not None
     return job.id, len(slot_ids)
 
 
-def job_plan(job: ResolvedJob) -> JobPlan:
-    """What the database plans of a resolved job file: plain values, money in micros."""
+def first_numbers(session: Session, job: ResolvedJob) -> dict[int, int]:
+    """How many numbers each codes target buys at once, by target index: enough to expect its
+    codes from the country the planner would choose (targets.py keeps it so after)."""
+    first: dict[int, int] = {}
+    for target in job.targets:
+        if target.codes is None:
+            continue
+        outcomes = read_outcomes(session, target.service_id, utcnow())
+        ranked, _ = rank_countries(target.countries, target.prices, target.max_price, outcomes)
+        rate = ranked[0].rate if ranked else 1.0
+        first[target.index] = min(target.quantity, numbers_in_flight(target.codes, rate))
+    return first
+
+
+def job_plan(job: ResolvedJob, first: Mapping[int, int] | None = None) -> JobPlan:
+    """What the database plans of a resolved job file: plain values, money in micros;
+    ``first``: the numbers a codes target buys at once, by target index (default: its codes)."""
     return JobPlan(
         name=job.name,
         budget_micros=to_micros(job.budget) if job.budget is not None else None,
@@ -63,6 +83,10 @@ def job_plan(job: ResolvedJob) -> JobPlan:
                 countries=list(target.countries),
                 quantity=target.quantity,
                 max_price_micros=to_micros(target.max_price),
+                codes_wanted=target.codes,
+                first_slots_planned=(
+                    None if target.codes is None else (first or {}).get(target.index, target.codes)
+                ),
             )
             for target in job.targets
         ],

@@ -9,6 +9,7 @@ from orchestrator.db.models import State
 from orchestrator.errors import ResolveRefused
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.runtime import Runtime
+from orchestrator.lifecycle.targets import after_slot_ended
 from orchestrator.provider.answers import MAX_ORDER_ID_LENGTH, usable_order_id
 
 ORDER_ID_RULE = f"1 to {MAX_ORDER_ID_LENGTH} printable characters without spaces"
@@ -33,15 +34,15 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
         if act.state is not State.IN_DOUBT:
             raise ResolveRefused(f"slot {activation_id} is {act.state.value}, not in_doubt")
         if order_id is None:
-            store.move(
+            if store.move(
                 session,
                 act,
                 State.FAILED,
                 event="resolved_not_bought",
                 reserve=0,
                 error="resolved by hand: not bought",
-            )
-            store.finish_job_if_done(session, act.job_id)
+            ):
+                return after_slot_ended(rt, session, act)  # a codes target buys another
             return []
         other = queries.slot_holding_order(session, order_id)
         if other is not None:

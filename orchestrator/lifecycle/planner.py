@@ -1,4 +1,10 @@
-"""Choose a country for one purchase under the cap: in stock, cheapest per expected code."""
+"""Choose a country for one purchase under the cap: in stock, cheapest per expected code.
+
+Each allowed country's cost per code is its live price divided by its estimated success rate
+(estimate.py: the advertised rate corrected by this installation's outcomes). A country out of
+stock or priced above the cap is passed over for the next; a purchase finds no country only
+when none is left, and then says why for each.
+"""
 
 from __future__ import annotations
 
@@ -6,47 +12,80 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from orchestrator.lifecycle.estimate import Outcomes, success_rate
+from orchestrator.money import shown
 from orchestrator.provider.types import Price
+
+SHOWN_REASONS = 5  # countries named in a NoChoice's detail; the rest are counted
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The country to buy in, at its live price."""
+    """The country to buy in, at its live price, and its estimated success rate."""
 
     country_id: int
     country_name: str
     price: Decimal
+    rate: float = 1.0
+
+    @property
+    def cost_per_code(self) -> Decimal:
+        return self.price / Decimal(str(self.rate))
 
 
 @dataclass(frozen=True)
 class NoChoice:
-    """Why no country can be bought now: ``no_stock`` or ``price_above_cap``."""
+    """Why no country can be bought now: ``no_stock`` or ``price_above_cap``, and each
+    country's own reason in ``detail``."""
 
     reason: str
     detail: str
 
 
+def rank_countries(
+    countries: Sequence[tuple[int, str]],
+    prices: Mapping[int, Price],
+    cap: Decimal,
+    outcomes: Mapping[int, Outcomes],
+) -> tuple[list[Choice], list[tuple[str, str]]]:
+    """The buyable countries, cheapest per expected code first (ties keep the job file's
+    order, so a single-country target buys where it says), and why each other one is not."""
+    buyable: list[tuple[Decimal, int, Choice]] = []
+    passed_over: list[tuple[str, str]] = []
+    for order, (country_id, name) in enumerate(countries):
+        price = prices.get(country_id)
+        if price is None or price.count <= 0:
+            passed_over.append((name, "no stock"))
+            continue
+        if price.cost > cap:
+            passed_over.append((name, f"price {shown(price.cost)} above the cap {shown(cap)}"))
+            continue
+        rate = success_rate(price.rate, outcomes.get(country_id, Outcomes()))
+        choice = Choice(country_id, name, price.cost, rate)
+        buyable.append((choice.cost_per_code, order, choice))
+    buyable.sort(key=lambda item: (item[0], item[1]))
+    return [choice for _, _, choice in buyable], passed_over
+
+
 def choose_country(
-    countries: Sequence[tuple[int, str]], prices: Mapping[int, Price], cap: Decimal
+    countries: Sequence[tuple[int, str]],
+    prices: Mapping[int, Price],
+    cap: Decimal,
+    outcomes: Mapping[int, Outcomes] | None = None,
 ) -> Choice | NoChoice:
-    """The allowed country with the lowest cost per expected code (cost / success rate).
-
-    Ties keep the job file's order, so a single-country target always buys where it says.
-    """
-    in_stock = [(cid, name, prices[cid]) for cid, name in countries if _available(prices, cid)]
-    if not in_stock:
-        return NoChoice("no_stock", "no allowed country has stock")
-    affordable = [(cid, name, p) for cid, name, p in in_stock if p.cost <= cap]
-    if not affordable:
-        cheapest = min(p.cost for _, _, p in in_stock)
-        return NoChoice("price_above_cap", f"live price {cheapest} is above the cap {cap}")
-    best = min(
-        enumerate(affordable),
-        key=lambda item: (item[1][2].cost / max(item[1][2].rate, 1), item[0]),
-    )[1]
-    return Choice(country_id=best[0], country_name=best[1], price=best[2].cost)
+    """The allowed country with the lowest cost per expected code, or why there is none."""
+    ranked, passed_over = rank_countries(countries, prices, cap, outcomes or {})
+    if ranked:
+        return ranked[0]
+    reason = "no_stock" if all(why == "no stock" for _, why in passed_over) else "price_above_cap"
+    return NoChoice(reason, _reasons(passed_over))
 
 
-def _available(prices: Mapping[int, Price], country_id: int) -> bool:
-    price = prices.get(country_id)
-    return price is not None and price.count > 0
+def _reasons(passed_over: list[tuple[str, str]]) -> str:
+    if len(passed_over) == 1:
+        name, why = passed_over[0]
+        return f"{name}: {why}"
+    shown = "; ".join(f"{name}: {why}" for name, why in passed_over[:SHOWN_REASONS])
+    more = len(passed_over) - SHOWN_REASONS
+    tail = f"; and {more} more" if more > 0 else ""
+    return f"no allowed country is left ({shown}{tail})"

@@ -25,10 +25,11 @@ from orchestrator.errors import (
     UnpricedOrder,
     UnusableOrder,
 )
+from orchestrator.lifecycle.cancels import cancel_at
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.planner import Choice, choose_country
 from orchestrator.lifecycle.runtime import Runtime, defer
-from orchestrator.lifecycle.settle import cancel_at
+from orchestrator.lifecycle.targets import after_slot_ended
 from orchestrator.money import from_micros, to_micros
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import Order
@@ -118,13 +119,13 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     if act.state is State.ORDERING:
         if claim_expired(rt, act):
             with purchases.transaction() as session:
-                expire_claim(session, act)
+                return expire_claim(rt, session, act)
         return []
     if act.state is not State.PLANNED or not rt.is_due(act.next_action_at):
         return []  # a duplicate or stale message: the row says what to do, not the message
     if job.cancel_requested_at is not None:
         with purchases.transaction() as session:
-            return _end(session, act, State.FAILED, "slot_dropped", error="job cancelled")
+            return _end(rt, session, act, State.FAILED, "slot_dropped", error="job cancelled")
     countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
 
     if not rt.prices.fresh(act.service_id):
@@ -137,9 +138,10 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         log.warning("prices_unavailable", activation_id=act.id, error=str(exc))
         return _later(rt, act, rt.settings.poll_interval)
 
-    choice = choose_country(countries, prices, from_micros(act.cap_micros))
+    outcomes = rt.outcomes(act.service_id)
+    choice = choose_country(countries, prices, from_micros(act.cap_micros), outcomes)
     if not isinstance(choice, Choice):
-        return _fail(purchases, act, choice.reason, choice.detail)
+        return _fail(rt, purchases, act, choice.reason, choice.detail)
 
     if rt.throttle is not None:
         # An order waits for its slot at most a quarter of the limiter's max_wait: what is
@@ -180,8 +182,9 @@ def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice) -> Write
     except ProviderRejected as exc:
         log.warning("order_refused", activation_id=act.id, code=exc.code)
         code = exc.code
+        # Refused outright (no funds, a bad service): a replacement would be refused too.
         return lambda session: _end(
-            session, act, State.FAILED, "order_refused", reserve=0, error=code
+            rt, session, act, State.FAILED, "order_refused", replace=False, reserve=0, error=code
         )
     except UnusableOrder as exc:
         # It bought a number we cannot use as answered: keep it, and cancel it for a refund.
@@ -191,14 +194,24 @@ def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice) -> Write
         # It may have bought a number: hold the cap, never buy this slot again by ourselves.
         log.error("order_in_doubt", activation_id=act.id, error=str(exc))
         error = str(exc)
-        return lambda session: _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
+        return lambda session: _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
     log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
     return _record_order(rt, act, job, order)
 
 
-def _end(session: Session, act: Activation, to: State, event: str, **values: Any) -> list[Nudge]:
+def _end(
+    rt: Runtime,
+    session: Session,
+    act: Activation,
+    to: State,
+    event: str,
+    *,
+    replace: bool = True,
+    **values: Any,
+) -> list[Nudge]:
+    """End the slot; ``replace``: a codes target may plan another number in its place."""
     if store.move(session, act, to, event=event, **values):
-        store.finish_job_if_done(session, act.job_id)
+        return after_slot_ended(rt, session, act, replace=replace)
     return []
 
 
@@ -229,6 +242,7 @@ def _record_order(rt: Runtime, act: Activation, job: Job, order: Order) -> Write
     def write(session: Session) -> list[Nudge]:
         delay = max(0.0, (due - rt.now()).total_seconds())
         moved = _move_order(
+            rt,
             session,
             act,
             State.WAITING,
@@ -273,6 +287,7 @@ def _record_for_cancel(
     def write(session: Session) -> list[Nudge]:
         nudge = Nudge(Action.CANCEL, act.id or 0, rt.settings.cancel_min_age)
         moved = _move_order(
+            rt,
             session,
             act,
             State.CANCELLING,
@@ -288,9 +303,10 @@ def _record_for_cancel(
     return write
 
 
-def _move_order(session: Session, act: Activation, to: State, **values: Any) -> bool:
+def _move_order(rt: Runtime, session: Session, act: Activation, to: State, **values: Any) -> bool:
     """Record the order ``order_id`` on the slot; a slot answered an id another slot holds
-    is in doubt instead (the provider contradicted itself; a human decides)."""
+    is in doubt instead (the provider contradicted itself; a human decides). An in-doubt
+    slot stays in flight for its target (targets.py), so its end plans nothing to nudge."""
     order_id = str(values["order_id"])
     if mask(order_id) != order_id:
         # The id holds the API key (a provider echoing it): it may not be stored (rule 10),
@@ -298,7 +314,7 @@ def _move_order(session: Session, act: Activation, to: State, **values: Any) -> 
         # decides, as for any purchase in doubt.
         log.error("order_id_holds_secret", activation_id=act.id)
         error = "the provider answered an order_id holding the API key; see its dashboard"
-        _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
+        _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
         return False
     other = queries.slot_holding_order(session, order_id)
     if other is None:
@@ -320,7 +336,7 @@ def _move_order(session: Session, act: Activation, to: State, **values: Any) -> 
     held = f"slot {other}" if other is not None else "another slot"
     error = f"the provider answered order_id {order_id}, already recorded for {held}"
     log.error("order_id_reused", activation_id=act.id, order_id=order_id, other_slot=other)
-    _end(session, act, State.IN_DOUBT, "order_in_doubt", error=error)
+    _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
     return False
 
 
@@ -330,7 +346,9 @@ def _unclaim(rt: Runtime, act: Activation, *, delay: float, why: str) -> Write:
 
     def write(session: Session) -> list[Nudge]:
         if attempts >= MAX_UNSENT_ATTEMPTS:
-            return _end(session, act, State.FAILED, "order_gave_up", reserve=0, error=why)
+            return _end(
+                rt, session, act, State.FAILED, "order_gave_up", replace=False, reserve=0, error=why
+            )
         moved = store.move(
             session,
             act,
@@ -355,9 +373,7 @@ def _budget_refused(rt: Runtime, session: Session, act: Activation) -> list[Nudg
         store.reschedule(session, act, rt.after(BUDGET_RECHECK_SECONDS))
         return [Nudge(Action.PLACE, act.id, BUDGET_RECHECK_SECONDS)]
     reason = "job cancelled" if job.cancel_requested_at else "budget exhausted"
-    store.move(session, act, State.FAILED, event="slot_dropped", error=reason)
-    store.finish_job_if_done(session, act.job_id)
-    return []
+    return _end(rt, session, act, State.FAILED, "slot_dropped", replace=False, error=reason)
 
 
 def claim_expired(rt: Runtime, act: Activation) -> bool:
@@ -365,16 +381,20 @@ def claim_expired(rt: Runtime, act: Activation) -> bool:
     return act.claimed_at is not None and act.claimed_at < rt.after(-rt.claim_lease)
 
 
-def expire_claim(session: Session, act: Activation) -> None:
+def expire_claim(rt: Runtime, session: Session, act: Activation) -> list[Nudge]:
     """An expired claim's POST may have bought a number: the slot is in doubt."""
-    _end(session, act, State.IN_DOUBT, "order_in_doubt", error=UNRECORDED_CLAIM)
+    return _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=UNRECORDED_CLAIM)
 
 
-def _fail(purchases: Purchases, act: Activation, reason: str, detail: str) -> list[Nudge]:
+def _fail(
+    rt: Runtime, purchases: Purchases, act: Activation, reason: str, detail: str
+) -> list[Nudge]:
+    # No allowed country can be bought now: a replacement would meet the same wall.
+    error = f"{reason}: {detail}"
     with purchases.transaction() as session:
-        _end(session, act, State.FAILED, "slot_dropped", error=f"{reason}: {detail}")
+        nudges = _end(rt, session, act, State.FAILED, "slot_dropped", replace=False, error=error)
     log.warning("slot_dropped", activation_id=act.id, reason=reason, detail=detail)
-    return []
+    return nudges
 
 
 def _later(rt: Runtime, act: Activation, delay: float, *, spread: bool = False) -> list[Nudge]:

@@ -13,6 +13,7 @@ from orchestrator.config import Settings
 from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
+from orchestrator.lifecycle.estimate import OutcomeCache, Outcomes, read_outcomes
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.polling import (
     HISTORY,
@@ -49,6 +50,12 @@ class PriceCache:
             self._entries[service_id] = (time.monotonic(), prices)
         return prices
 
+    def cached(self, service_id: int) -> dict[int, Price] | None:
+        """The last prices fetched for the service, however old, without a call."""
+        with self._lock:
+            entry = self._entries.get(service_id)
+            return entry[1] if entry is not None else None
+
     def fresh(self, service_id: int) -> bool:
         """Whether get() would answer from the cache, without a call to the provider."""
         with self._lock:
@@ -79,6 +86,7 @@ class Runtime:
     waiting: CachedCount = field(init=False)
     to_buy: CachedCount = field(init=False)
     cancelling: CachedCount = field(init=False)
+    _outcomes: OutcomeCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
@@ -86,6 +94,15 @@ class Runtime:
         self.waiting = CachedCount(lambda: self._count(State.WAITING))
         self.to_buy = CachedCount(lambda: self._count(State.PLANNED))
         self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
+        self._outcomes = OutcomeCache(self._read_outcomes)
+
+    def outcomes(self, service_id: int) -> dict[int, Outcomes]:
+        """What this installation's orders of the service came to lately, per country."""
+        return self._outcomes.get(service_id)
+
+    def _read_outcomes(self, service_id: int) -> dict[int, Outcomes]:
+        with reading(self.engine) as session:
+            return read_outcomes(session, service_id, self.now())
 
     def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
         with reading(self.engine) as session:

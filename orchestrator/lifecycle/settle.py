@@ -21,9 +21,11 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
+from orchestrator.lifecycle.cancels import SKEW_SECONDS, cancel_allowed_at, cancel_at, start_cancel
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.runtime import Runtime, defer
+from orchestrator.lifecycle.targets import after_slot_ended
 from orchestrator.provider.ratelimit import Priority
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -31,7 +33,6 @@ if TYPE_CHECKING:  # types only: SQL runs in db/
 
 log = structlog.get_logger(__name__)
 
-SKEW_SECONDS = 1.0  # send a cancel this long after the minimum age, for clock differences
 CANCEL_PACE = 15.0  # after a refusal and a read showing no code, cancel again this much later
 CANCEL_PACE_MAX = 120.0  # ...doubling with each refusal, up to this (see _cancel_pace)
 RETRY_SHARE = 0.25  # of the rate limit that cancels sent again (and their reads) plan to use
@@ -52,9 +53,10 @@ def check_many(rt: Runtime, activation_ids: list[int]) -> list[Nudge]:
     with reading(rt.engine) as session:
         acts = queries.get_activations(session, activation_ids)
         jobs = queries.get_jobs(session, {act.job_id for act in acts})
+        met = _targets_met(session, {act.target_id for act in acts})
     pace = _Pace(rt.settings.rate_limit)
     writes = [
-        _poll_safely(rt, act, jobs[act.job_id], pace)
+        _poll_safely(rt, act, jobs[act.job_id], pace, target_met=act.target_id in met)
         for act in acts
         if act.state is State.WAITING and rt.is_due(act.next_action_at)
     ]
@@ -96,21 +98,33 @@ class _Pace:
         return self._busy_for + self._spacing * (self._turned_away - 1 + random.random())
 
 
-def _poll_safely(rt: Runtime, act: Activation, job: Job, pace: _Pace) -> Write:
+def _targets_met(session: Session, target_ids: set[int]) -> set[int]:
+    """Which of these targets are codes targets that have all their codes."""
+    targets = queries.get_targets(session, target_ids)
+    wanted = {t: row.codes_wanted for t, row in targets.items() if row.codes_wanted is not None}
+    received = queries.received_by_target(session, set(wanted))
+    return {t for t, codes in wanted.items() if received.get(t, 0) >= codes}
+
+
+def _poll_safely(
+    rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bool = False
+) -> Write:
     """Poll one order; a failure of its own is retried later without losing the others'."""
     try:
-        return _poll(rt, act, job, pace)
+        return _poll(rt, act, job, pace, target_met=target_met)
     except Exception:
         log.exception("poll_failed", activation_id=act.id)
         return _later(rt, act, _until(rt, cancel_at(rt, act, job), rt.settings.poll_interval))
 
 
-def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace) -> Write:
+def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bool) -> Write:
     """Poll one order (unless it is due for cancelling); return what to write of it."""
     assert act.order_id is not None
     deadline = cancel_at(rt, act, job)
     if job.cancel_requested_at is not None:
         return lambda session: start_cancel(session, rt, act, "job_cancelled")
+    if target_met:  # bought while the target's last code came: not needed, so refunded
+        return lambda session: start_cancel(session, rt, act, "target_met")
     if rt.now() >= deadline:
         return lambda session: start_cancel(session, rt, act, "timeout")
     if pace.busy:
@@ -122,7 +136,7 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace) -> Write:
         return _later(rt, act, _until(rt, deadline, pace.wait()))
     except NotFound:
         why = "the provider no longer knows it"
-        return lambda session: _end_in(session, act, State.EXPIRED, "order_vanished", error=why)
+        return lambda session: _end_in(rt, session, act, State.EXPIRED, "order_vanished", error=why)
     except ProviderError as exc:
         log.warning("poll_failed", activation_id=act.id, error=str(exc))
         return _later(rt, act, _until(rt, deadline, rt.settings.poll_interval))
@@ -195,35 +209,6 @@ def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
     return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
 
 
-def cancel_at(rt: Runtime, act: Activation, job: Job) -> datetime:
-    """When a code-less order is given up: the job's timeout, within what the provider allows."""
-    assert act.ordered_at is not None
-    s = rt.settings
-    wait = min(max(job.code_timeout, s.cancel_min_age), s.cancel_deadline)
-    return act.ordered_at + timedelta(seconds=wait)
-
-
-def cancel_allowed_at(rt: Runtime, act: Activation) -> datetime:
-    """The earliest moment the provider accepts a cancel of the order (with clock skew)."""
-    assert act.ordered_at is not None
-    return act.ordered_at + timedelta(seconds=rt.settings.cancel_min_age + SKEW_SECONDS)
-
-
-def start_cancel(session: Session, rt: Runtime, act: Activation, reason: str) -> list[Nudge]:
-    """Move a bought order to ``cancelling``; its cancel goes as soon as the provider allows."""
-    assert act.id is not None
-    delay = max(0.0, (cancel_allowed_at(rt, act) - rt.now()).total_seconds())
-    moved = store.move(
-        session,
-        act,
-        State.CANCELLING,
-        event="cancel_due",
-        cancel_reason=reason,
-        next_action_at=rt.after(delay),
-    )
-    return [Nudge(Action.CANCEL, act.id, delay)] if moved else []
-
-
 def _answered(
     rt: Runtime, act: Activation, answer: CancelAnswer, why: str, *, unknown: bool
 ) -> list[Nudge]:
@@ -271,6 +256,11 @@ def _reconcile(rt: Runtime, act: Activation) -> list[Nudge]:
         log.info("cancel_reconciled", activation_id=act.id, outcome="code")
         return _store_code(rt, act, status.code)
     if act.cancel_answer == CancelAnswer.REFUSED_AFTER_UNKNOWN:
+        if _past_expiry(rt, act, margin=SKEW_SECONDS):
+            # The refusal may be the provider's expiry, not our unseen cancel: /status tells
+            # neither apart (both wait for a code that never comes). Counted as spent.
+            why = "expired, or cancelled unseen: counted as spent"
+            return _end(rt, act, State.EXPIRED, "order_expired", error=why)
         # Our earlier cancel went through but its answer was lost; the refusal met its effect.
         log.info("cancel_reconciled", activation_id=act.id, outcome="cancelled")
         return _end(rt, act, State.CANCELLED, "order_cancelled", reserve=0)
@@ -343,7 +333,7 @@ def _received(rt: Runtime, act: Activation, code: str) -> Write:
     at = rt.now()
     log.info("code_received", activation_id=act.id, order_id=act.order_id)
     return lambda session: _end_in(
-        session, act, State.RECEIVED, "code_received", code=code, code_at=at
+        rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at
     )
 
 
@@ -356,10 +346,11 @@ def _end(
     **values: Any,
 ) -> list[Nudge]:
     with transaction(rt.engine) as session:
-        return _end_in(session, act, to, event, reserve, **values)
+        return _end_in(rt, session, act, to, event, reserve, **values)
 
 
 def _end_in(
+    rt: Runtime,
     session: Session,
     act: Activation,
     to: State,
@@ -367,15 +358,17 @@ def _end_in(
     reserve: int | None = None,
     **values: Any,
 ) -> list[Nudge]:
-    """Move the slot to a final state and end its job if it was the last one live."""
+    """Move the slot to a final state; steer its codes target and end its job (targets.py)."""
     if store.move(session, act, to, event=event, reserve=reserve, **values):
-        store.finish_job_if_done(session, act.job_id)
+        return after_slot_ended(rt, session, act)
     return []
 
 
-def _past_expiry(rt: Runtime, act: Activation) -> bool:
+def _past_expiry(rt: Runtime, act: Activation, *, margin: float = 0.0) -> bool:
+    """Whether the provider may have expired the order (``margin`` seconds early, for skew)."""
     assert act.ordered_at is not None
-    return rt.now() >= act.ordered_at + timedelta(seconds=rt.settings.provider_expiry)
+    expiry = act.ordered_at + timedelta(seconds=rt.settings.provider_expiry - margin)
+    return rt.now() >= expiry
 
 
 def _until(rt: Runtime, deadline: datetime, seconds: float) -> float:

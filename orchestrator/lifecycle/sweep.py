@@ -10,10 +10,11 @@ import structlog
 from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
+from orchestrator.lifecycle.cancels import cancel_at, start_cancel
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import claim_expired, expire_claim
 from orchestrator.lifecycle.runtime import Runtime
-from orchestrator.lifecycle.settle import cancel, cancel_at, check, start_cancel
+from orchestrator.lifecycle.settle import cancel, check
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlmodel import Session
@@ -48,7 +49,7 @@ def sweep(rt: Runtime) -> list[Nudge]:
             assert act.id is not None
             if act.state is State.ORDERING:
                 if claim_expired(rt, act):
-                    expire_claim(session, act)
+                    nudges += expire_claim(rt, session, act)
                 continue
             action = ACTIONS.get(act.state)
             if action is None:

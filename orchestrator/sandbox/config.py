@@ -24,11 +24,19 @@ class SandboxCountry:
 
 @dataclass(frozen=True)
 class SandboxOffer:
-    """Price, starting stock and advertised success rate (percent) of one service in one country."""
+    """Price, starting stock and advertised success rate (percent) of one service in one country;
+    ``delivers``: the percent of orders whose code really comes (None: as advertised), so a
+    country can advertise one rate and deliver another."""
 
     cost: Decimal
     count: int
     rate: int
+    delivers: int | None = None
+
+    @property
+    def never_ratio(self) -> float:
+        """The chance that an order's code never comes."""
+        return 1 - (self.rate if self.delivers is None else self.delivers) / 100
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,8 @@ _PROBABILITIES = ("fault_5xx", "fault_429", "fault_slow", "fault_non_json", "fau
 class SandboxConfig:
     """How the sandbox behaves; every field has a default that reads like the real provider.
 
-    ``never_ratio`` None means each order misses its code with probability ``1 - rate/100``
-    of its offer, so the advertised success rate is the real one. Faults are probabilities
+    ``never_ratio`` None means each order misses its code with its offer's ``never_ratio``
+    (from ``delivers``, or else the advertised ``rate``). Faults are probabilities
     per API request.
     """
 
@@ -157,7 +165,10 @@ def _convert(name: str, value: Any) -> Any:
                 str(s["name"]),
                 {
                     int(cid): SandboxOffer(
-                        Decimal(str(o["cost"])), int(o["count"]), int(o.get("rate", 100))
+                        Decimal(str(o["cost"])),
+                        int(o["count"]),
+                        int(o.get("rate", 100)),
+                        None if o.get("delivers") is None else int(o["delivers"]),
                     )
                     for cid, o in (s.get("prices") or {}).items()
                 },

@@ -201,7 +201,7 @@ class Simulator:
         if self.ledger.balance(account) < offer.cost:
             return _error(402, "insufficient_funds", "Balance low")
         rng, config = self._rng, self.config
-        never = config.never_ratio if config.never_ratio is not None else 1 - offer.rate / 100
+        never = config.never_ratio if config.never_ratio is not None else offer.never_ratio
         misses = rng.random() < never
         delay = rng.uniform(*config.code_delay)
         order = SandboxOrder(

@@ -21,7 +21,7 @@ from sqlmodel import select
 from bench.metrics import Observed
 from bench.processes import Measured, Usage, clean_environ
 from bench.scenarios import ORCHESTRATOR_KEY, Scenario
-from orchestrator.cli.jobrun import read_progress
+from orchestrator.cli.watch import read_progress
 from orchestrator.db.engine import create_tables, make_engine, transaction
 from orchestrator.db.models import Activation, Job, JobStatus
 from workers import NAMESPACE

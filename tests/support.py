@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, inspect, text
 
-from orchestrator.cli.jobrun import Progress, read_progress
+from orchestrator.cli.watch import Progress, read_progress
 from orchestrator.db.engine import make_engine
 from orchestrator.db.models import JobStatus
 from orchestrator.sandbox.config import DEMO_API_KEY

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.cli.jobrun import read_progress
+from orchestrator.cli.watch import read_progress
 from orchestrator.db.models import JobStatus
 from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, wait_until, write_job

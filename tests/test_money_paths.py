@@ -14,9 +14,9 @@ from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import Throttled
-from orchestrator.lifecycle.doubt import resolve_in_doubt
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import place
+from orchestrator.lifecycle.resolve_in_doubt import resolve_in_doubt
 from orchestrator.lifecycle.settle import cancel, check
 from orchestrator.money import to_micros
 from orchestrator.provider.ratelimit import Priority

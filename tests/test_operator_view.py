@@ -20,8 +20,8 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.cli.jobrun import Progress, read_progress
 from orchestrator.cli.progress_bar import ProgressBar
+from orchestrator.cli.watch import Progress, read_progress
 from orchestrator.db.models import Activation, Job, JobStatus, State, Target
 from orchestrator.jobs.export_path import PathTemplate, TemplateError
 from orchestrator.jobs.report import build_report, render_html

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from orchestrator.cli.jobrun import read_progress
+from orchestrator.cli.watch import read_progress
 from orchestrator.db.models import Activation, Job, JobStatus
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.runtime import Runtime

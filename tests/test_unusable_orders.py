@@ -24,9 +24,9 @@ from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import ResolveRefused
 from orchestrator.lifecycle.cancels import cancel_at
-from orchestrator.lifecycle.doubt import resolve_in_doubt
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import Purchases, place
+from orchestrator.lifecycle.resolve_in_doubt import resolve_in_doubt
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.settle import cancel
 from orchestrator.money import to_micros

@@ -36,7 +36,7 @@ from orchestrator.lifecycle.wiring import make_client, make_throttle
 from orchestrator.logs import configure_logging
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
-from workers.embedded import EmbeddedBroker, ensure_embedded
+from workers.embedded_broker import EmbeddedBroker, ensure_embedded
 
 OVERLAP_HELP = "Submit even if a job of the same name is still active."
 out = Console()

@@ -20,7 +20,7 @@ from orchestrator.cli.common import (
     submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.jobs.export import ExportFormat, export_jobs
 from orchestrator.jobs.export_select import Selection, SelectionError, parse_day, select_jobs
@@ -111,8 +111,8 @@ def status(
     ] = None,
 ) -> None:
     """Show recent jobs with their spend, or one job: a summary and its numbers by target."""
-    from orchestrator.cli.jobrun import read_progress
     from orchestrator.cli.status_view import job_summary, job_table, jobs_table
+    from orchestrator.cli.watch import read_progress
 
     with guard():
         settings = context(ctx).settings()
@@ -121,7 +121,7 @@ def status(
             if job is None:
                 out.print(jobs_table(session))
                 return
-            row = store.get_job(session, job)
+            row = queries.get_job(session, job)
             assert row.id is not None
             out.print(job_summary(session, row))
             out.print(job_table(session, row))
@@ -182,10 +182,15 @@ def report(
     with guard():
         settings = context(ctx).settings()
         with transaction(make_database(settings)) as session:
-            row = store.get_job(session, job)
+            row = queries.get_job(session, job)
             assert row.id is not None
             page = render_html(
-                build_report(row, store.export_rows(session, [row.id])), generated=utcnow()
+                build_report(
+                    row,
+                    queries.export_rows(session, [row.id]),
+                    queries.spend_micros_by_country(session, row.id),
+                ),
+                generated=utcnow(),
             )
         write_atomically(output, lambda handle: handle.write(page))
     plain(out, f"wrote the report of job {row.id} to {output}")
@@ -202,7 +207,7 @@ def cancel(
         with broker_url(settings) as url:
             rt = make_runtime(settings, url, patient=True)
             with transaction(rt.engine) as session:
-                row = store.get_job(session, job)
+                row = queries.get_job(session, job)
                 requested = store.request_job_cancel(session, row)
             if not requested:
                 fail(ExitCode.BAD_INPUT, f"job {row.id} has already ended")
@@ -235,7 +240,7 @@ def resolve(
 ) -> None:
     """Settle an in-doubt purchase by hand: attach the real order, or release it."""
     from orchestrator.errors import ResolveRefused
-    from orchestrator.lifecycle.doubt import ORDER_ID_RULE, resolve_in_doubt
+    from orchestrator.lifecycle.resolve_in_doubt import ORDER_ID_RULE, resolve_in_doubt
     from orchestrator.provider.answers import usable_order_id
 
     if (order_id is None) == (not not_bought):

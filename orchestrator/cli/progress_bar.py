@@ -16,7 +16,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
-from orchestrator.cli.jobrun import Progress
+from orchestrator.cli.watch import Progress
 from orchestrator.db.models import State
 from orchestrator.redact import for_terminal
 

@@ -23,7 +23,8 @@ from orchestrator.cli.common import (
     submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.cli.jobrun import (
+from orchestrator.cli.progress_bar import say_to
+from orchestrator.cli.watch import (
     BrokerWatch,
     Interrupted,
     Leave,
@@ -34,9 +35,8 @@ from orchestrator.cli.jobrun import (
     open_orders,
     wait_for_job,
 )
-from orchestrator.cli.progress_bar import say_to
 from orchestrator.config import Settings
-from orchestrator.db import store
+from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.errors import (
     OutputRefused,
@@ -46,7 +46,7 @@ from orchestrator.jobs.export_path import PathTemplate, TemplateError
 from orchestrator.jobs.output_file import output_target
 from orchestrator.lifecycle.wiring import make_database, make_runtime
 from orchestrator.logs import at_least, configure_logging
-from workers.embedded import BrokerLost
+from workers.embedded_broker import BrokerLost
 from workers.runner import LocalWorkers, child_env
 
 
@@ -191,7 +191,7 @@ LEAVE_TIMEOUT = 5.0  # seconds a worker has to finish its message when run leave
 def _say_what_is_left(settings: Settings, job_id: int) -> None:
     engine = make_database(settings)
     with transaction(engine) as session:
-        cancelled = store.get_job(session, job_id).cancel_requested_at is not None
+        cancelled = queries.get_job(session, job_id).cancel_requested_at is not None
     orders = open_orders(engine, job_id)
     expiry = settings.provider_expiry
     for line in leftover_lines(job_id, orders, provider_expiry=expiry, cancelled=cancelled):
@@ -277,5 +277,5 @@ def _cancel_job(settings: Settings, url: str, job_id: int) -> None:
 
     rt = make_runtime(settings, url, patient=True)
     with transaction(rt.engine) as session:
-        store.request_job_cancel(session, store.get_job(session, job_id))
+        store.request_job_cancel(session, queries.get_job(session, job_id))
     send_nudges(sweep(rt))

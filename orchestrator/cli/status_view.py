@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.db import queries, store
+from orchestrator.db import queries
 from orchestrator.db.models import FINAL_STATES, Job, State, Target
 from orchestrator.money import from_micros
 from orchestrator.redact import for_terminal
@@ -56,7 +56,7 @@ def jobs_table(session: Session) -> Table:
             job.status.value,
             str(count),
             str(received),
-            str(from_micros(store.spend_micros(session, job.id))),
+            str(from_micros(queries.spend_micros(session, job.id))),
             _budget(job),
             _when(job.created_at),
         )
@@ -66,11 +66,11 @@ def jobs_table(session: Session) -> Table:
 def job_summary(session: Session, job: Job) -> Table:
     """One job at a glance: status, times, how its numbers ended, spend against budget."""
     assert job.id is not None
-    counts = store.state_counts(session, job.id)
+    counts = queries.state_counts(session, job.id)
     total = sum(counts.values())
     ended = sum(n for state, n in counts.items() if state in FINAL_STATES)
     settled = counts[State.RECEIVED] + counts[State.CANCELLED] + counts[State.EXPIRED]
-    spent = from_micros(store.spend_micros(session, job.id))
+    spent = from_micros(queries.spend_micros(session, job.id))
     table = Table("", "", title=_text(f"job {job.id} ({job.name})"), show_header=False)
     rows = [
         ("status", job.status.value),
@@ -104,7 +104,7 @@ def job_table(session: Session, job: Job) -> Table:
         assert target.id is not None
         entry = per_target.setdefault(target.id, (target, {}))
         entry[1][State(state)] = int(count)
-    spent = store.spend_micros_by_target(session, job.id)
+    spent = queries.spend_micros_by_target(session, job.id)
     for target_id, (target, counts) in per_target.items():
         label = f"#{target.position} (cap {from_micros(target.max_price_micros)})"
         table.add_row(

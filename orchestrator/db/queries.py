@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Executable, Select, and_, bindparam, exists, func, or_, select
-from sqlalchemy.orm import object_session
 from sqlmodel import Session, col
 
 from orchestrator.db import prepared
@@ -47,10 +46,10 @@ def get_targets(session: Session, target_ids: Collection[int]) -> dict[int, Targ
     return {t.id: t for t in _by_ids(session, Target, target_ids) if t.id is not None}
 
 
-Row = TypeVar("Row", Activation, Job, Target)
+Table = TypeVar("Table", Activation, Job, Target)
 
 
-def _by_ids(session: Session, table: type[Row], ids: Collection[int]) -> list[Row]:
+def _by_ids(session: Session, table: type[Table], ids: Collection[int]) -> list[Table]:
     def build() -> Executable:
         wanted = col(table.id).in_(bindparam("p_ids", expanding=True))
         return select(table).where(wanted).order_by(col(table.id))
@@ -278,15 +277,6 @@ def spend_micros_by_country(session: Session, job_id: int) -> dict[int | None, i
     """What ``spend_micros`` counts, per country the job's slots chose (None: none chosen)."""
     rows = session.execute(_spend(job_id, col(Activation.country_id))).all()
     return {None if country is None else int(country): int(spent) for country, spent in rows}
-
-
-def session_of(job: Job) -> Session:
-    """The open session ``job`` was read in, for a caller handed rows rather than a session."""
-    session = object_session(job)
-    if session is None:
-        raise ValueError(f"job {job.id} was not read in an open session")
-    assert isinstance(session, Session)  # the engines' sessions are sqlmodel's
-    return session
 
 
 # Why an order ended without a code says something about its country only when the code did

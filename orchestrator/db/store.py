@@ -68,14 +68,6 @@ def record(
     _execute(session, "record", lambda: insert(Event).inline(), params)
 
 
-# Reads that cli/ still calls as store.* (it should call queries.* instead).
-export_rows = queries.export_rows
-get_job = queries.get_job
-spend_micros = queries.spend_micros
-spend_micros_by_target = queries.spend_micros_by_target
-state_counts = queries.state_counts
-
-
 def _update(table: type[Job] | type[Activation]) -> Update:
     # Plain SQL semantics: the ORM must not rewrite in-memory objects behind the caller's back
     # (move() compares against the values the caller read).

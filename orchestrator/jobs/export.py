@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from orchestrator.db import store
+from orchestrator.db import queries
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, Target
 from orchestrator.jobs.export_path import PathTemplate
@@ -146,7 +146,7 @@ def export_jobs(
     """Write the jobs' slots to ``path`` (format from its suffix unless given), atomically;
     returns how many were written."""
     with transaction(engine) as session:
-        rows = store.export_rows(session, job_ids)
+        rows = queries.export_rows(session, job_ids)
     chosen = fmt or ExportFormat.for_path(path)
     return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
 
@@ -154,6 +154,6 @@ def export_jobs(
 def export_job(engine: Engine, job_id: int, template: PathTemplate) -> tuple[Path, int]:
     """Export one job to its expanded path template; the path and the rows written."""
     with transaction(engine) as session:
-        job = store.get_job(session, job_id)
+        job = queries.get_job(session, job_id)
     path = template.expand(name=job.name, job_id=job_id, submitted=job.created_at)
     return path, export_jobs(engine, [job_id], path)

@@ -16,7 +16,6 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from orchestrator.db import queries
 from orchestrator.db.models import Job, State
 from orchestrator.jobs.export import Row
 from orchestrator.money import from_micros
@@ -97,16 +96,10 @@ class Report:
 
 
 def build_report(
-    job: Job, rows: Iterable[Row], spend_by_country: Mapping[int | None, int] | None = None
+    job: Job, rows: Iterable[Row], spend_by_country: Mapping[int | None, int]
 ) -> Report:
-    """Tally the job's slots (``queries.export_rows``) by state and country.
-
-    The spend is the database's (``queries.spend_micros_by_country``): passed in, or read in
-    the session ``job`` came from when not.
-    """
-    if spend_by_country is None:
-        assert job.id is not None
-        spend_by_country = queries.spend_micros_by_country(queries.session_of(job), job.id)
+    """Tally the job's slots (``queries.export_rows``) by state and country; the spend is the
+    database's (``queries.spend_micros_by_country``)."""
     counts = dict.fromkeys(State, 0)
     countries: dict[int | None, CountryStats] = {}
     arrivals: list[float] = []

@@ -17,7 +17,7 @@ from orchestrator.sandbox.ledger import Ledger, OrderState, SandboxOrder, money
 
 API_PREFIX = "/wp-json/legitsms/v2"
 Clock = Callable[[], float]
-Action = Callable[[int, dict[str, str], float], "Reply"]
+Route = Callable[[int, dict[str, str], float], "Reply"]
 
 
 class Headers(Protocol):
@@ -76,7 +76,7 @@ class Simulator:
         self._next_order_id = self._rng.randrange(10_000_000, 90_000_000)
         services = [{"id": str(s.id), "name": s.name} for s in config.services]
         self._services_reply = _json(200, {"status": "success", "services": services})
-        self._routes: dict[tuple[str, str], Action] = {
+        self._routes: dict[tuple[str, str], Route] = {
             ("GET", "/balance"): self._balance,
             ("GET", "/services"): lambda account, params, now: self._services_reply,
             ("GET", "/prices"): self._prices,
@@ -115,7 +115,7 @@ class Simulator:
 
     def _act(
         self,
-        action: Action,
+        action: Route,
         endpoint: str,
         params: dict[str, str] | None,
         key: str | None,

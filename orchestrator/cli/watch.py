@@ -16,11 +16,11 @@ import redis
 import structlog
 
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.db import queries, store
+from orchestrator.db import queries
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State, Target
 from orchestrator.money import from_micros
-from workers.embedded import BrokerLost, EmbeddedBroker
+from workers.embedded_broker import BrokerLost, EmbeddedBroker
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
@@ -86,7 +86,7 @@ class Progress:
 def read_progress(engine: Engine, job_id: int) -> Progress:
     """The job's current counts and spend."""
     with transaction(engine) as session:
-        job = store.get_job(session, job_id)
+        job = queries.get_job(session, job_id)
         received: dict[int, int] = {}
         targets: dict[int, Target] = {}
         for target, state, count in queries.target_state_counts(session, job_id):
@@ -100,8 +100,8 @@ def read_progress(engine: Engine, job_id: int) -> Progress:
         asks_codes = any(row.codes_wanted is not None for row in targets.values())
         return Progress(
             status=job.status,
-            counts=store.state_counts(session, job_id),
-            spend=from_micros(store.spend_micros(session, job_id)),
+            counts=queries.state_counts(session, job_id),
+            spend=from_micros(queries.spend_micros(session, job_id)),
             budget=from_micros(job.budget_micros) if job.budget_micros is not None else None,
             goals=tuple(goals),
             asks_codes=asks_codes,
@@ -241,7 +241,7 @@ def open_orders(engine: Engine, job_id: int) -> list[OpenOrder]:
     with transaction(engine) as session:
         return [
             OpenOrder(act.id or 0, act.state, act.order_id, act.ordered_at)
-            for _job, _target, act in store.export_rows(session, [job_id])
+            for _job, _target, act in queries.export_rows(session, [job_id])
             if act.state in LIVE_STATES
         ]
 

@@ -88,15 +88,23 @@ def job_summary(session: Session, job: Job) -> Table:
     return table
 
 
+# Slots that hold a number: bought, whatever came of it (an in-doubt one may or may not).
+BOUGHT = (State.WAITING, State.CANCELLING, State.RECEIVED, State.CANCELLED, State.EXPIRED)
+
+
 def job_table(session: Session, job: Job) -> Table:
-    """One row per target: how many of its slots are in each state, and what it spent."""
+    """One row per target: codes received of wanted, numbers bought, how many of its slots are
+    in each state, what it spent, and what a code cost."""
     assert job.id is not None
     states = list(State)
     table = Table(
         "target",
         "service",
+        "codes",
+        "bought",
         *[s.value for s in states],
         "spent",
+        "per code",
         title=_text(f"job {job.id} ({job.name}) by target"),
     )
     per_target: dict[int, tuple[Target, dict[State, int]]] = {}
@@ -107,10 +115,17 @@ def job_table(session: Session, job: Job) -> Table:
     spent = queries.spend_micros_by_target(session, job.id)
     for target_id, (target, counts) in per_target.items():
         label = f"#{target.position} (cap {from_micros(target.max_price_micros)})"
+        received = counts.get(State.RECEIVED, 0)
+        wanted = target.codes_wanted or target.quantity
+        bought = sum(counts.get(state, 0) for state in BOUGHT)
+        cost = spent.get(target_id, 0)
         table.add_row(
             label,
             _text(target.service_name),
+            f"{received}/{wanted}",
+            str(bought),
             *[str(counts.get(s, 0)) for s in states],
-            str(from_micros(spent.get(target_id, 0))),
+            str(from_micros(cost)),
+            str(from_micros(cost // received)) if received else "-",
         )
     return table

@@ -18,9 +18,6 @@ rate weighs all three the same way, as the number of orders bought per code.
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -69,23 +66,3 @@ def numbers_in_flight(codes_missing: int, rate: float) -> int:
     if codes_missing <= 0:
         return 0
     return math.ceil(codes_missing / max(rate, FLOOR) - 1e-9)
-
-
-class OutcomeCache:
-    """This installation's outcomes per service, read from the database at most every TTL."""
-
-    def __init__(self, fetch: Callable[[int], dict[int, Outcomes]], ttl: float = TTL) -> None:
-        self._fetch = fetch
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._entries: dict[int, tuple[float, dict[int, Outcomes]]] = {}
-
-    def get(self, service_id: int) -> dict[int, Outcomes]:
-        with self._lock:
-            entry = self._entries.get(service_id)
-            if entry is not None and time.monotonic() - entry[0] < self._ttl:
-                return entry[1]
-        outcomes = self._fetch(service_id)
-        with self._lock:
-            self._entries[service_id] = (time.monotonic(), outcomes)
-        return outcomes

@@ -49,7 +49,13 @@ def test_plan_ranks_the_countries_forecasts_and_buys_nothing(
     assert "  passed over: United States: price 2.66 above the cap 2.00" in lines
     assert lines[-1].startswith("job nightly: spend 21.35 (median)")
     assert lines[-1].endswith("budget 20.00 does NOT suffice")
-    assert sandbox.ledger.snapshot(time.time())["orders"] == []
+    ledger = sandbox.ledger.snapshot(time.time())
+    assert ledger["orders"] == []
+    # As submit asks: the services once, the prices once per service.
+    assert {k: v for k, v in ledger["requests"].items() if not k.startswith("GET /prices")} == {
+        "GET /services": 1
+    }, ledger["requests"]
+    assert sum(v for k, v in ledger["requests"].items() if k.startswith("GET /prices")) == 2
     with Session(orchestrator.engine) as session:
         assert session.exec(select(func.count()).select_from(Job)).one() == 0
 

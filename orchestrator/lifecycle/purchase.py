@@ -36,7 +36,7 @@ from orchestrator.lifecycle.targets import after_slot_ended
 from orchestrator.money import from_micros, to_micros
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import Order
-from orchestrator.provider.wallet import Pause
+from orchestrator.provider.wallet import NO_HOLD, Hold, Pause
 from orchestrator.redact import mask
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -158,7 +158,7 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
             rt.throttle.acquire(Priority.ORDER)
         except Throttled as exc:
             return _later(rt, act, exc.retry_after, spread=True)
-    held = 0
+    held = NO_HOLD
     if rt.wallet is not None:
         # Again: another worker's order may have met insufficient_funds while this one waited.
         if (pause := rt.wallet.paused()) is not None:
@@ -172,9 +172,9 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
             return _later(rt, act, rt.settings.poll_interval)
         if taken is None:
             return _later(rt, act, BALANCE_RECHECK_SECONDS, spread=True)
-        if not taken:
+        if taken is False:
             return _min_balance_reached(rt, purchases, act)
-        held = act.cap_micros if rt.wallet.min_balance_micros > 0 else 0
+        held = taken
 
     with purchases.transaction() as session:
         claimed = store.claim(
@@ -196,7 +196,9 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     return []
 
 
-def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice, held: int = 0) -> Write:
+def _send_order(
+    rt: Runtime, act: Activation, job: Job, choice: Choice, held: Hold = NO_HOLD
+) -> Write:
     """Send the one ``POST /order``; return the write that records what it came to.
 
     ``held``: what the wallet guard took from the cached balance for this purchase; what the
@@ -229,7 +231,7 @@ def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice, held: in
         # It bought a number we cannot use as answered: keep it, and cancel it for a refund.
         log.error("order_unusable", activation_id=act.id, order_id=exc.order_id, error=str(exc))
         if exc.cost is not None:
-            _give_back(rt, held - to_micros(exc.cost))
+            _give_back(rt, held, spent=to_micros(exc.cost))
         return _record_unusable(rt, act, exc)
     except ProviderError as exc:
         # It may have bought a number: hold the cap, never buy this slot again by ourselves.
@@ -237,8 +239,7 @@ def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice, held: in
         error = str(exc)
         return lambda session: _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
     log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
-    if held:
-        _give_back(rt, held - to_micros(order.cost))
+    _give_back(rt, held, spent=to_micros(order.cost))
     return _record_order(rt, act, job, order)
 
 
@@ -459,9 +460,10 @@ _recorded: set[tuple[int, float]] = set()
 _recorded_lock = threading.Lock()
 
 
-def _give_back(rt: Runtime, micros: int) -> None:
-    if rt.wallet is not None and micros:
-        rt.wallet.give(micros)
+def _give_back(rt: Runtime, held: Hold, *, spent: int = 0) -> None:
+    """Give back to the cached balance what the purchase held and did not spend."""
+    if rt.wallet is not None:
+        rt.wallet.give(held, spent)
 
 
 def _pause_buying(rt: Runtime, act: Activation, reason: str) -> Pause:

@@ -111,7 +111,7 @@ def status(
     ] = None,
 ) -> None:
     """Show recent jobs with their spend, or one job: a summary and its numbers by target."""
-    from orchestrator.cli.status_view import job_summary, job_table, jobs_table
+    from orchestrator.cli.status_view import buying_paused, job_summary, job_table, jobs_table
     from orchestrator.cli.watch import read_progress
 
     with guard():
@@ -125,7 +125,10 @@ def status(
             assert row.id is not None
             out.print(job_summary(session, row))
             out.print(job_table(session, row))
+            paused = buying_paused(session, row)
         plain(out, read_progress(engine, row.id).line())
+        if paused is not None:
+            plain(out, paused)
 
 
 def export_command(

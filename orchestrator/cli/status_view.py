@@ -6,14 +6,15 @@ characters escaped, secrets masked).
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator.db import queries
-from orchestrator.db.models import FINAL_STATES, Job, State, Target
+from orchestrator.db.models import FINAL_STATES, Job, JobStatus, State, Target
 from orchestrator.money import from_micros
 from orchestrator.redact import for_terminal
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlmodel import Session
 
 RECENT_JOBS = 20
+PAUSE_REASONS = {
+    "insufficient_funds": "insufficient funds on the key",
+    "min_balance": "the balance would fall under min_balance",
+}
 
 
 def _when(value: datetime | None) -> str:
@@ -129,3 +134,24 @@ def job_table(session: Session, job: Job) -> Table:
             str(from_micros(cost // received)) if received else "-",
         )
     return table
+
+
+def buying_paused(session: Session, job: Job, now: datetime | None = None) -> str | None:
+    """ "buying paused: <why> until HH:MM:SS UTC" while a wallet pause holds the active job's
+    purchases (purchase.py records it on the job), else None."""
+    assert job.id is not None
+    if job.status is not JobStatus.ACTIVE:
+        return None
+    event = queries.last_event(session, job.id, "buying_paused")
+    if event is None:
+        return None
+    try:
+        detail = json.loads(event.detail)
+        until = datetime.fromisoformat(detail["until"])
+        reason = str(detail["reason"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if until <= (now or datetime.now(UTC)):
+        return None
+    why = PAUSE_REASONS.get(reason, reason)
+    return f"buying paused: {why} until {until.strftime('%H:%M:%S')} UTC"

@@ -23,6 +23,7 @@ from orchestrator.lifecycle.polling import (
 )
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.types import Price
+from orchestrator.provider.wallet import WalletGuard
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
@@ -51,6 +52,7 @@ class Runtime:
     engine: Engine
     client: LegitSMSClient
     throttle: Throttle | None = None
+    wallet: WalletGuard | None = None  # the key's buying pause and balance floor (wallet.py)
     clock: Callable[[], datetime] = utcnow
     prices: PriceCache = field(init=False)
     arrivals: ArrivalCache = field(init=False)

@@ -21,14 +21,14 @@ def test_a_country_never_seen_is_taken_at_its_advertised_rate() -> None:
     assert success_rate(70, Outcomes()) == pytest.approx(0.70)
 
 
-def test_ten_orders_of_our_own_weigh_as_much_as_the_advertised_rate() -> None:
-    assert PRIOR_ORDERS == 10
-    # Advertised 90%, and 10 orders of ours brought 1 code: halfway, (9 + 1) / 20.
-    assert success_rate(90, Outcomes(received=1, codeless=9)) == pytest.approx(0.5)
+def test_four_orders_of_our_own_weigh_as_much_as_the_advertised_rate() -> None:
+    assert PRIOR_ORDERS == 4
+    # Advertised 90%, and 4 orders of ours brought 1 code: halfway, (3.6 + 1) / 8.
+    assert success_rate(90, Outcomes(received=1, codeless=3)) == pytest.approx(0.575)
 
 
 def test_many_orders_bring_the_estimate_close_to_what_was_seen() -> None:
-    assert success_rate(90, Outcomes(received=20, codeless=180)) == pytest.approx(29 / 210)
+    assert success_rate(90, Outcomes(received=20, codeless=180)) == pytest.approx(23.6 / 204)
 
 
 def test_the_estimate_stays_within_the_floor_and_one() -> None:
@@ -77,3 +77,18 @@ def test_no_country_left_says_why_for_each() -> None:
         "no allowed country is left (Empty: no stock; Dear: price 3.00 above the cap 1.50; "
         "Unlisted: no stock)",
     )
+
+
+def test_a_codes_target_spreads_its_first_numbers_over_countries_it_has_not_tried() -> None:
+    countries = [(1, "Cheap"), (2, "Dear")]
+    prices = {1: price(1, "0.10", 85), 2: price(2, "0.30", 60)}
+    cap = Decimal("1")
+    assert rank_countries(countries, prices, cap, {}, {1: 2})[0][0].country_id == 1
+    # Three waiting in a country never tried: the next goes where nothing waits yet.
+    assert rank_countries(countries, prices, cap, {}, {1: 3})[0][0].country_id == 2
+    # Once a country has results, it may hold twice as many waiting.
+    seen = {1: Outcomes(received=2, codeless=1)}
+    assert rank_countries(countries, prices, cap, seen, {1: 5, 2: 3})[0][0].country_id == 1
+    # Where every country holds its cap, the best is still bought: nothing waits on learning.
+    assert rank_countries(countries, prices, cap, {}, {1: 3, 2: 3})[0][0].country_id == 1
+    assert rank_countries(countries[:1], prices, cap, {}, {1: 50})[0][0].country_id == 1

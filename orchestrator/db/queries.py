@@ -366,3 +366,17 @@ def live_slots_of_target(session: Session, target_id: int) -> Sequence[Activatio
         or_(*(col(Activation.state) == state for state in sorted(LIVE_STATES))),
     )
     return session.execute(query).scalars().all()
+
+
+def waiting_by_country(session: Session, service_id: int) -> dict[int, int]:
+    """Numbers of the service being bought or waiting for their code, per country."""
+    query = (
+        select(col(Activation.country_id), func.count())
+        .where(
+            col(Activation.service_id) == service_id,
+            col(Activation.country_id).is_not(None),
+            or_(col(Activation.state) == State.ORDERING, col(Activation.state) == State.WAITING),
+        )
+        .group_by(col(Activation.country_id))
+    )
+    return {int(country): int(n) for country, n in session.execute(query).all()}

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from orchestrator.lifecycle.estimate import Outcomes, success_rate
+from orchestrator.lifecycle.estimate import Outcomes, probe_cap, success_rate
 from orchestrator.money import shown
 from orchestrator.provider.types import Price
 
@@ -47,9 +47,14 @@ def rank_countries(
     prices: Mapping[int, Price],
     cap: Decimal,
     outcomes: Mapping[int, Outcomes],
+    waiting: Mapping[int, int] | None = None,
 ) -> tuple[list[Choice], list[tuple[str, str]]]:
     """The buyable countries, cheapest per expected code first (ties keep the job file's
-    order, so a single-country target buys where it says), and why each other one is not."""
+    order, so a single-country target buys where it says), and why each other one is not.
+
+    ``waiting``, for a codes target: numbers waiting per country. A country holding its
+    ``probe_cap`` goes after those that do not, while any does (estimate.py).
+    """
     buyable: list[tuple[Decimal, int, Choice]] = []
     passed_over: list[tuple[str, str]] = []
     for order, (country_id, name) in enumerate(countries):
@@ -64,7 +69,16 @@ def rank_countries(
         choice = Choice(country_id, name, price.cost, rate)
         buyable.append((choice.cost_per_code, order, choice))
     buyable.sort(key=lambda item: (item[0], item[1]))
-    return [choice for _, _, choice in buyable], passed_over
+    ranked = [choice for _, _, choice in buyable]
+    if waiting is not None:
+        seen = Outcomes()
+
+        def probing(choice: Choice) -> bool:
+            cap = probe_cap(outcomes.get(choice.country_id, seen))
+            return waiting.get(choice.country_id, 0) >= cap
+
+        ranked = sorted(ranked, key=probing)  # stable: each part keeps its order
+    return ranked, passed_over
 
 
 def choose_country(
@@ -72,9 +86,10 @@ def choose_country(
     prices: Mapping[int, Price],
     cap: Decimal,
     outcomes: Mapping[int, Outcomes] | None = None,
+    waiting: Mapping[int, int] | None = None,
 ) -> Choice | NoChoice:
     """The allowed country with the lowest cost per expected code, or why there is none."""
-    ranked, passed_over = rank_countries(countries, prices, cap, outcomes or {})
+    ranked, passed_over = rank_countries(countries, prices, cap, outcomes or {}, waiting)
     if ranked:
         return ranked[0]
     reason = "no_stock" if all(why == "no stock" for _, why in passed_over) else "price_above_cap"

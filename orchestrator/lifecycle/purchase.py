@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,17 @@ class Purchases:
         self.activations = {act.id: act for act in acts if act.id is not None}
         self._owed: list[Write] = []
         self._nudges: list[Nudge] = []
+        # Claimed by this message, per (service, country): the shared count of numbers
+        # waiting is up to a second old, and a message buys several within that second.
+        self.claimed: Counter[tuple[int, int]] = Counter()
+
+    def waiting(self, service_id: int) -> dict[int, int]:
+        """Numbers of the service waiting per country, this message's claims included."""
+        counts = dict(self.rt.waiting_by_country(service_id))
+        for (service, country), n in self.claimed.items():
+            if service == service_id:
+                counts[country] = counts.get(country, 0) + n
+        return counts
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -147,7 +159,11 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         return _later(rt, act, rt.settings.poll_interval)
 
     outcomes = rt.outcomes(act.service_id)
-    choice = choose_country(countries, prices, from_micros(act.cap_micros), outcomes)
+    waiting = None
+    if target.codes_wanted is not None:  # a codes target spreads its first numbers to learn
+        waiting = purchases.waiting(act.service_id)
+    cap = from_micros(act.cap_micros)
+    choice = choose_country(countries, prices, cap, outcomes, waiting)
     if not isinstance(choice, Choice):
         return _fail(rt, purchases, act, choice.reason, choice.detail)
 

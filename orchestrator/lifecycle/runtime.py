@@ -28,6 +28,7 @@ from orchestrator.provider.wallet import WalletGuard
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
 
+WAITING_TTL = 1.0  # seconds a count of numbers waiting per country is kept (purchases add theirs)
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
 
 
@@ -60,6 +61,7 @@ class Runtime:
     to_buy: CachedCount = field(init=False)
     cancelling: CachedCount = field(init=False)
     _outcomes: TtlCache[int, dict[int, Outcomes]] = field(init=False)
+    _waiting_by_country: TtlCache[int, dict[int, int]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
@@ -68,10 +70,19 @@ class Runtime:
         self.to_buy = CachedCount(lambda: self._count(State.PLANNED))
         self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
         self._outcomes = TtlCache(self._read_outcomes, TTL)
+        self._waiting_by_country = TtlCache(self._read_waiting, WAITING_TTL)
 
     def outcomes(self, service_id: int) -> dict[int, Outcomes]:
         """What this installation's orders of the service came to lately, per country."""
         return self._outcomes.get(service_id)
+
+    def waiting_by_country(self, service_id: int) -> dict[int, int]:
+        """Numbers of the service being bought or waiting, per country (a second old at most)."""
+        return self._waiting_by_country.get(service_id)
+
+    def _read_waiting(self, service_id: int) -> dict[int, int]:
+        with reading(self.engine) as session:
+            return queries.waiting_by_country(session, service_id)
 
     def _read_outcomes(self, service_id: int) -> dict[int, Outcomes]:
         with reading(self.engine) as session:

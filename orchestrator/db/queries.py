@@ -354,3 +354,79 @@ def live_slots_of_target(session: Session, target_id: int) -> Sequence[Activatio
         or_(*(col(Activation.state) == state for state in sorted(LIVE_STATES))),
     )
     return session.execute(query).scalars().all()
+
+
+def last_outcomes(
+    session: Session,
+    *,
+    limit: int,
+    since: datetime,
+    recent: datetime,
+    service_id: int | None = None,
+) -> dict[tuple[int, int], list[tuple[bool, datetime, str, str]]]:
+    """The last ``limit`` ended orders per (service, country), newest first: whether each
+    came without a code (as ``_CODELESS`` counts), when it finished, the country's and the
+    service's name. Only orders that brought their code or ended without one for want of it,
+    finished since ``since``, in (service, country) pairs with such a code-less order finished
+    since ``recent`` (the others cannot have an open circuit breaker); one service or all."""
+    ended = or_(col(Activation.state) == State.RECEIVED, _CODELESS)
+    scope = [
+        col(Activation.country_id).is_not(None),
+        col(Activation.finished_at).is_not(None),
+        col(Activation.finished_at) >= since,
+    ]
+    if service_id is not None:
+        scope.append(col(Activation.service_id) == service_id)
+    pair = (col(Activation.service_id), col(Activation.country_id))
+    suspects = (
+        select(*pair)
+        .where(*scope, _CODELESS, col(Activation.finished_at) >= recent)
+        .group_by(*pair)
+        .subquery()
+    )
+    ranked = (
+        select(
+            col(Activation.service_id).label("service_id"),
+            col(Activation.country_id).label("country_id"),
+            _CODELESS.label("codeless"),
+            col(Activation.finished_at).label("finished_at"),
+            col(Activation.country_name).label("country_name"),
+            col(Target.service_name).label("service_name"),
+            func.row_number()
+            .over(
+                partition_by=pair,
+                order_by=(col(Activation.finished_at).desc(), col(Activation.id).desc()),
+            )
+            .label("place"),
+        )
+        .join(Target, col(Target.id) == col(Activation.target_id))
+        .join(
+            suspects,
+            and_(
+                suspects.c.service_id == col(Activation.service_id),
+                suspects.c.country_id == col(Activation.country_id),
+            ),
+        )
+        .where(*scope, ended)
+        .subquery()
+    )
+    query = (
+        select(
+            ranked.c.service_id,
+            ranked.c.country_id,
+            ranked.c.codeless,
+            ranked.c.finished_at,
+            ranked.c.country_name,
+            ranked.c.service_name,
+        )
+        .where(ranked.c.place <= limit)
+        .order_by(ranked.c.service_id, ranked.c.country_id, ranked.c.place)
+    )
+    runs: dict[tuple[int, int], list[tuple[bool, datetime, str, str]]] = {}
+    for service, country, codeless, finished_at, country_name, service_name in session.execute(
+        query
+    ).all():
+        runs.setdefault((int(service), int(country)), []).append(
+            (bool(codeless), finished_at, str(country_name or country), str(service_name))
+        )
+    return runs

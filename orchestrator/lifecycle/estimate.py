@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from orchestrator.db import queries
 
@@ -71,16 +71,20 @@ def numbers_in_flight(codes_missing: int, rate: float) -> int:
     return math.ceil(codes_missing / max(rate, FLOOR) - 1e-9)
 
 
-class OutcomeCache:
-    """This installation's outcomes per service, read from the database at most every TTL."""
+Read = TypeVar("Read")
 
-    def __init__(self, fetch: Callable[[int], dict[int, Outcomes]], ttl: float = TTL) -> None:
+
+class OutcomeCache(Generic[Read]):
+    """What this installation's orders came to, per service (the outcomes per country, or
+    the open breakers), read from the database at most every TTL."""
+
+    def __init__(self, fetch: Callable[[int], Read], ttl: float = TTL) -> None:
         self._fetch = fetch
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[float, dict[int, Outcomes]]] = {}
+        self._entries: dict[int, tuple[float, Read]] = {}
 
-    def get(self, service_id: int) -> dict[int, Outcomes]:
+    def get(self, service_id: int) -> Read:
         with self._lock:
             entry = self._entries.get(service_id)
             if entry is not None and time.monotonic() - entry[0] < self._ttl:

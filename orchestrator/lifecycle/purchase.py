@@ -139,7 +139,8 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         return _later(rt, act, rt.settings.poll_interval)
 
     outcomes = rt.outcomes(act.service_id)
-    choice = choose_country(countries, prices, from_micros(act.cap_micros), outcomes)
+    breakers = rt.breakers(act.service_id)
+    choice = choose_country(countries, prices, from_micros(act.cap_micros), outcomes, breakers)
     if not isinstance(choice, Choice):
         return _fail(rt, purchases, act, choice.reason, choice.detail)
 

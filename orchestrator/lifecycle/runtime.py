@@ -9,10 +9,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import structlog
+
 from orchestrator.config import Settings
 from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
+from orchestrator.lifecycle.breaker import Breaker, read_breakers
 from orchestrator.lifecycle.estimate import OutcomeCache, Outcomes, read_outcomes
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.polling import (
@@ -27,6 +30,8 @@ from orchestrator.provider.types import Price
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
+
+log = structlog.get_logger(__name__)
 
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
 
@@ -86,7 +91,9 @@ class Runtime:
     waiting: CachedCount = field(init=False)
     to_buy: CachedCount = field(init=False)
     cancelling: CachedCount = field(init=False)
-    _outcomes: OutcomeCache = field(init=False)
+    _outcomes: OutcomeCache[dict[int, Outcomes]] = field(init=False)
+    _breakers: OutcomeCache[dict[int, Breaker]] = field(init=False)
+    _breakers_told: set[tuple[int, int, datetime]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
@@ -95,6 +102,8 @@ class Runtime:
         self.to_buy = CachedCount(lambda: self._count(State.PLANNED))
         self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
         self._outcomes = OutcomeCache(self._read_outcomes)
+        self._breakers = OutcomeCache(self._read_breakers)
+        self._breakers_told = set()
 
     def outcomes(self, service_id: int) -> dict[int, Outcomes]:
         """What this installation's orders of the service came to lately, per country."""
@@ -103,6 +112,37 @@ class Runtime:
     def _read_outcomes(self, service_id: int) -> dict[int, Outcomes]:
         with reading(self.engine) as session:
             return read_outcomes(session, service_id, self.now())
+
+    def breakers(self, service_id: int) -> dict[int, Breaker]:
+        """The service's countries whose circuit breaker is open now (breaker.py)."""
+        now = self.now()
+        return {c: b for c, b in self._breakers.get(service_id).items() if b.until > now}
+
+    def _read_breakers(self, service_id: int) -> dict[int, Breaker]:
+        s = self.settings
+        with reading(self.engine) as session:
+            found = read_breakers(
+                session,
+                failures=s.breaker_failures,
+                cooldown=s.breaker_cooldown,
+                now=self.now(),
+                service_id=service_id,
+            )
+        for breaker in found.values():
+            # Once per process per opening: a re-opening after a trial has a later ``until``.
+            key = (breaker.service_id, breaker.country_id, breaker.until)
+            if key not in self._breakers_told:
+                self._breakers_told.add(key)
+                log.warning(
+                    "breaker_open",
+                    service=breaker.service_name,
+                    service_id=breaker.service_id,
+                    country=breaker.country_name,
+                    country_id=breaker.country_id,
+                    until=breaker.until.isoformat(),
+                    failures=breaker.failures,
+                )
+        return {country: breaker for (_, country), breaker in found.items()}
 
     def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
         with reading(self.engine) as session:

@@ -94,6 +94,7 @@ class Runtime:
     _outcomes: OutcomeCache[dict[int, Outcomes]] = field(init=False)
     _breakers: OutcomeCache[dict[int, Breaker]] = field(init=False)
     _breakers_told: set[tuple[int, int, datetime]] = field(init=False)
+    _lock: threading.Lock = field(init=False)
 
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
@@ -104,6 +105,7 @@ class Runtime:
         self._outcomes = OutcomeCache(self._read_outcomes)
         self._breakers = OutcomeCache(self._read_breakers)
         self._breakers_told = set()
+        self._lock = threading.Lock()
 
     def outcomes(self, service_id: int) -> dict[int, Outcomes]:
         """What this installation's orders of the service came to lately, per country."""
@@ -128,20 +130,27 @@ class Runtime:
                 now=self.now(),
                 service_id=service_id,
             )
-        for breaker in found.values():
-            # Once per process per opening: a re-opening after a trial has a later ``until``.
-            key = (breaker.service_id, breaker.country_id, breaker.until)
-            if key not in self._breakers_told:
-                self._breakers_told.add(key)
-                log.warning(
-                    "breaker_open",
-                    service=breaker.service_name,
-                    service_id=breaker.service_id,
-                    country=breaker.country_name,
-                    country_id=breaker.country_id,
-                    until=breaker.until.isoformat(),
-                    failures=breaker.failures,
-                )
+        now = self.now()
+        with self._lock:
+            # Once per process per opening: a re-opening after a trial has a later ``until``;
+            # openings that have closed are forgotten.
+            self._breakers_told = {told for told in self._breakers_told if told[2] > now}
+            fresh = [
+                b
+                for b in found.values()
+                if (b.service_id, b.country_id, b.until) not in self._breakers_told
+            ]
+            self._breakers_told |= {(b.service_id, b.country_id, b.until) for b in fresh}
+        for breaker in fresh:
+            log.warning(
+                "breaker_open",
+                service=breaker.service_name,
+                service_id=breaker.service_id,
+                country=breaker.country_name,
+                country_id=breaker.country_id,
+                until=breaker.until.isoformat(),
+                failures=breaker.failures,
+            )
         return {country: breaker for (_, country), breaker in found.items()}
 
     def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 from structlog.testing import capture_logs
 
 from orchestrator.db import store
@@ -129,6 +129,24 @@ def test_a_trial_after_the_cool_down_that_brings_no_code_opens_it_again(engine: 
     _orders(engine, [(UK, State.CANCELLED, "timeout", 1.0)])
     found = _open(engine)
     assert found[SERVICE, UK].until == NOW - timedelta(minutes=1) + timedelta(seconds=COOLDOWN)
+
+
+def test_in_a_row_means_in_the_order_they_were_bought(engine: Engine) -> None:
+    # Codes come within seconds, misses end at their timeout: by their ends the 4 misses of
+    # 8 orders bought together would be a run; bought, they alternate with the codes.
+    _orders(
+        engine,
+        [
+            (UK, State.CANCELLED, "timeout", 1.0) if i % 2 else (UK, State.RECEIVED, None, 9.0)
+            for i in range(8)
+        ],
+    )
+    with Session(engine) as session:
+        for act in session.exec(select(Activation)).all():
+            act.ordered_at = NOW - timedelta(minutes=10, seconds=-(act.id or 0))
+            session.add(act)
+        session.commit()
+    assert _open(engine, failures=4) == {}
 
 
 def test_the_rule() -> None:

@@ -364,11 +364,14 @@ def last_outcomes(
     recent: datetime,
     service_id: int | None = None,
 ) -> dict[tuple[int, int], list[tuple[bool, datetime, str, str]]]:
-    """The last ``limit`` ended orders per (service, country), newest first: whether each
-    came without a code (as ``_CODELESS`` counts), when it finished, the country's and the
-    service's name. Only orders that brought their code or ended without one for want of it,
-    finished since ``since``, in (service, country) pairs with such a code-less order finished
-    since ``recent`` (the others cannot have an open circuit breaker); one service or all."""
+    """The last ``limit`` ended orders per (service, country), the last bought first: whether
+    each came without a code (as ``_CODELESS`` counts), when it finished, the country's and
+    the service's name. Only orders that brought their code or ended without one for want of
+    it, finished since ``since``, in (service, country) pairs with such a code-less order
+    finished since ``recent`` (the others cannot have an open circuit breaker); one service or
+    all. In the order they were bought, not ended: a code comes within seconds and a code-less
+    order ends at its timeout, so by their ends the misses of orders bought together would
+    always look like a run."""
     ended = or_(col(Activation.state) == State.RECEIVED, _CODELESS)
     scope = [
         col(Activation.country_id).is_not(None),
@@ -395,7 +398,7 @@ def last_outcomes(
             func.row_number()
             .over(
                 partition_by=pair,
-                order_by=(col(Activation.finished_at).desc(), col(Activation.id).desc()),
+                order_by=(col(Activation.ordered_at).desc(), col(Activation.id).desc()),
             )
             .label("place"),
         )

@@ -1,11 +1,12 @@
 """The circuit breaker per (service, country): stop buying where codes stopped coming.
 
-After ``breaker_failures`` orders in a row ended without a code (cancelled at their timeout
-or expired: what estimate.py counts as code-less), the country is passed over for
-``breaker_cooldown`` from the end of the last of them, and purchases go to the next allowed
-country. A code resets the run. After the cool-down the next order there is a trial: if it
-ends without a code too, the last ``breaker_failures`` are all code-less again and the latest
-is fresh, so the breaker opens again, for another cool-down.
+After ``breaker_failures`` orders in a row (in the order they were bought, among those that
+ended) ended without a code (cancelled at their timeout or expired: what estimate.py counts
+as code-less), the country is passed over for ``breaker_cooldown`` from the last of them to
+end, and purchases go to the next allowed country. A code resets the run. After the
+cool-down the next order there is a trial: if it ends without a code too, the last
+``breaker_failures`` are all code-less again and the latest is fresh, so the breaker opens
+again, for another cool-down.
 
 There is no state of its own: the breaker is read from the orders in the database, so every
 worker on every host sees the same one (each re-reads it at most every ``TTL`` seconds).
@@ -48,14 +49,14 @@ class Breaker:
 def tripped(
     run: Sequence[tuple[bool, datetime]], failures: int, cooldown: float, now: datetime
 ) -> datetime | None:
-    """Until when the breaker is open, given a country's last orders (newest first: whether
-    each came without a code, when it ended), or None when it is closed."""
+    """Until when the breaker is open, given a country's last ended orders (the last bought
+    first: whether each came without a code, when it ended), or None when it is closed."""
     if cooldown <= 0 or len(run) < failures:
         return None
     last = run[:failures]
     if not all(codeless for codeless, _ in last):
         return None
-    until = last[0][1] + timedelta(seconds=cooldown)
+    until = max(at for _, at in last) + timedelta(seconds=cooldown)
     return until if until > now else None
 
 

@@ -1,6 +1,6 @@
 """``python -m bench``: the orchestrator against the naive script, on the same simulator settings.
 
-    python -m bench [--scenario a|b|c|all] [--quick] [--json FILE]
+    python -m bench [--scenario a|b|c|e|all] [--quick] [--json FILE]
 
 Each side of a scenario gets a simulator of its own with the same seed, so both meet the
 same codes after the same delays, and its own API key, Redis and database. Sides run one
@@ -29,11 +29,13 @@ from typing import Any
 from rich.console import Console
 
 from bench.bound import lower_bound
+from bench.codes import codes_scenario, run_codes
 from bench.infra import database_for_run, redis_for_run
 from bench.metrics import summarize
 from bench.orchestrated import Deployment, run_orchestrator
 from bench.processes import Environment
 from bench.report import (
+    codes_table,
     growth_table,
     growth_targets,
     median_pair,
@@ -51,6 +53,7 @@ from orchestrator.logs import configure_logging
 from orchestrator.sandbox.server import SandboxServer
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+ALL_GROUPS = (*GROUPS, "e")  # (e), codes over countries, lives in bench/codes.py
 REPEAT_A = 3  # pairs of runs for (a): its verdicts are on the median of the pairs' ratios
 # Wide enough for the tables when the output goes to a file or a pipe.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -58,7 +61,7 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 def _options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--scenario", choices=[*GROUPS, "all"], default="all")
+    parser.add_argument("--scenario", choices=[*ALL_GROUPS, "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="reduced sizes, for a smoke check")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.show is not None:
         return show(opts.show)
     configure_logging("warning")  # this process's own log lines would break up the tables
-    groups = GROUPS if opts.scenario == "all" else (opts.scenario,)
+    groups = ALL_GROUPS if opts.scenario == "all" else (opts.scenario,)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     report: dict[str, Any] = {
         "command": command.strip(),
@@ -223,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="legitsms-bench-"))
     try:
         for group in groups:
-            chosen = scenarios(group, quick=opts.quick, numbers=opts.numbers)
-            runs = [run_repeated(s, opts, root) for s in chosen]
+            if group == "e":
+                runs = [run_codes(codes_scenario(quick=opts.quick, codes=opts.numbers), opts, root)]
+            else:
+                chosen = scenarios(group, quick=opts.quick, numbers=opts.numbers)
+                runs = [run_repeated(s, opts, root) for s in chosen]
             report["scenarios"] += runs
             if group == "c" and len(runs) > 1:
                 report["group_targets"]["c"] = growth_targets(runs)
@@ -247,6 +253,11 @@ def show_group(group: str, runs: list[dict[str, Any]], targets: list[dict[str, A
         console.print(growth_table("(c) the orchestrator as the batch grows", runs))
         print_targets(console, targets)
         return
+    if group == "e":
+        for run in runs:
+            console.print(codes_table(run))
+            print_targets(console, run["targets"])
+        return
     for run in runs:
         console.print(scenario_table(run))
         print_pairs(console, run)
@@ -258,7 +269,7 @@ def show(path: Path) -> int:
     """Print the tables of a report written earlier."""
     report = json.loads(path.read_text())
     console.print(f"{report['command']}  ({report['started_at']})")
-    for group in GROUPS:
+    for group in ALL_GROUPS:
         runs = [run for run in report["scenarios"] if run["group"] == group]
         if runs:
             show_group(group, runs, report["group_targets"].get(group, []))

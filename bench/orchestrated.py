@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,26 @@ class Deployment:
     worker_env: tuple[tuple[str, str], ...] = ()  # extra variables for the workers only
 
 
+# Given the codes stored so far, the next job file to submit, or None: done.
+NextJob = Callable[[int], str | None]
+MAX_ROUNDS = 50  # jobs submitted in turn by one run, at most
+
+
 def run_orchestrator(
-    scenario: Scenario, deployment: Deployment, *, base_url: str, workdir: Path
+    scenario: Scenario,
+    deployment: Deployment,
+    *,
+    base_url: str,
+    workdir: Path,
+    next_job: NextJob | None = None,
 ) -> Observed:
-    """Work the scenario's batch with real workers; return what they stored and used."""
+    """Work the scenario's batch with real workers; return what they stored and used.
+
+    ``next_job`` submits jobs in turn on the same workers, each once the one before ended
+    (the user running the job again for its shortfall); by default the scenario's one job.
+    """
+    if next_job is None:
+        next_job = _once(scenario.job_file())
     workdir.mkdir(parents=True, exist_ok=True)
     env = clean_environ(
         {
@@ -64,8 +81,6 @@ def run_orchestrator(
             **scenario.orchestrator_env,
         }
     )
-    job_file = workdir / "job.yaml"
-    job_file.write_text(scenario.job_file())
     # Created here, before the workers race to create them in the same file.
     engine = make_engine(deployment.database_url)
     create_tables(engine)
@@ -101,21 +116,45 @@ def run_orchestrator(
         for worker in workers:
             worker.mark()
         started_at = time.time()
-        submit = Measured(
-            "submit",
-            [*COMMAND, "submit", str(job_file)],
-            env=env,
-            cwd=workdir,
-            log=workdir / "submit.log",
-        )
-        usage.append(submit.wait(timeout=300))
-        if usage[-1].exit_code != 0:
-            raise RuntimeError(f"submit failed: {submit.log.read_text()[-2000:]}")
-        job_id = _job_id(submit.log.read_text())
-        finished_at, timed_out = _wait_for_job(engine, job_id, workers, scenario.time_limit)
+        codes: dict[str, str] = {}
+        stored_at: dict[str, float] = {}
+        rounds: list[dict[str, Any]] = []
+        finished_at, timed_out = started_at, False
+        while len(rounds) < MAX_ROUNDS and (text := next_job(len(codes))) is not None:
+            job_file = workdir / f"job-{len(rounds) + 1}.yaml"
+            job_file.write_text(text)
+            submit = Measured(
+                "submit",
+                [*COMMAND, "submit", str(job_file)],
+                env=env,
+                cwd=workdir,
+                log=workdir / f"submit-{len(rounds) + 1}.log",
+            )
+            submitted_at = time.time()
+            usage.append(submit.wait(timeout=300))
+            if usage[-1].exit_code != 0:
+                raise RuntimeError(f"submit failed: {submit.log.read_text()[-2000:]}")
+            job_id = _job_id(submit.log.read_text())
+            limit = scenario.time_limit - (time.time() - started_at)
+            finished_at, timed_out = _wait_for_job(engine, job_id, workers, limit)
+            progress = read_progress(engine, job_id)
+            job_codes, job_stored_at = _stored_codes(engine, job_id)
+            codes.update(job_codes)
+            stored_at.update(job_stored_at)
+            rounds.append(
+                {
+                    "job_id": job_id,
+                    "submitted_after_seconds": submitted_at - started_at,
+                    "finished_after_seconds": finished_at - started_at,
+                    "codes": len(job_codes),
+                    "final_states": {s.value: n for s, n in progress.counts.items() if n},
+                }
+            )
+            if timed_out:
+                break
         notes["timed_out"] = timed_out
-        progress = read_progress(engine, job_id)
-        notes["final_states"] = {s.value: n for s, n in progress.counts.items() if n}
+        notes["final_states"] = rounds[-1]["final_states"] if rounds else {}
+        notes["rounds"] = rounds
     finally:
         for worker in workers:
             worker.signal(signal.SIGTERM)  # all at once: they shut down side by side
@@ -123,7 +162,6 @@ def run_orchestrator(
         notes["worker_seconds"] = time.time() - started_at
     if deployment.trace:
         notes["trace"] = _read_trace(trace_dir)
-    codes, stored_at = _stored_codes(engine, job_id)
     engine.dispose()
     return Observed(
         side="orchestrator",
@@ -134,6 +172,19 @@ def run_orchestrator(
         usage=usage,
         notes=notes,
     )
+
+
+def _once(text: str) -> NextJob:
+    """The job file ``text``, submitted once."""
+    sent: list[str] = []
+
+    def next_job(codes: int) -> str | None:
+        if sent:
+            return None
+        sent.append(text)
+        return text
+
+    return next_job
 
 
 def _wait_booted(workers: list[Measured], redis_url: str) -> None:

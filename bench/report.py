@@ -308,3 +308,39 @@ def print_trace(console: Console, run: dict[str, Any]) -> None:
     if wall:
         parts = [f"{k} {1000 * v / n:.2f}" for k, v in sorted(wall.items())]
         console.print(f"  workers' wall ms per number: {', '.join(parts)}", highlight=False)
+
+
+def _money(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"${value:,.{digits}f}"
+
+
+def _by_country(side: Side) -> str:
+    seen = side["by_country"]
+    return ", ".join(f"{c}: {v['bought']}/{v['received']}" for c, v in sorted(seen.items()))
+
+
+CODES_ROWS: list[Row] = [
+    ("codes got / wanted", lambda s: f"{s['codes']} / {s['codes_wanted']}"),
+    ("numbers bought", lambda s: f"{s['numbers']:,}"),
+    ("numbers bought per code", lambda s: _num(s["numbers_per_code"])),
+    ("charged / refunded", lambda s: f"{_money(s['charged'], 2)} / {_money(s['refunded'], 2)}"),
+    ("net spend", lambda s: _money(s["net_spend"], 2)),
+    ("net spend per code", lambda s: _money(s["net_spend_per_code"])),
+    ("wall time to the codes (s)", lambda s: _num(s["seconds_to_codes"], 1)),
+    ("wall time to the last job's end (s)", lambda s: _num(s["seconds_to_end"], 1)),
+    ("jobs submitted", lambda s: str(s["jobs"])),
+    ("API calls per code", lambda s: _num(s["api_calls"] / s["codes"] if s["codes"] else None)),
+    ("429s received", lambda s: f"{s['rate_limited']:,}"),
+    ("bought / got by country id", _by_country),
+]
+
+
+def codes_table(result: dict[str, Any]) -> Table:
+    """Scenario (e): a column per way of getting the codes."""
+    table = Table(title=result["title"], title_justify="left")
+    table.add_column("")
+    for name in result["sides"]:
+        table.add_column(name, justify="right")
+    for label, cell in CODES_ROWS:
+        table.add_row(label, *[cell(side) for side in result["sides"].values()])
+    return table

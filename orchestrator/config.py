@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     read_timeout: Seconds = Field(15.0, validation_alias="ORCHESTRATOR_READ_TIMEOUT")
     retry_after_cap: Seconds = Field(120.0, validation_alias="ORCHESTRATOR_RETRY_AFTER_CAP")
     cli_patience: Seconds = Field(60.0, validation_alias="ORCHESTRATOR_CLI_PATIENCE")
+    funds_pause: Seconds = Field(300.0, validation_alias="ORCHESTRATOR_FUNDS_PAUSE")
+    min_balance: Decimal | None = Field(
+        None, ge=0, allow_inf_nan=False, validation_alias="ORCHESTRATOR_MIN_BALANCE"
+    )
     max_response_bytes: int = Field(
         1024 * 1024, ge=1024, validation_alias="ORCHESTRATOR_MAX_RESPONSE_BYTES"
     )
@@ -121,6 +126,21 @@ class Settings(BaseSettings):
                 f"must be 0 (no limit of our own) or at least {MIN_RATE_LIMIT:g} requests per "
                 f"second, got {value:g}"
             )
+        return value
+
+    @field_validator("funds_pause")
+    @classmethod
+    def _funds_pause_is_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive duration, like 5m (buying pauses this long)")
+        return value
+
+    @field_validator("min_balance")
+    @classmethod
+    def _min_balance_is_money(cls, value: Decimal | None) -> Decimal | None:
+        exponent = value.as_tuple().exponent if value is not None else 0
+        if isinstance(exponent, int) and exponent < -6:
+            raise ValueError(f"has more than 6 decimals: {value}")
         return value
 
     @field_validator("log_level", mode="before")

@@ -44,7 +44,9 @@ class FakeClock:
     """Time that moves only when told to; shared by the runtime and the simulator."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(UTC)  # rows planned "now" are due at once
+        # Ahead of the real clock by more than a loaded machine takes to plan a job: rows
+        # planned "now" (by the real clock, as store.create_job does) are due at once.
+        self.now = datetime.now(UTC) + timedelta(seconds=10)
 
     def __call__(self) -> datetime:
         return self.now

@@ -20,9 +20,10 @@ from orchestrator.sandbox.config import DEMO_API_KEY
 from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, write_job
 
-# Both ways a job file enters: `run` with no local workers, and `submit`. A `run` that wrongly
-# accepted its file would wait for workers forever; the timeout turns that into a failure.
-COMMANDS = {"run": ("--workers", "0"), "submit": ()}
+# Both ways a job file enters: `run` with no local workers, and `submit`; and `plan`, which
+# must refuse what they refuse. A `run` that wrongly accepted its file would wait for workers
+# forever; the timeout turns that into a failure.
+COMMANDS = {"run": ("--workers", "0"), "submit": (), "plan": ()}
 TIMEOUT = 30.0
 
 VALID = """\
@@ -253,7 +254,8 @@ def _database_of(cli: Orchestrator, command: str) -> str:
 def _run_and_submit(
     cli: Orchestrator, job_file: Path, *options: str
 ) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Give the file to `run` and to `submit` at once (each with its own database), to save time."""
+    """Give the file to `run`, `submit` and `plan` at once (each with its own database), to
+    save time."""
 
     def one(command: str) -> subprocess.CompletedProcess[str]:
         args = [*options, command, str(job_file), *COMMANDS[command]]

@@ -87,6 +87,24 @@ CASES = {
         ("environment variable REDIS_URL", "port"),
         env={"REDIS_URL": "redis://127.0.0.1:6379:6379/0"},
     ),
+    "ORCHESTRATOR_FUNDS_PAUSE of zero": Case(
+        ("status",),
+        BAD,
+        ("environment variable ORCHESTRATOR_FUNDS_PAUSE", "positive duration"),
+        env={"ORCHESTRATOR_FUNDS_PAUSE": "0s"},
+    ),
+    "ORCHESTRATOR_MIN_BALANCE that is negative": Case(
+        ("status",),
+        BAD,
+        ("environment variable ORCHESTRATOR_MIN_BALANCE", "greater than or equal to 0"),
+        env={"ORCHESTRATOR_MIN_BALANCE": "-1"},
+    ),
+    "min_balance in the file that is not money": Case(
+        ("--config", "{tmp}/c.yaml", "status"),
+        BAD,
+        ("{tmp}/c.yaml: min_balance",),
+        files={"c.yaml": b"min_balance: lots\n"},
+    ),
     "DATABASE_URL with two ports": Case(
         ("status",),
         BAD,

@@ -19,6 +19,7 @@ from orchestrator.db.models import Activation, State
 from orchestrator.jobs.resolve import ResolvedJob, ResolvedTarget
 from orchestrator.jobs.submit import job_plan
 from orchestrator.lifecycle.breaker import Breaker, read_breakers, tripped
+from orchestrator.lifecycle.cache import TtlCache
 from orchestrator.lifecycle.planner import NoChoice, choose_country
 from orchestrator.provider.types import Price
 from orchestrator.sandbox.config import SandboxConfig
@@ -180,9 +181,9 @@ def test_the_runtime_reads_the_breakers_and_logs_each_opening_once(tmp_path: Pat
     provider = SandboxConfig(seed=3)
     with inprocess_runtime(tmp_path, provider, breaker_failures=3) as (rt, _, clock):
         _orders(rt.engine, _timeouts(UK, 3, latest=0.5), now=clock.now)
+        rt._breakers = TtlCache(rt._read_breakers, 0.0)  # each call reads the database
         with capture_logs() as logs:
             assert list(rt.breakers(SERVICE)) == [UK]
-            rt._breakers = type(rt._breakers)(rt._read_breakers)  # forget the cached read
             assert list(rt.breakers(SERVICE)) == [UK]
             assert rt.breakers(2000) == {}
         opened = [e for e in logs if e["event"] == "breaker_open"]
@@ -191,5 +192,4 @@ def test_the_runtime_reads_the_breakers_and_logs_each_opening_once(tmp_path: Pat
         assert opened[0]["log_level"] == "warning"
 
         clock.advance(COOLDOWN)
-        rt._breakers = type(rt._breakers)(rt._read_breakers)
         assert rt.breakers(SERVICE) == {}, "cooled down"

@@ -108,6 +108,11 @@ def test_a_codes_target_buys_until_its_codes_came_and_is_refunded_the_rest(
     assert sorted(int(r["attempt"]) for r in rows) == list(range(1, len(rows) + 1))
     assert progress.counts[State.RECEIVED] == len(codes)
     assert "codes 10/10" in progress.line()
+    status = orch.run("status", str(job_id), COLUMNS="250")
+    assert status.returncode == 0, status.stderr
+    by_target = status.stdout[status.stdout.index("by target") :]
+    assert f"{len(codes)}/10" in by_target, "codes received of wanted, per target"
+    assert "per code" in by_target
 
 
 def test_a_country_that_delivers_less_than_it_advertises_loses_to_an_honest_one(

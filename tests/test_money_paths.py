@@ -17,11 +17,12 @@ from orchestrator.errors import Throttled
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.resolve_in_doubt import resolve_in_doubt
+from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.settle import cancel, check
 from orchestrator.money import to_micros
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.sandbox.config import SandboxConfig
-from tests.inprocess import inprocess_runtime, plan_job
+from tests.inprocess import FakeClock, inprocess_runtime, plan_job
 
 PROVIDER = SandboxConfig(
     seed=1, code_delay=(3.0, 3.0), never_ratio=0.0, cancel_min_age=5, expiry=60
@@ -128,6 +129,21 @@ class CancelsOnly:
         raise AssertionError("the simulator sends no 429 here")
 
 
+NO_CODES = replace(PROVIDER, never_ratio=1.0)
+
+
+def _cancel_marked_sent(rt: Runtime, clock: FakeClock) -> int:
+    """One order bought, past its code timeout, whose cancel a worker marked as sent and
+    then died: what became of that cancel is unknown. Returns the slot's id."""
+    [slot_id] = plan_job(rt.engine, quantity=1, code_timeout=6)
+    place(rt, slot_id)
+    clock.advance(7)
+    assert check(rt, slot_id) == [Nudge(Action.CANCEL, slot_id, 0.0)]
+    with transaction(rt.engine) as session:
+        assert store.mark_cancel_sent(session, slot(rt.engine, slot_id), clock.now)
+    return slot_id
+
+
 def test_a_cancel_that_went_through_unrecorded_is_reconciled_while_polls_are_crowded_out(
     tmp_path: Path,
 ) -> None:
@@ -138,16 +154,10 @@ def test_a_cancel_that_went_through_unrecorded_is_reconciled_while_polls_are_cro
     beyond what a poll may book, it must still get its slot, or the slot loops (cancel,
     refused status read, cancel again) until the order is past the provider's expiry.
     """
-    no_codes = replace(PROVIDER, never_ratio=1.0)
-    with inprocess_runtime(tmp_path, no_codes) as (rt, simulator, clock):
-        [slot_id] = plan_job(rt.engine, quantity=1, code_timeout=6)
-        place(rt, slot_id)
-        clock.advance(7)
-        assert check(rt, slot_id) == [Nudge(Action.CANCEL, slot_id, 0.0)]
+    with inprocess_runtime(tmp_path, NO_CODES) as (rt, simulator, clock):
+        slot_id = _cancel_marked_sent(rt, clock)
         # The killed worker: it marked the cancel as sent, and the provider acted on it.
         bought = slot(rt.engine, slot_id)
-        with transaction(rt.engine) as session:
-            assert store.mark_cancel_sent(session, bought, clock.now)
         assert bought.order_id is not None
         rt.client.cancel(bought.order_id)
 
@@ -168,14 +178,8 @@ def test_a_refused_cancel_after_an_unseen_one_past_expiry_is_counted_as_spent(
     /status shows a code still awaited either way: the order was not refunded, and taking
     the refusal for the unseen cancel's effect would count its price as refunded.
     """
-    no_codes = replace(PROVIDER, never_ratio=1.0)
-    with inprocess_runtime(tmp_path, no_codes) as (rt, simulator, clock):
-        [slot_id] = plan_job(rt.engine, quantity=1, code_timeout=6)
-        place(rt, slot_id)
-        clock.advance(7)
-        assert check(rt, slot_id) == [Nudge(Action.CANCEL, slot_id, 0.0)]
-        with transaction(rt.engine) as session:
-            assert store.mark_cancel_sent(session, slot(rt.engine, slot_id), clock.now)
+    with inprocess_runtime(tmp_path, NO_CODES) as (rt, simulator, clock):
+        slot_id = _cancel_marked_sent(rt, clock)
         clock.advance(60)  # the provider's expiry passes; the cancel never reached it
 
         assert cancel(rt, slot_id) == []

@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from orchestrator.db.models import State
-from orchestrator.sandbox.server import SandboxServer
 from tests.running import descendants
-from tests.support import COMMAND, Orchestrator, fast_env, submitted_job_id, wait_until, write_job
+from tests.support import COMMAND, Orchestrator, submitted_job_id, wait_until, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +38,7 @@ def _parent(pid: int) -> int | None:
         return None
 
 
-@pytest.fixture
-def orchestrator(
-    tmp_path: Path, sandbox: SandboxServer, redis_url: str, sqlite_url: str
-) -> Iterator[Orchestrator]:
-    orch = Orchestrator(
-        workdir=tmp_path, env=fast_env(sandbox.url, redis_url, sqlite_url, tmp_path)
-    )
-    yield orch
-    orch.stop_all()
-
-
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(
     orchestrator: Orchestrator,
 ) -> None:

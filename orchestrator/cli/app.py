@@ -27,6 +27,7 @@ from orchestrator.cli.manage import (
     sweep_command,
     worker,
 )
+from orchestrator.cli.plan_view import plan
 from orchestrator.cli.run import run, submit
 from orchestrator.cli.sandbox import sandbox_command
 
@@ -62,6 +63,7 @@ def main_options(
 # Registered in the order `--help` lists them.
 app.command()(submit)
 app.command()(run)
+app.command()(plan)
 app.command()(scheduler)
 app.command()(worker)
 app.command()(status)

@@ -112,7 +112,13 @@ def status(
 ) -> None:
     """Show recent jobs with their spend, or one job: a summary and its numbers by target;
     and the circuit breakers open now (countries passed over after orders without a code)."""
-    from orchestrator.cli.status_view import breaker_lines, job_summary, job_table, jobs_table
+    from orchestrator.cli.status_view import (
+        breaker_lines,
+        buying_paused,
+        job_summary,
+        job_table,
+        jobs_table,
+    )
     from orchestrator.cli.watch import read_progress
 
     with guard():
@@ -129,7 +135,10 @@ def status(
             assert row.id is not None
             out.print(job_summary(session, row))
             out.print(job_table(session, row))
+            paused = buying_paused(session, row)
         plain(out, read_progress(engine, row.id).line())
+        if paused is not None:
+            plain(out, paused)
         for line in breakers:
             plain(out, line)
 

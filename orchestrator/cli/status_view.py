@@ -7,7 +7,8 @@ characters escaped, secrets masked).
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -15,7 +16,7 @@ from rich.text import Text
 
 from orchestrator.config import Settings
 from orchestrator.db import queries
-from orchestrator.db.models import FINAL_STATES, Job, State, Target, utcnow
+from orchestrator.db.models import FINAL_STATES, Job, JobStatus, State, Target, utcnow
 from orchestrator.lifecycle.breaker import read_breakers
 from orchestrator.money import from_micros
 from orchestrator.redact import for_terminal
@@ -24,6 +25,10 @@ if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlmodel import Session
 
 RECENT_JOBS = 20
+PAUSE_REASONS = {
+    "insufficient_funds": "insufficient funds on the key",
+    "min_balance": "the balance would fall under min_balance",
+}
 
 
 def _when(value: datetime | None) -> str:
@@ -91,15 +96,23 @@ def job_summary(session: Session, job: Job) -> Table:
     return table
 
 
+# Slots that hold a number: bought, whatever came of it (an in-doubt one may or may not).
+BOUGHT = (State.WAITING, State.CANCELLING, State.RECEIVED, State.CANCELLED, State.EXPIRED)
+
+
 def job_table(session: Session, job: Job) -> Table:
-    """One row per target: how many of its slots are in each state, and what it spent."""
+    """One row per target: codes received of wanted, numbers bought, how many of its slots are
+    in each state, what it spent, and what a code cost."""
     assert job.id is not None
     states = list(State)
     table = Table(
         "target",
         "service",
+        "codes",
+        "bought",
         *[s.value for s in states],
         "spent",
+        "per code",
         title=_text(f"job {job.id} ({job.name}) by target"),
     )
     per_target: dict[int, tuple[Target, dict[State, int]]] = {}
@@ -110,11 +123,18 @@ def job_table(session: Session, job: Job) -> Table:
     spent = queries.spend_micros_by_target(session, job.id)
     for target_id, (target, counts) in per_target.items():
         label = f"#{target.position} (cap {from_micros(target.max_price_micros)})"
+        received = counts.get(State.RECEIVED, 0)
+        wanted = target.codes_wanted or target.quantity
+        bought = sum(counts.get(state, 0) for state in BOUGHT)
+        cost = spent.get(target_id, 0)
         table.add_row(
             label,
             _text(target.service_name),
+            f"{received}/{wanted}",
+            str(bought),
             *[str(counts.get(s, 0)) for s in states],
-            str(from_micros(spent.get(target_id, 0))),
+            str(from_micros(cost)),
+            str(from_micros(cost // received)) if received else "-",
         )
     return table
 
@@ -133,3 +153,24 @@ def breaker_lines(session: Session, settings: Settings) -> list[str]:
         f"({b.failures} orders without a code)"
         for _, b in sorted(found.items())
     ]
+
+
+def buying_paused(session: Session, job: Job, now: datetime | None = None) -> str | None:
+    """ "buying paused: <why> until HH:MM:SS UTC" while a wallet pause holds the active job's
+    purchases (purchase.py records it on the job), else None."""
+    assert job.id is not None
+    if job.status is not JobStatus.ACTIVE:
+        return None
+    event = queries.last_event(session, job.id, "buying_paused")
+    if event is None:
+        return None
+    try:
+        detail = json.loads(event.detail)
+        until = datetime.fromisoformat(detail["until"])
+        reason = str(detail["reason"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if until <= (now or datetime.now(UTC)):
+        return None
+    why = PAUSE_REASONS.get(reason, reason)
+    return f"buying paused: {why} until {until.strftime('%H:%M:%S')} UTC"

@@ -17,6 +17,7 @@ from orchestrator.db import prepared
 from orchestrator.db.models import (
     LIVE_STATES,
     Activation,
+    Event,
     Job,
     JobStatus,
     ScheduleFire,
@@ -200,6 +201,17 @@ def jobs_matching(
     if before is not None:
         query = query.where(col(Job.created_at) < before)
     return list(session.execute(query).scalars().all())
+
+
+def last_event(session: Session, job_id: int, kind: str) -> Event | None:
+    """The job's newest audit-trail line of ``kind``, or None."""
+    query = (
+        select(Event)
+        .where(col(Event.job_id) == job_id, col(Event.kind) == kind)
+        .order_by(col(Event.id).desc())
+        .limit(1)
+    )
+    return session.execute(query).scalars().first()
 
 
 def count_in_state(session: Session, state: State) -> int:

@@ -380,7 +380,14 @@ def add_slots(session: Session, target: Target, count: int) -> list[int]:
 def lock_job(session: Session, job_id: int) -> Job:
     """The job's row, locked until the transaction ends (PostgreSQL; SQLite's writer already
     holds the database): one transaction at a time plans slots for the job."""
-    query = select(Job).where(col(Job.id) == job_id).with_for_update()
+    # populate_existing: this transaction may have changed the row (reservations) since the
+    # session first loaded it; the figures read must be the row's, not the stale object's.
+    query = (
+        select(Job)
+        .where(col(Job.id) == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     job: Job = session.execute(query).scalars().one()
     return job
 

@@ -18,12 +18,9 @@ rate weighs all three the same way, as the number of orders bought per code.
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from orchestrator.db import queries
 
@@ -69,27 +66,3 @@ def numbers_in_flight(codes_missing: int, rate: float) -> int:
     if codes_missing <= 0:
         return 0
     return math.ceil(codes_missing / max(rate, FLOOR) - 1e-9)
-
-
-Read = TypeVar("Read")
-
-
-class OutcomeCache(Generic[Read]):
-    """What this installation's orders came to, per service (the outcomes per country, or
-    the open breakers), read from the database at most every TTL."""
-
-    def __init__(self, fetch: Callable[[int], Read], ttl: float = TTL) -> None:
-        self._fetch = fetch
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._entries: dict[int, tuple[float, Read]] = {}
-
-    def get(self, service_id: int) -> Read:
-        with self._lock:
-            entry = self._entries.get(service_id)
-            if entry is not None and time.monotonic() - entry[0] < self._ttl:
-                return entry[1]
-        outcomes = self._fetch(service_id)
-        with self._lock:
-            self._entries[service_id] = (time.monotonic(), outcomes)
-        return outcomes

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -16,6 +18,7 @@ from orchestrator.db.engine import reading, transaction
 from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import (
+    InsufficientFunds,
     NoStock,
     NotSent,
     ProviderError,
@@ -33,6 +36,7 @@ from orchestrator.lifecycle.targets import after_slot_ended
 from orchestrator.money import from_micros, to_micros
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.types import Order
+from orchestrator.provider.wallet import NO_HOLD, Hold, Pause
 from orchestrator.redact import mask
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -43,6 +47,8 @@ log = structlog.get_logger(__name__)
 MAX_UNSENT_ATTEMPTS = 12  # purchases that provably bought nothing before the slot gives up
 UNRECORDED_CLAIM = "claimed but never recorded: the purchase may or may not have happened"
 BUDGET_RECHECK_SECONDS = 10.0  # a refund elsewhere may free budget; look again this often
+BALANCE_RECHECK_SECONDS = 2.0  # another process is reading the balance: look again then
+PAUSED = "buying_paused"  # the job event: buying on the key is paused (wallet.py)
 
 
 Write = Callable[["Session"], list[Nudge]]
@@ -126,6 +132,8 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     if job.cancel_requested_at is not None:
         with purchases.transaction() as session:
             return _end(rt, session, act, State.FAILED, "slot_dropped", error="job cancelled")
+    if rt.wallet is not None and (pause := rt.wallet.paused()) is not None:
+        return _wait_for_wallet(rt, purchases, act, pause)
     countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
 
     if not rt.prices.fresh(act.service_id):
@@ -151,6 +159,23 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
             rt.throttle.acquire(Priority.ORDER)
         except Throttled as exc:
             return _later(rt, act, exc.retry_after, spread=True)
+    held = NO_HOLD
+    if rt.wallet is not None:
+        # Again: another worker's order may have met insufficient_funds while this one waited.
+        if (pause := rt.wallet.paused()) is not None:
+            return _wait_for_wallet(rt, purchases, act, pause)
+        try:
+            taken = rt.wallet.take(act.cap_micros)
+        except Throttled as exc:
+            return _later(rt, act, exc.retry_after, spread=True)
+        except ProviderError as exc:
+            log.warning("balance_unavailable", activation_id=act.id, error=str(exc))
+            return _later(rt, act, rt.settings.poll_interval)
+        if taken is None:
+            return _later(rt, act, BALANCE_RECHECK_SECONDS, spread=True)
+        if taken is False:
+            return _min_balance_reached(rt, purchases, act)
+        held = taken
 
     with purchases.transaction() as session:
         claimed = store.claim(
@@ -161,35 +186,53 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
             next_action_at=rt.after(rt.claim_lease),
             now=rt.now(),
         )
+        if claimed is not store.Claim.CLAIMED:
+            _give_back(rt, held)
         if claimed is store.Claim.TAKEN:
             return []
         if claimed is store.Claim.NO_BUDGET:
             return _budget_refused(rt, session, act)
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
-    purchases.owe(_send_order(rt, act, job, choice))
+    purchases.owe(_send_order(rt, act, job, choice, held))
     return []
 
 
-def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice) -> Write:
-    """Send the one ``POST /order``; return the write that records what it came to."""
+def _send_order(
+    rt: Runtime, act: Activation, job: Job, choice: Choice, held: Hold = NO_HOLD
+) -> Write:
+    """Send the one ``POST /order``; return the write that records what it came to.
+
+    ``held``: what the wallet guard took from the cached balance for this purchase; what the
+    order did not spend is given back (all of it when nothing was bought).
+    """
     try:
         order = rt.client.order(act.service_id, choice.country_id, slot_acquired=True)
     except NoStock:
+        _give_back(rt, held)
         rt.prices.mark_out_of_stock(act.service_id, choice.country_id)
         return _unclaim(rt, act, delay=0.0, why="no_stock")
     except (NotSent, RateLimited) as exc:
+        _give_back(rt, held)
         delay = exc.retry_after if isinstance(exc, RateLimited | Throttled) else 5.0
         return _unclaim(rt, act, delay=delay, why=type(exc).__name__)
+    except InsufficientFunds:
+        # Provably not bought: the slot goes back to planned, to be bought once the pause ends.
+        _give_back(rt, held)
+        pause = _pause_buying(rt, act, "insufficient_funds")
+        return _unclaim(rt, act, delay=_after_pause(pause), why="insufficient_funds", pause=pause)
     except ProviderRejected as exc:
+        _give_back(rt, held)
         log.warning("order_refused", activation_id=act.id, code=exc.code)
         code = exc.code
-        # Refused outright (no funds, a bad service): a replacement would be refused too.
+        # Refused outright (a bad service): a replacement would be refused too.
         return lambda session: _end(
             rt, session, act, State.FAILED, "order_refused", replace=False, reserve=0, error=code
         )
     except UnusableOrder as exc:
         # It bought a number we cannot use as answered: keep it, and cancel it for a refund.
         log.error("order_unusable", activation_id=act.id, order_id=exc.order_id, error=str(exc))
+        if exc.cost is not None:
+            _give_back(rt, held, spent=to_micros(exc.cost))
         return _record_unusable(rt, act, exc)
     except ProviderError as exc:
         # It may have bought a number: hold the cap, never buy this slot again by ourselves.
@@ -197,6 +240,7 @@ def _send_order(rt: Runtime, act: Activation, job: Job, choice: Choice) -> Write
         error = str(exc)
         return lambda session: _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
     log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
+    _give_back(rt, held, spent=to_micros(order.cost))
     return _record_order(rt, act, job, order)
 
 
@@ -341,11 +385,18 @@ def _move_order(rt: Runtime, session: Session, act: Activation, to: State, **val
     return False
 
 
-def _unclaim(rt: Runtime, act: Activation, *, delay: float, why: str) -> Write:
-    """Give back a slot whose POST provably bought nothing, to be tried again later."""
+def _unclaim(
+    rt: Runtime, act: Activation, *, delay: float, why: str, pause: Pause | None = None
+) -> Write:
+    """Give back a slot whose POST provably bought nothing, to be tried again later.
+
+    ``pause``: the wallet pause this answer set or met, recorded on the job (once).
+    """
     attempts = act.attempts + 1
 
     def write(session: Session) -> list[Nudge]:
+        if pause is not None:
+            _record_pause(session, act.job_id, pause)
         if attempts >= MAX_UNSENT_ATTEMPTS:
             return _end(
                 rt, session, act, State.FAILED, "order_gave_up", replace=False, reserve=0, error=why
@@ -403,3 +454,68 @@ def _later(rt: Runtime, act: Activation, delay: float, *, spread: bool = False) 
         # Throttled orders come back spread out, not all at the limiter's next free slot.
         delay *= 1 + random.random()
     return defer(rt, act, Action.PLACE, delay)
+
+
+# (job id, pause end) already recorded on the job by this process: one event per job and pause.
+_recorded: set[tuple[int, float]] = set()
+_recorded_lock = threading.Lock()
+
+
+def _give_back(rt: Runtime, held: Hold, *, spent: int = 0) -> None:
+    """Give back to the cached balance what the purchase held and did not spend."""
+    if rt.wallet is not None:
+        rt.wallet.give(held, spent)
+
+
+def _pause_buying(rt: Runtime, act: Activation, reason: str) -> Pause:
+    """Pause buying on the key for ``funds_pause``; the pause now in force."""
+    pause = rt.wallet.pause(reason) if rt.wallet is not None else None
+    if pause is not None:
+        until = _utc(pause.until).strftime("%H:%M:%S")
+        event = "funds_exhausted" if reason == "insufficient_funds" else "min_balance_reached"
+        log.warning(event, activation_id=act.id, paused_until=until, reason=reason)
+        return pause
+    current = rt.wallet.paused() if rt.wallet is not None else None
+    if current is not None:
+        return current
+    # No shared guard (or the pause just ended): this process waits the pause on its own.
+    return Pause(reason, time.time() + rt.settings.funds_pause)
+
+
+def _after_pause(pause: Pause) -> float:
+    """Seconds until a paused slot tries again: the pause's end, spread over a second so the
+    slots waiting on it do not all come back in the same instant."""
+    return pause.remaining() + 0.1 + random.random()
+
+
+def _wait_for_wallet(
+    rt: Runtime, purchases: Purchases, act: Activation, pause: Pause
+) -> list[Nudge]:
+    """Buying on the key is paused: put the slot off until the pause ends, buying nothing."""
+    delay = _after_pause(pause)
+    with purchases.transaction() as session:
+        if not store.reschedule(session, act, rt.after(delay)):
+            return []
+        _record_pause(session, act.job_id, pause)
+    assert act.id is not None
+    return [Nudge(Action.PLACE, act.id, delay)]
+
+
+def _min_balance_reached(rt: Runtime, purchases: Purchases, act: Activation) -> list[Nudge]:
+    """Buying would take the balance under ``min_balance``: pause buying on the key."""
+    return _wait_for_wallet(rt, purchases, act, _pause_buying(rt, act, "min_balance"))
+
+
+def _record_pause(session: Session, job_id: int, pause: Pause) -> None:
+    """Note the pause on the job's audit trail (``status`` shows it), once per job and pause."""
+    with _recorded_lock:
+        if (job_id, pause.until) in _recorded:
+            return
+        if len(_recorded) > 10_000:
+            _recorded.clear()
+        _recorded.add((job_id, pause.until))
+    store.record(session, job_id, PAUSED, reason=pause.reason, until=_utc(pause.until).isoformat())
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

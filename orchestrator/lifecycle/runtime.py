@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -16,7 +15,8 @@ from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
 from orchestrator.lifecycle.breaker import Breaker, read_breakers
-from orchestrator.lifecycle.estimate import OutcomeCache, Outcomes, read_outcomes
+from orchestrator.lifecycle.cache import TtlCache
+from orchestrator.lifecycle.estimate import TTL, Outcomes, read_outcomes
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.polling import (
     HISTORY,
@@ -27,6 +27,7 @@ from orchestrator.lifecycle.polling import (
 )
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.types import Price
+from orchestrator.provider.wallet import WalletGuard
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
@@ -36,36 +37,8 @@ log = structlog.get_logger(__name__)
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
 
 
-class PriceCache:
+class PriceCache(TtlCache[int, dict[int, Price]]):
     """Live prices per service, kept ``ttl`` seconds: a batch costs one /prices call per service."""
-
-    def __init__(self, fetch: Callable[[int], dict[int, Price]], ttl: float) -> None:
-        self._fetch = fetch
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._entries: dict[int, tuple[float, dict[int, Price]]] = {}
-
-    def get(self, service_id: int) -> dict[int, Price]:
-        with self._lock:
-            entry = self._entries.get(service_id)
-            if entry is not None and time.monotonic() - entry[0] < self._ttl:
-                return entry[1]
-        prices = self._fetch(service_id)  # outside the lock: other services need not wait
-        with self._lock:
-            self._entries[service_id] = (time.monotonic(), prices)
-        return prices
-
-    def cached(self, service_id: int) -> dict[int, Price] | None:
-        """The last prices fetched for the service, however old, without a call."""
-        with self._lock:
-            entry = self._entries.get(service_id)
-            return entry[1] if entry is not None else None
-
-    def fresh(self, service_id: int) -> bool:
-        """Whether get() would answer from the cache, without a call to the provider."""
-        with self._lock:
-            entry = self._entries.get(service_id)
-            return entry is not None and time.monotonic() - entry[0] < self._ttl
 
     def mark_out_of_stock(self, service_id: int, country_id: int) -> None:
         """Remember a no_stock answer until the next refresh."""
@@ -85,14 +58,15 @@ class Runtime:
     engine: Engine
     client: LegitSMSClient
     throttle: Throttle | None = None
+    wallet: WalletGuard | None = None  # the key's buying pause and balance floor (wallet.py)
     clock: Callable[[], datetime] = utcnow
     prices: PriceCache = field(init=False)
     arrivals: ArrivalCache = field(init=False)
     waiting: CachedCount = field(init=False)
     to_buy: CachedCount = field(init=False)
     cancelling: CachedCount = field(init=False)
-    _outcomes: OutcomeCache[dict[int, Outcomes]] = field(init=False)
-    _breakers: OutcomeCache[dict[int, Breaker]] = field(init=False)
+    _outcomes: TtlCache[int, dict[int, Outcomes]] = field(init=False)
+    _breakers: TtlCache[int, dict[int, Breaker]] = field(init=False)
     _breakers_told: set[tuple[int, int, datetime]] = field(init=False)
     _lock: threading.Lock = field(init=False)
 
@@ -102,8 +76,8 @@ class Runtime:
         self.waiting = CachedCount(lambda: self._count(State.WAITING))
         self.to_buy = CachedCount(lambda: self._count(State.PLANNED))
         self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
-        self._outcomes = OutcomeCache(self._read_outcomes)
-        self._breakers = OutcomeCache(self._read_breakers)
+        self._outcomes = TtlCache(self._read_outcomes, TTL)
+        self._breakers = TtlCache(self._read_breakers, TTL)
         self._breakers_told = set()
         self._lock = threading.Lock()
 

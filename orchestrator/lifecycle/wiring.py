@@ -12,8 +12,10 @@ from orchestrator.config import Settings
 from orchestrator.db.engine import create_tables, make_engine
 from orchestrator.errors import Throttled
 from orchestrator.lifecycle.runtime import Runtime
+from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
+from orchestrator.provider.wallet import WalletGuard
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
@@ -53,9 +55,13 @@ class PatientThrottle:
         self._limiter.pause(seconds)
 
 
+def _redis(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
 def make_throttle(settings: Settings, redis_url: str, *, patient: bool = False) -> Throttle:
     """The shared rate limit of the configured API key; ``patient`` waits its turn (the CLI)."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = _redis(redis_url)
     limiter = SharedRateLimiter(
         client,
         key_id=key_fingerprint(settings.require_api_key()),
@@ -100,9 +106,23 @@ def make_database(settings: Settings) -> Engine:
 def make_runtime(settings: Settings, redis_url: str, *, patient: bool = False) -> Runtime:
     """Everything a process needs to run the lifecycle."""
     limiter = make_throttle(settings, redis_url, patient=patient)
+    client = make_client(settings, limiter)
     return Runtime(
         settings=settings,
         engine=make_database(settings),
-        client=make_client(settings, limiter),
+        client=client,
         throttle=limiter,
+        wallet=make_wallet(settings, redis_url, client),
+    )
+
+
+def make_wallet(settings: Settings, redis_url: str, client: LegitSMSClient) -> WalletGuard:
+    """The buying pause and cached balance of the configured API key (wallet.py)."""
+    floor = settings.min_balance
+    return WalletGuard(
+        _redis(redis_url),
+        settings.require_api_key(),
+        pause_seconds=settings.funds_pause,
+        min_balance_micros=to_micros(floor) if floor is not None else 0,
+        read_balance=client.balance,
     )

@@ -31,6 +31,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_RATE_LIMIT = 0.001  # one request in about 17 minutes: anything slower is a typo
 DEFAULT_MAX_JOB_FILE_BYTES = 1_000_000
 DEFAULT_MAX_NUMBERS_PER_JOB = 10_000
+MAX_BREAKER_FAILURES = 1000  # a breaker that needs more code-less orders in a row is a typo
 # A settings file is a screenful; reading more than this is a mistake (--config /dev/zero).
 MAX_CONFIG_FILE_BYTES = 1_000_000
 DATABASE_BACKENDS = ("sqlite", "postgresql")
@@ -64,6 +65,10 @@ class Settings(BaseSettings):
     claim_lease: Seconds = Field(60.0, validation_alias="ORCHESTRATOR_CLAIM_LEASE")
     sweep_interval: Seconds = Field(20.0, validation_alias="ORCHESTRATOR_SWEEP_INTERVAL")
     price_cache_ttl: Seconds = Field(30.0, validation_alias="ORCHESTRATOR_PRICE_CACHE_TTL")
+    breaker_failures: int = Field(
+        5, ge=1, le=MAX_BREAKER_FAILURES, validation_alias="ORCHESTRATOR_BREAKER_FAILURES"
+    )
+    breaker_cooldown: Seconds = Field(1800.0, validation_alias="ORCHESTRATOR_BREAKER_COOLDOWN")
     connect_timeout: Seconds = Field(5.0, validation_alias="ORCHESTRATOR_CONNECT_TIMEOUT")
     read_timeout: Seconds = Field(15.0, validation_alias="ORCHESTRATOR_READ_TIMEOUT")
     retry_after_cap: Seconds = Field(120.0, validation_alias="ORCHESTRATOR_RETRY_AFTER_CAP")

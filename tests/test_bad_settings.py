@@ -183,6 +183,18 @@ CASES = {
         ("environment variable ORCHESTRATOR_RATE_LIMIT", "0.001"),
         env={"ORCHESTRATOR_RATE_LIMIT": "1e-300"},
     ),
+    "a breaker that opens after no failure": Case(
+        ("balance",),
+        BAD,
+        ("environment variable ORCHESTRATOR_BREAKER_FAILURES", "greater than or equal to 1"),
+        env={"ORCHESTRATOR_BREAKER_FAILURES": "0"},
+    ),
+    "a breaker cool-down that is not a duration": Case(
+        ("balance",),
+        BAD,
+        ("environment variable ORCHESTRATOR_BREAKER_COOLDOWN", "'soon'"),
+        env={"ORCHESTRATOR_BREAKER_COOLDOWN": "soon"},
+    ),
     "log level setting that is not one": Case(
         ("balance",),
         BAD,

@@ -34,10 +34,16 @@ def _provider(offers: dict[int, SandboxOffer], *, seed: int = 5) -> SandboxConfi
     )
 
 
-def _orchestrator(tmp_path: Path, server: SandboxServer, redis_url: str, db: str) -> Orchestrator:
+def _orchestrator(
+    tmp_path: Path, server: SandboxServer, redis_url: str, db: str, *, breaker: bool = False
+) -> Orchestrator:
     env = fast_env(server.url, redis_url, db, tmp_path)
     env["ORCHESTRATOR_CANCEL_MIN_AGE"] = "1s"
     env["ORCHESTRATOR_PROVIDER_EXPIRY"] = "30s"
+    if not breaker:
+        # Off unless the test is about it: 5 misses in a row, which a country delivering 50%
+        # or 60% has now and then, would end a target short by chance (no country left).
+        env["ORCHESTRATOR_BREAKER_COOLDOWN"] = "0"
     return Orchestrator(workdir=tmp_path, env=env)
 
 
@@ -186,3 +192,49 @@ def test_a_target_fails_with_each_countrys_reason_when_none_can_be_bought(
     assert progress.counts[State.FAILED] == len(rows) == 3, "no replacement for a wall"
     error = rows[0]["error"]
     assert "Canada: no stock" in error and "Germany: price 3.00 above the cap 1.00" in error
+
+
+def test_a_country_that_delivers_nothing_trips_its_breaker_and_the_target_finishes_elsewhere(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    dead, alive = EMPTY, HONEST  # Canada, United States
+    offers = {
+        # The cheapest, advertising 99%, delivering nothing: by price / estimated rate alone
+        # it would stay first for 18 code-less orders (the prior weighs 10 at 99%).
+        dead: SandboxOffer(Decimal("0.40"), 500, 99, delivers=0),
+        alive: SandboxOffer(Decimal("1.00"), 500, 90, delivers=100),
+    }
+    failures = 3
+    with SandboxServer(_provider(offers)) as server:
+        orch = _orchestrator(tmp_path, server, redis_url, database_url, breaker=True)
+        orch.env["ORCHESTRATOR_BREAKER_FAILURES"] = str(failures)
+        try:
+            target = (
+                "    countries: [Canada, United States]\n"
+                "    codes: 3\n    max_numbers: 30\n    max_price: 1\n"
+            )
+            job_id, progress = _run(orch, _job(target), timeout=60)
+            status = orch.run("status")
+            one = orch.run("status", str(job_id))
+        finally:
+            orch.stop_all()
+        ledger = _ledger(server)
+        logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
+
+    assert progress.exit_code() == 0, progress.line()
+    bought = Counter(o["country_id"] for o in ledger)
+    codes = Counter(o["country_id"] for o in ledger if o["state"] == "received")
+    assert codes[alive] >= 3 and codes[dead] == 0, codes
+    # The first round (ceil(3 / 0.99) = 4) and the replacements bought before the breaker's
+    # read came round (at most one per number of that round, each worker re-reads every 5 s).
+    in_flight = 4
+    assert failures <= bought[dead] <= failures + 2 * in_flight, bought
+
+    assert status.returncode == 0, status.stderr
+    assert one.returncode == 0, one.stderr
+    for out in (status.stdout, one.stdout):
+        assert "breaker open: Signup in Canada until " in out, out
+        assert "UTC (3 orders without a code)" in out, out
+    assert "United States until" not in status.stdout
+    assert logs.count("breaker_open") >= 1, logs
+    assert logs.count("breaker_open") <= 1, "once per process per opening"

@@ -197,6 +197,9 @@ def test_orchestrator_config_reads_the_global_config_option(tmp_path: Path) -> N
         ("ORCHESTRATOR_RATE_LIMIT", "0"),
         ("ORCHESTRATOR_RATE_LIMIT", "0.001"),
         ("ORCHESTRATOR_LOG_LEVEL", "WARNING"),
+        ("ORCHESTRATOR_BREAKER_FAILURES", "1"),
+        ("ORCHESTRATOR_BREAKER_COOLDOWN", "0"),
+        ("ORCHESTRATOR_BREAKER_COOLDOWN", "1h30m"),
     ],
 )
 def test_usual_urls_keys_and_levels_are_accepted(

@@ -110,16 +110,26 @@ def status(
         str | None, typer.Argument(help="A job id or name (default: recent jobs).")
     ] = None,
 ) -> None:
-    """Show recent jobs with their spend, or one job: a summary and its numbers by target."""
-    from orchestrator.cli.status_view import buying_paused, job_summary, job_table, jobs_table
+    """Show recent jobs with their spend, or one job: a summary and its numbers by target;
+    and the circuit breakers open now (countries passed over after orders without a code)."""
+    from orchestrator.cli.status_view import (
+        breaker_lines,
+        buying_paused,
+        job_summary,
+        job_table,
+        jobs_table,
+    )
     from orchestrator.cli.watch import read_progress
 
     with guard():
         settings = context(ctx).settings()
         engine = make_database(settings)
         with transaction(engine) as session:
+            breakers = breaker_lines(session, settings)
             if job is None:
                 out.print(jobs_table(session))
+                for line in breakers:
+                    plain(out, line)
                 return
             row = queries.get_job(session, job)
             assert row.id is not None
@@ -129,6 +139,8 @@ def status(
         plain(out, read_progress(engine, row.id).line())
         if paused is not None:
             plain(out, paused)
+        for line in breakers:
+            plain(out, line)
 
 
 def export_command(

@@ -1,4 +1,5 @@
-"""Rich tables for ``orchestrator status``: recent jobs, and one job by target and state.
+"""Rich tables for ``orchestrator status``: recent jobs, and one job by target and state;
+and the circuit breakers open now.
 
 Names (the provider's services, the job's) are shown as text: ``_text`` (no markup, control
 characters escaped, secrets masked).
@@ -13,8 +14,10 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.config import Settings
 from orchestrator.db import queries
-from orchestrator.db.models import FINAL_STATES, Job, JobStatus, State, Target
+from orchestrator.db.models import FINAL_STATES, Job, JobStatus, State, Target, utcnow
+from orchestrator.lifecycle.breaker import read_breakers
 from orchestrator.money import from_micros
 from orchestrator.redact import for_terminal
 
@@ -134,6 +137,22 @@ def job_table(session: Session, job: Job) -> Table:
             str(from_micros(cost // received)) if received else "-",
         )
     return table
+
+
+def breaker_lines(session: Session, settings: Settings) -> list[str]:
+    """One line per (service, country) whose circuit breaker is open now (breaker.py)."""
+    found = read_breakers(
+        session,
+        failures=settings.breaker_failures,
+        cooldown=settings.breaker_cooldown,
+        now=utcnow(),
+    )
+    # Shown with plain(), which makes the provider's names safe for a terminal.
+    return [
+        f"breaker open: {b.service_name} in {b.country_name} until {b.until:%H:%M:%S} UTC "
+        f"({b.failures} orders without a code)"
+        for _, b in sorted(found.items())
+    ]
 
 
 def buying_paused(session: Session, job: Job, now: datetime | None = None) -> str | None:

@@ -380,3 +380,82 @@ def waiting_by_country(session: Session, service_id: int) -> dict[int, int]:
         .group_by(col(Activation.country_id))
     )
     return {int(country): int(n) for country, n in session.execute(query).all()}
+
+
+def last_outcomes(
+    session: Session,
+    *,
+    limit: int,
+    since: datetime,
+    recent: datetime,
+    service_id: int | None = None,
+) -> dict[tuple[int, int], list[tuple[bool, datetime, str, str]]]:
+    """The last ``limit`` ended orders per (service, country), the last bought first: whether
+    each came without a code (as ``_CODELESS`` counts), when it finished, the country's and
+    the service's name. Only orders that brought their code or ended without one for want of
+    it, finished since ``since``, in (service, country) pairs with such a code-less order
+    finished since ``recent`` (the others cannot have an open circuit breaker); one service or
+    all. In the order they were bought, not ended: a code comes within seconds and a code-less
+    order ends at its timeout, so by their ends the misses of orders bought together would
+    always look like a run."""
+    ended = or_(col(Activation.state) == State.RECEIVED, _CODELESS)
+    scope = [
+        col(Activation.country_id).is_not(None),
+        col(Activation.finished_at).is_not(None),
+        col(Activation.finished_at) >= since,
+    ]
+    if service_id is not None:
+        scope.append(col(Activation.service_id) == service_id)
+    pair = (col(Activation.service_id), col(Activation.country_id))
+    suspects = (
+        select(*pair)
+        .where(*scope, _CODELESS, col(Activation.finished_at) >= recent)
+        .group_by(*pair)
+        .subquery()
+    )
+    ranked = (
+        select(
+            col(Activation.service_id).label("service_id"),
+            col(Activation.country_id).label("country_id"),
+            _CODELESS.label("codeless"),
+            col(Activation.finished_at).label("finished_at"),
+            col(Activation.country_name).label("country_name"),
+            col(Target.service_name).label("service_name"),
+            func.row_number()
+            .over(
+                partition_by=pair,
+                order_by=(col(Activation.ordered_at).desc(), col(Activation.id).desc()),
+            )
+            .label("place"),
+        )
+        .join(Target, col(Target.id) == col(Activation.target_id))
+        .join(
+            suspects,
+            and_(
+                suspects.c.service_id == col(Activation.service_id),
+                suspects.c.country_id == col(Activation.country_id),
+            ),
+        )
+        .where(*scope, ended)
+        .subquery()
+    )
+    query = (
+        select(
+            ranked.c.service_id,
+            ranked.c.country_id,
+            ranked.c.codeless,
+            ranked.c.finished_at,
+            ranked.c.country_name,
+            ranked.c.service_name,
+        )
+        .where(ranked.c.place <= limit)
+        .order_by(ranked.c.service_id, ranked.c.country_id, ranked.c.place)
+    )
+    runs: dict[tuple[int, int], list[tuple[bool, datetime, str, str]]] = {}
+    for service, country, codeless, finished_at, country_name, service_name in session.execute(
+        query
+    ).all():
+        runs.setdefault((int(service), int(country)), []).append(
+            (bool(codeless), finished_at, str(country_name or country), str(service_name))
+        )
+    return runs

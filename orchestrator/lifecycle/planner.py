@@ -2,8 +2,8 @@
 
 Each allowed country's cost per code is its live price divided by its estimated success rate
 (estimate.py: the advertised rate corrected by this installation's outcomes). A country out of
-stock or priced above the cap is passed over for the next; a purchase finds no country only
-when none is left, and then says why for each.
+stock, priced above the cap, or behind an open circuit breaker (breaker.py) is passed over
+for the next; a purchase finds no country only when none is left, and then says why for each.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from orchestrator.lifecycle.breaker import Breaker
 from orchestrator.lifecycle.estimate import Outcomes, probe_cap, success_rate
 from orchestrator.money import shown
 from orchestrator.provider.types import Price
@@ -35,8 +36,8 @@ class Choice:
 
 @dataclass(frozen=True)
 class NoChoice:
-    """Why no country can be bought now: ``no_stock`` or ``price_above_cap``, and each
-    country's own reason in ``detail``."""
+    """Why no country can be bought now: ``no_stock``, ``price_above_cap`` or
+    ``breaker_open``, and each country's own reason in ``detail``."""
 
     reason: str
     detail: str
@@ -48,9 +49,11 @@ def rank_countries(
     cap: Decimal,
     outcomes: Mapping[int, Outcomes],
     waiting: Mapping[int, int] | None = None,
+    breakers: Mapping[int, Breaker] | None = None,
 ) -> tuple[list[Choice], list[tuple[str, str]]]:
     """The buyable countries, cheapest per expected code first (ties keep the job file's
-    order, so a single-country target buys where it says), and why each other one is not.
+    order, so a single-country target buys where it says), and why each other one is not
+    (``breakers``: the countries whose circuit breaker is open, passed over).
 
     ``waiting``, for a codes target: numbers waiting per country. A country holding its
     ``probe_cap`` goes after those that do not, while any does (estimate.py).
@@ -58,6 +61,10 @@ def rank_countries(
     buyable: list[tuple[Decimal, int, Choice]] = []
     passed_over: list[tuple[str, str]] = []
     for order, (country_id, name) in enumerate(countries):
+        breaker = (breakers or {}).get(country_id)
+        if breaker is not None:
+            passed_over.append((name, breaker.reason))
+            continue
         price = prices.get(country_id)
         if price is None or price.count <= 0:
             passed_over.append((name, "no stock"))
@@ -87,12 +94,21 @@ def choose_country(
     cap: Decimal,
     outcomes: Mapping[int, Outcomes] | None = None,
     waiting: Mapping[int, int] | None = None,
+    breakers: Mapping[int, Breaker] | None = None,
 ) -> Choice | NoChoice:
     """The allowed country with the lowest cost per expected code, or why there is none."""
-    ranked, passed_over = rank_countries(countries, prices, cap, outcomes or {}, waiting)
+    ranked, passed_over = rank_countries(
+        countries, prices, cap, outcomes or {}, waiting=waiting, breakers=breakers
+    )
     if ranked:
         return ranked[0]
-    reason = "no_stock" if all(why == "no stock" for _, why in passed_over) else "price_above_cap"
+    whys = [why for _, why in passed_over]
+    if all(why == "no stock" for why in whys):
+        reason = "no_stock"
+    elif any(why.startswith("price ") for why in whys):
+        reason = "price_above_cap"
+    else:
+        reason = "breaker_open"
     return NoChoice(reason, _reasons(passed_over))
 
 

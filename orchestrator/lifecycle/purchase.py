@@ -17,7 +17,7 @@ import structlog
 from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.errors import IntegrityError
-from orchestrator.db.models import Activation, Job, State
+from orchestrator.db.models import Activation, Job, State, Target
 from orchestrator.errors import (
     InsufficientFunds,
     NoStock,
@@ -146,26 +146,9 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
             return _end(rt, session, act, State.FAILED, "slot_dropped", error="job cancelled")
     if rt.wallet is not None and (pause := rt.wallet.paused()) is not None:
         return _wait_for_wallet(rt, purchases, act, pause)
-    countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
-
-    if not rt.prices.fresh(act.service_id):
-        purchases.flush()  # the price refresh may wait on the network
-    try:
-        prices = rt.prices.get(act.service_id)
-    except Throttled as exc:
-        return _later(rt, act, exc.retry_after, spread=True)
-    except ProviderError as exc:
-        log.warning("prices_unavailable", activation_id=act.id, error=str(exc))
-        return _later(rt, act, rt.settings.poll_interval)
-
-    outcomes = rt.outcomes(act.service_id)
-    waiting = None
-    if target.codes_wanted is not None:  # a codes target spreads its first numbers to learn
-        waiting = purchases.waiting(act.service_id)
-    cap = from_micros(act.cap_micros)
-    choice = choose_country(countries, prices, cap, outcomes, waiting)
+    choice = _choose(rt, purchases, act, target)
     if not isinstance(choice, Choice):
-        return _fail(rt, purchases, act, choice.reason, choice.detail)
+        return choice
 
     if rt.throttle is not None:
         # An order waits for its slot at most a quarter of the limiter's max_wait: what is
@@ -210,6 +193,40 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
     purchases.owe(_send_order(rt, act, job, choice, held))
     return []
+
+
+def _choose(
+    rt: Runtime, purchases: Purchases, act: Activation, target: Target
+) -> Choice | list[Nudge]:
+    """The country to buy the slot in, at its live price; or, when there is none now, what
+    the slot does instead (tried later, or ended with each country's reason)."""
+    countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
+    if not rt.prices.fresh(act.service_id):
+        purchases.flush()  # the price refresh may wait on the network
+    try:
+        prices = rt.prices.get(act.service_id)
+    except Throttled as exc:
+        return _later(rt, act, exc.retry_after, spread=True)
+    except ProviderError as exc:
+        log.warning("prices_unavailable", activation_id=act.id, error=str(exc))
+        return _later(rt, act, rt.settings.poll_interval)
+
+    outcomes = rt.outcomes(act.service_id)
+    waiting = None
+    if target.codes_wanted is not None:  # a codes target spreads its first numbers to learn
+        waiting = purchases.waiting(act.service_id)
+    breakers = rt.breakers(act.service_id)
+    cap = from_micros(act.cap_micros)
+    choice = choose_country(countries, prices, cap, outcomes, waiting=waiting, breakers=breakers)
+    if isinstance(choice, Choice):
+        return choice
+    if choice.reason == "breaker_open" and breakers:
+        # Every country left is cooling down: the number waits for the first to reopen (its
+        # trial), rather than end unbought.
+        reopen = min(breaker.until for breaker in breakers.values())
+        log.info("slot_waits_for_breaker", activation_id=act.id, until=reopen.isoformat())
+        return _later(rt, act, max(1.0, (reopen - rt.now()).total_seconds()))
+    return _fail(rt, purchases, act, choice.reason, choice.detail)
 
 
 def _send_order(

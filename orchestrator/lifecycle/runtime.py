@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import structlog
+
 from orchestrator.config import Settings
 from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
+from orchestrator.lifecycle.breaker import Breaker, read_breakers
 from orchestrator.lifecycle.cache import TtlCache
 from orchestrator.lifecycle.estimate import TTL, Outcomes, read_outcomes
 from orchestrator.lifecycle.nudges import Action, Nudge
@@ -27,6 +31,8 @@ from orchestrator.provider.wallet import WalletGuard
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
+
+log = structlog.get_logger(__name__)
 
 WAITING_TTL = 1.0  # seconds a count of numbers waiting per country is kept (purchases add theirs)
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
@@ -63,6 +69,10 @@ class Runtime:
     _outcomes: TtlCache[int, dict[int, Outcomes]] = field(init=False)
     _waiting_by_country: TtlCache[int, dict[int, int]] = field(init=False)
 
+    _breakers: TtlCache[int, dict[int, Breaker]] = field(init=False)
+    _breakers_told: set[tuple[int, int, datetime]] = field(init=False)
+    _lock: threading.Lock = field(init=False)
+
     def __post_init__(self) -> None:
         self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
         self.arrivals = ArrivalCache(self._arrival_delays)
@@ -71,6 +81,10 @@ class Runtime:
         self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
         self._outcomes = TtlCache(self._read_outcomes, TTL)
         self._waiting_by_country = TtlCache(self._read_waiting, WAITING_TTL)
+
+        self._breakers = TtlCache(self._read_breakers, TTL)
+        self._breakers_told = set()
+        self._lock = threading.Lock()
 
     def outcomes(self, service_id: int) -> dict[int, Outcomes]:
         """What this installation's orders of the service came to lately, per country."""
@@ -87,6 +101,44 @@ class Runtime:
     def _read_outcomes(self, service_id: int) -> dict[int, Outcomes]:
         with reading(self.engine) as session:
             return read_outcomes(session, service_id, self.now())
+
+    def breakers(self, service_id: int) -> dict[int, Breaker]:
+        """The service's countries whose circuit breaker is open now (breaker.py)."""
+        now = self.now()
+        return {c: b for c, b in self._breakers.get(service_id).items() if b.until > now}
+
+    def _read_breakers(self, service_id: int) -> dict[int, Breaker]:
+        s = self.settings
+        with reading(self.engine) as session:
+            found = read_breakers(
+                session,
+                failures=s.breaker_failures,
+                cooldown=s.breaker_cooldown,
+                now=self.now(),
+                service_id=service_id,
+            )
+        now = self.now()
+        with self._lock:
+            # Once per process per opening: a re-opening after a trial has a later ``until``;
+            # openings that have closed are forgotten.
+            self._breakers_told = {told for told in self._breakers_told if told[2] > now}
+            fresh = [
+                b
+                for b in found.values()
+                if (b.service_id, b.country_id, b.until) not in self._breakers_told
+            ]
+            self._breakers_told |= {(b.service_id, b.country_id, b.until) for b in fresh}
+        for breaker in fresh:
+            log.warning(
+                "breaker_open",
+                service=breaker.service_name,
+                service_id=breaker.service_id,
+                country=breaker.country_name,
+                country_id=breaker.country_id,
+                until=breaker.until.isoformat(),
+                failures=breaker.failures,
+            )
+        return {country: breaker for (_, country), breaker in found.items()}
 
     def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
         with reading(self.engine) as session:

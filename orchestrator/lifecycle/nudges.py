@@ -8,9 +8,13 @@ due: a step that finds its slot not yet due drops the nudge as a stale duplicate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # types only: SQL runs in db/
+    from sqlmodel import Session
 
 
 class Action(StrEnum):
@@ -69,3 +73,7 @@ def pack(nudges: list[Nudge]) -> list[Batch]:
 def _batch(action: Action, group: list[Nudge]) -> Batch:
     ids = tuple(dict.fromkeys(n.activation_id for n in group))  # a slot once, in order
     return Batch(action, ids, max(n.delay for n in group))
+
+
+# A write to make in a transaction, returning the nudges it asks for (sent after the commit).
+Write = Callable[["Session"], list["Nudge"]]

@@ -7,16 +7,15 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
 from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
-from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import Activation, Job, State, Target
 from orchestrator.errors import (
     InsufficientFunds,
@@ -26,19 +25,16 @@ from orchestrator.errors import (
     ProviderRejected,
     RateLimited,
     Throttled,
-    UnpricedOrder,
     UnusableOrder,
 )
-from orchestrator.lifecycle.cancels import cancel_at
-from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.planner import Choice, choose_country
+from orchestrator.lifecycle.recording import record_order, record_unusable
 from orchestrator.lifecycle.runtime import Runtime, defer
-from orchestrator.lifecycle.targets import after_slot_ended
+from orchestrator.lifecycle.targets import end_slot
 from orchestrator.money import from_micros, to_micros
 from orchestrator.provider.ratelimit import Priority
-from orchestrator.provider.types import Order
 from orchestrator.provider.wallet import NO_HOLD, Hold, Pause
-from orchestrator.redact import mask
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlmodel import Session
@@ -50,9 +46,6 @@ UNRECORDED_CLAIM = "claimed but never recorded: the purchase may or may not have
 BUDGET_RECHECK_SECONDS = 10.0  # a refund elsewhere may free budget; look again this often
 BALANCE_RECHECK_SECONDS = 2.0  # another process is reading the balance: look again then
 PAUSED = "buying_paused"  # the job event: buying on the key is paused (wallet.py)
-
-
-Write = Callable[["Session"], list[Nudge]]
 
 
 class Purchases:
@@ -143,7 +136,7 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         return []  # a duplicate or stale message: the row says what to do, not the message
     if job.cancel_requested_at is not None:
         with purchases.transaction() as session:
-            return _end(rt, session, act, State.FAILED, "slot_dropped", error="job cancelled")
+            return end_slot(rt, session, act, State.FAILED, "slot_dropped", error="job cancelled")
     if rt.wallet is not None and (pause := rt.wallet.paused()) is not None:
         return _wait_for_wallet(rt, purchases, act, pause)
     choice = _choose(rt, purchases, act, target)
@@ -257,7 +250,7 @@ def _send_order(
         log.warning("order_refused", activation_id=act.id, code=exc.code)
         code = exc.code
         # Refused outright (a bad service): a replacement would be refused too.
-        return lambda session: _end(
+        return lambda session: end_slot(
             rt, session, act, State.FAILED, "order_refused", replace=False, reserve=0, error=code
         )
     except UnusableOrder as exc:
@@ -265,156 +258,17 @@ def _send_order(
         log.error("order_unusable", activation_id=act.id, order_id=exc.order_id, error=str(exc))
         if exc.cost is not None:
             _give_back(rt, held, spent=to_micros(exc.cost))
-        return _record_unusable(rt, act, exc)
+        return record_unusable(rt, act, exc)
     except ProviderError as exc:
         # It may have bought a number: hold the cap, never buy this slot again by ourselves.
         log.error("order_in_doubt", activation_id=act.id, error=str(exc))
         error = str(exc)
-        return lambda session: _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
+        return lambda session: end_slot(
+            rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error
+        )
     log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
     _give_back(rt, held, spent=to_micros(order.cost))
-    return _record_order(rt, act, job, order)
-
-
-def _end(
-    rt: Runtime,
-    session: Session,
-    act: Activation,
-    to: State,
-    event: str,
-    *,
-    replace: bool = True,
-    **values: Any,
-) -> list[Nudge]:
-    """End the slot; ``replace``: a codes target may plan another number in its place."""
-    if store.move(session, act, to, event=event, **values):
-        return after_slot_ended(rt, session, act, replace=replace)
-    return []
-
-
-def _record_order(rt: Runtime, act: Activation, job: Job, order: Order) -> Write:
-    cost = to_micros(order.cost)
-    ordered_at = rt.now()
-    fields = {
-        "order_id": order.order_id,
-        "phone": order.phone,
-        "cost_micros": cost,
-        "ordered_at": ordered_at,
-    }
-    if cost > act.cap_micros:
-        error = f"charged {order.cost} above the cap {from_micros(act.cap_micros)}"
-        return _record_for_cancel(rt, act, "order_over_cap", "over_cap", error, cost, fields)
-    # Read the arrival history now, not in the transaction that holds SQLite's write lock.
-    wait = rt.poll_wait(act.service_id, act.country_id or 0, 0.0)
-    # The first check, like every later one, comes no later than the order's cancel time:
-    # with a long poll_interval a short code_timeout would be cancelled late, and an order
-    # could even expire (unrefunded) before its first look.
-    read_at, act.ordered_at = act.ordered_at, ordered_at
-    try:
-        deadline = cancel_at(rt, act, job)
-    finally:
-        act.ordered_at = read_at  # the write sets it, if the slot is still ours
-    due = min(ordered_at + timedelta(seconds=wait), deadline)
-
-    def write(session: Session) -> list[Nudge]:
-        delay = max(0.0, (due - rt.now()).total_seconds())
-        moved = _move_order(
-            rt,
-            session,
-            act,
-            State.WAITING,
-            event="order_placed",
-            reserve=cost,
-            next_action_at=rt.after(delay),
-            **fields,
-        )
-        return [Nudge(Action.CHECK, act.id or 0, delay)] if moved else []
-
-    return write
-
-
-def _record_unusable(rt: Runtime, act: Activation, exc: UnusableOrder) -> Write:
-    """Record an order answered with an unusable cost or phone, to be cancelled for a refund.
-
-    An unknown cost is stored as unknown (NULL) and held at the cap, as an in-doubt slot is.
-    """
-    cost = None if exc.cost is None else to_micros(exc.cost)
-    fields = {
-        "order_id": exc.order_id,
-        "phone": exc.phone,
-        "cost_micros": cost,
-        "ordered_at": rt.now(),
-    }
-    reason = "unusable_cost" if isinstance(exc, UnpricedOrder) else "unusable_answer"
-    reserve = act.cap_micros if cost is None else cost
-    return _record_for_cancel(rt, act, f"order_{reason}", reason, str(exc), reserve, fields)
-
-
-def _record_for_cancel(
-    rt: Runtime,
-    act: Activation,
-    event: str,
-    reason: str,
-    error: str,
-    reserve: int,
-    fields: dict[str, Any],
-) -> Write:
-    """Record a bought order that must be cancelled as soon as the provider allows."""
-
-    def write(session: Session) -> list[Nudge]:
-        nudge = Nudge(Action.CANCEL, act.id or 0, rt.settings.cancel_min_age)
-        moved = _move_order(
-            rt,
-            session,
-            act,
-            State.CANCELLING,
-            event=event,
-            reserve=reserve,
-            cancel_reason=reason,
-            error=error,
-            next_action_at=rt.after(nudge.delay),
-            **fields,
-        )
-        return [nudge] if moved else []
-
-    return write
-
-
-def _move_order(rt: Runtime, session: Session, act: Activation, to: State, **values: Any) -> bool:
-    """Record the order ``order_id`` on the slot; a slot answered an id another slot holds
-    is in doubt instead (the provider contradicted itself; a human decides). An in-doubt
-    slot stays in flight for its target (targets.py), so its end plans nothing to nudge."""
-    order_id = str(values["order_id"])
-    if mask(order_id) != order_id:
-        # The id holds the API key (a provider echoing it): it may not be stored (rule 10),
-        # and masked it would name no order. Bought, but not ours to poll or cancel: a human
-        # decides, as for any purchase in doubt.
-        log.error("order_id_holds_secret", activation_id=act.id)
-        error = "the provider answered an order_id holding the API key; see its dashboard"
-        _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
-        return False
-    other = queries.slot_holding_order(session, order_id)
-    if other is None:
-        try:
-            # A savepoint: a write refused by the unique index (another worker recorded the
-            # same id since the check) undoes this slot's write only, not the transaction's
-            # other work (the next slot's claim).
-            with session.begin_nested():
-                moved = store.move(
-                    session, act, to, expect={State.ORDERING, State.IN_DOUBT}, **values
-                )
-        except IntegrityError:
-            other = queries.slot_holding_order(session, order_id)
-        else:
-            if not moved:
-                # Only a human resolving the slot meanwhile can do this; the audit log keeps it.
-                log.error("order_not_recorded", activation_id=act.id, order_id=order_id)
-            return moved
-    held = f"slot {other}" if other is not None else "another slot"
-    error = f"the provider answered order_id {order_id}, already recorded for {held}"
-    log.error("order_id_reused", activation_id=act.id, order_id=order_id, other_slot=other)
-    _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error)
-    return False
+    return record_order(rt, act, job, order)
 
 
 def _unclaim(
@@ -430,7 +284,7 @@ def _unclaim(
         if pause is not None:
             _record_pause(session, act.job_id, pause)
         if attempts >= MAX_UNSENT_ATTEMPTS:
-            return _end(
+            return end_slot(
                 rt, session, act, State.FAILED, "order_gave_up", replace=False, reserve=0, error=why
             )
         moved = store.move(
@@ -457,7 +311,7 @@ def _budget_refused(rt: Runtime, session: Session, act: Activation) -> list[Nudg
         store.reschedule(session, act, rt.after(BUDGET_RECHECK_SECONDS))
         return [Nudge(Action.PLACE, act.id, BUDGET_RECHECK_SECONDS)]
     reason = "job cancelled" if job.cancel_requested_at else "budget exhausted"
-    return _end(rt, session, act, State.FAILED, "slot_dropped", replace=False, error=reason)
+    return end_slot(rt, session, act, State.FAILED, "slot_dropped", replace=False, error=reason)
 
 
 def claim_expired(rt: Runtime, act: Activation) -> bool:
@@ -467,7 +321,7 @@ def claim_expired(rt: Runtime, act: Activation) -> bool:
 
 def expire_claim(rt: Runtime, session: Session, act: Activation) -> list[Nudge]:
     """An expired claim's POST may have bought a number: the slot is in doubt."""
-    return _end(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=UNRECORDED_CLAIM)
+    return end_slot(rt, session, act, State.IN_DOUBT, "order_in_doubt", error=UNRECORDED_CLAIM)
 
 
 def _fail(
@@ -476,7 +330,9 @@ def _fail(
     # No allowed country can be bought now: a replacement would meet the same wall.
     error = f"{reason}: {detail}"
     with purchases.transaction() as session:
-        nudges = _end(rt, session, act, State.FAILED, "slot_dropped", replace=False, error=error)
+        nudges = end_slot(
+            rt, session, act, State.FAILED, "slot_dropped", replace=False, error=error
+        )
     log.warning("slot_dropped", activation_id=act.id, reason=reason, detail=detail)
     return nudges
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +21,10 @@ from orchestrator.errors import (
     Throttled,
 )
 from orchestrator.lifecycle.cancels import SKEW_SECONDS, cancel_allowed_at, cancel_at, start_cancel
-from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.runtime import Runtime, defer
-from orchestrator.lifecycle.targets import after_slot_ended
+from orchestrator.lifecycle.targets import end_slot
 from orchestrator.provider.ratelimit import Priority
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -66,9 +65,6 @@ def check_many(rt: Runtime, activation_ids: list[int]) -> list[Nudge]:
             for write in writes:
                 nudges += write(session)
     return nudges
-
-
-Write = Callable[["Session"], list[Nudge]]
 
 
 class _Pace:
@@ -359,9 +355,7 @@ def _end_in(
     **values: Any,
 ) -> list[Nudge]:
     """Move the slot to a final state; steer its codes target and end its job (targets.py)."""
-    if store.move(session, act, to, event=event, reserve=reserve, **values):
-        return after_slot_ended(rt, session, act)
-    return []
+    return end_slot(rt, session, act, to, event, reserve=reserve, **values)
 
 
 def _past_expiry(rt: Runtime, act: Activation, *, margin: float = 0.0) -> bool:

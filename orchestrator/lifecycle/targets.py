@@ -16,7 +16,7 @@ job cancel, is not replaced: its replacement would meet the same wall.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -36,6 +36,23 @@ log = structlog.get_logger(__name__)
 
 NOT_NEEDED = "not needed: the target has its codes"
 IN_FLIGHT = (State.PLANNED, State.ORDERING, State.WAITING, State.IN_DOUBT)
+
+
+def end_slot(
+    rt: Runtime,
+    session: Session,
+    act: Activation,
+    to: State,
+    event: str,
+    *,
+    replace: bool = True,
+    **values: Any,
+) -> list[Nudge]:
+    """Move the slot to a final state, then steer its target and end its job (below);
+    ``replace``: a codes target may plan another number in its place."""
+    if store.move(session, act, to, event=event, **values):
+        return after_slot_ended(rt, session, act, replace=replace)
+    return []
 
 
 def after_slot_ended(

@@ -144,10 +144,10 @@ def test_a_codes_target_ranks_by_cost_per_code_and_spends_one_price_per_code() -
 
 
 def test_outcomes_seen_here_move_the_ranking() -> None:
-    # The UK delivered nothing of 20 orders here: (10 x 0.5 + 0) / 30 = 1/6.
+    # The UK delivered nothing of 20 orders here: (4 x 0.5 + 0) / 24 = 1/12.
     forecast = forecast_target(target(codes=10, quantity=30), {16: Outcomes(0, 20)})
     assert [c.name for c in forecast.countries] == ["United States", "United Kingdom"]
-    assert forecast.countries[1].estimated_rate == pytest.approx(1 / 6)
+    assert forecast.countries[1].estimated_rate == pytest.approx(1 / 12)
     assert forecast.countries[1].advertised_rate == 0.5
 
 

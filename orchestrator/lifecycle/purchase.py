@@ -157,11 +157,8 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
             return _wait_for_wallet(rt, purchases, act, pause)
         try:
             taken = rt.wallet.take(act.cap_micros)
-        except Throttled as exc:
-            return _later(rt, act, exc.retry_after, spread=True)
         except ProviderError as exc:
-            log.warning("balance_unavailable", activation_id=act.id, error=str(exc))
-            return _later(rt, act, rt.settings.poll_interval)
+            return _read_failed(rt, act, exc, "balance_unavailable")
         if taken is None:
             return _later(rt, act, BALANCE_RECHECK_SECONDS, spread=True)
         if taken is False:
@@ -198,11 +195,8 @@ def _choose(
         purchases.flush()  # the price refresh may wait on the network
     try:
         prices = rt.prices.get(act.service_id)
-    except Throttled as exc:
-        return _later(rt, act, exc.retry_after, spread=True)
     except ProviderError as exc:
-        log.warning("prices_unavailable", activation_id=act.id, error=str(exc))
-        return _later(rt, act, rt.settings.poll_interval)
+        return _read_failed(rt, act, exc, "prices_unavailable")
 
     outcomes = rt.outcomes(act.service_id)
     waiting = None
@@ -335,6 +329,14 @@ def _fail(
         )
     log.warning("slot_dropped", activation_id=act.id, reason=reason, detail=detail)
     return nudges
+
+
+def _read_failed(rt: Runtime, act: Activation, exc: ProviderError, event: str) -> list[Nudge]:
+    """A read the purchase needs (prices, balance) failed: try the slot again later."""
+    if isinstance(exc, Throttled):
+        return _later(rt, act, exc.retry_after, spread=True)
+    log.warning(event, activation_id=act.id, error=str(exc))
+    return _later(rt, act, rt.settings.poll_interval)
 
 
 def _later(rt: Runtime, act: Activation, delay: float, *, spread: bool = False) -> list[Nudge]:

@@ -132,7 +132,9 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bo
         return _later(rt, act, _until(rt, deadline, pace.wait()))
     except NotFound:
         why = "the provider no longer knows it"
-        return lambda session: _end_in(rt, session, act, State.EXPIRED, "order_vanished", error=why)
+        return lambda session: end_slot(
+            rt, session, act, State.EXPIRED, "order_vanished", error=why
+        )
     except ProviderError as exc:
         log.warning("poll_failed", activation_id=act.id, error=str(exc))
         return _later(rt, act, _until(rt, deadline, rt.settings.poll_interval))
@@ -328,34 +330,15 @@ def _received(rt: Runtime, act: Activation, code: str) -> Write:
     """Keep the code: the slot ends ``received``, as of now."""
     at = rt.now()
     log.info("code_received", activation_id=act.id, order_id=act.order_id)
-    return lambda session: _end_in(
+    return lambda session: end_slot(
         rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at
     )
 
 
-def _end(
-    rt: Runtime,
-    act: Activation,
-    to: State,
-    event: str,
-    reserve: int | None = None,
-    **values: Any,
-) -> list[Nudge]:
+def _end(rt: Runtime, act: Activation, to: State, event: str, **values: Any) -> list[Nudge]:
+    """End the slot in a transaction of its own (targets.end_slot)."""
     with transaction(rt.engine) as session:
-        return _end_in(rt, session, act, to, event, reserve, **values)
-
-
-def _end_in(
-    rt: Runtime,
-    session: Session,
-    act: Activation,
-    to: State,
-    event: str,
-    reserve: int | None = None,
-    **values: Any,
-) -> list[Nudge]:
-    """Move the slot to a final state; steer its codes target and end its job (targets.py)."""
-    return end_slot(rt, session, act, to, event, reserve=reserve, **values)
+        return end_slot(rt, session, act, to, event, **values)
 
 
 def _past_expiry(rt: Runtime, act: Activation, *, margin: float = 0.0) -> bool:

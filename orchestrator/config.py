@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     min_balance: Decimal | None = Field(
         None, ge=0, allow_inf_nan=False, validation_alias="ORCHESTRATOR_MIN_BALANCE"
     )
+    # No one else spends on the API key: a wallet checkpoint may settle in-doubt purchases
+    # from the balance (lifecycle/checkpoint.py). False: `audit` only reports.
+    exclusive_key: bool = Field(False, validation_alias="ORCHESTRATOR_EXCLUSIVE_KEY")
+    # A checkpoint at least this often while jobs are active (and at each job's start and end).
+    checkpoint_interval: Seconds = Field(600.0, validation_alias="ORCHESTRATOR_CHECKPOINT_INTERVAL")
+    # An in-doubt purchase is set against the wallet only this long after it was sent: a slow
+    # provider may still be charging it.
+    in_doubt_grace: Seconds = Field(60.0, validation_alias="ORCHESTRATOR_IN_DOUBT_GRACE")
     max_response_bytes: int = Field(
         1024 * 1024, ge=1024, validation_alias="ORCHESTRATOR_MAX_RESPONSE_BYTES"
     )

@@ -27,6 +27,8 @@ COLUMNS_ADDED_SINCE = (
     ("activation", "cancel_answer"),
     ("target", "codes_wanted"),
     ("activation", "attempt"),
+    ("activation", "quoted_micros"),
+    ("activation", "settle_pending"),
 )
 
 BROKEN_REVISION = """

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.cli.audit_view import audit
 from orchestrator.cli.catalog import balance, prices, services
 from orchestrator.cli.common import (
     Context,
@@ -72,6 +73,7 @@ app.command()(report)
 app.command()(cancel)
 app.command("sweep")(sweep_command)
 app.command()(resolve)
+app.command()(audit)
 app.command()(balance)
 app.command()(services)
 app.command()(prices)

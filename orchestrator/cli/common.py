@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import structlog
 import typer
 from redis import RedisError
 from rich.console import Console
@@ -32,13 +33,14 @@ from orchestrator.errors import (
 )
 from orchestrator.jobs.submit import submit_job_file
 from orchestrator.lifecycle.nudges import Nudge
-from orchestrator.lifecycle.wiring import make_client, make_throttle
+from orchestrator.lifecycle.wiring import make_client, make_runtime, make_throttle
 from orchestrator.logs import configure_logging
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
 from workers.embedded_broker import EmbeddedBroker, ensure_embedded
 
 OVERLAP_HELP = "Submit even if a job of the same name is still active."
+log = structlog.get_logger(__name__)
 out = Console()
 err = Console(stderr=True)
 
@@ -163,15 +165,37 @@ def submit_file(
     allow_overlap: bool,
     before_commit: Callable[[], None] = lambda: None,
 ) -> tuple[int, int]:
-    """Submit the job file (see jobs.submit), nudging through the broker at ``redis_url``."""
+    """Submit the job file (see jobs.submit), nudging through the broker at ``redis_url``.
+
+    Before the job is committed (nothing of it bought yet), a wallet checkpoint is taken if
+    the key is quiet: the start of the job's first audit interval.
+    """
+
+    def before() -> None:
+        wallet_checkpoint(settings, redis_url, "job_started")
+        before_commit()
+
     return submit_job_file(
         settings,
         job_file,
         open_client=lambda: client_for(settings, redis_url),
         send=send_nudges,
         allow_overlap=allow_overlap,
-        before_commit=before_commit,
+        before_commit=before,
     )
+
+
+def wallet_checkpoint(settings: Settings, redis_url: str, reason: str) -> None:
+    """Take a wallet checkpoint if the key is quiet now; best effort (the sweep takes more)."""
+    from orchestrator.lifecycle import checkpoint
+
+    try:
+        taken = checkpoint.take(make_runtime(settings, redis_url, patient=True), reason)
+    except (OrchestratorError, RedisError, OperationalError) as exc:  # submitting goes on
+        log.warning("wallet_checkpoint_failed", reason=reason, error=str(exc))
+        return
+    if taken.checkpoint is None:
+        log.debug("wallet_checkpoint_put_off", reason=reason, why=taken.why)
 
 
 def plain(console: Console, text: str) -> None:

@@ -79,7 +79,11 @@ class State(StrEnum):
     planned -> ordering -> waiting -> received
                    |          |
                    |          +-> cancelling -> cancelled | received | expired
-                   +-> failed (nothing bought) | in_doubt (maybe bought; a human decides)
+                   +-> failed (nothing bought) | in_doubt (maybe bought) -> failed | lost
+
+    An in-doubt purchase is settled by hand (``resolve``) or, under ``exclusive_key``, by a
+    wallet checkpoint (lifecycle/checkpoint.py): not bought (failed) or bought with no order
+    id to poll or cancel (lost).
     """
 
     PLANNED = "planned"  # not bought yet
@@ -91,6 +95,7 @@ class State(StrEnum):
     EXPIRED = "expired"  # the provider expired it without a code and without a refund
     FAILED = "failed"  # never bought: no stock, price above cap, budget, funds, job cancelled
     IN_DOUBT = "in_doubt"  # a purchase whose outcome is unknown; never re-bought automatically
+    LOST = "lost"  # bought, as the wallet showed, but its order id never came: spent, no code
 
 
 class CancelAnswer(StrEnum):
@@ -108,7 +113,7 @@ class CancelAnswer(StrEnum):
 
 
 FINAL_STATES = frozenset(
-    {State.RECEIVED, State.CANCELLED, State.EXPIRED, State.FAILED, State.IN_DOUBT}
+    {State.RECEIVED, State.CANCELLED, State.EXPIRED, State.FAILED, State.IN_DOUBT, State.LOST}
 )
 LIVE_STATES = frozenset(State) - FINAL_STATES
 
@@ -195,6 +200,12 @@ class Activation(SQLModel, table=True):
         default=None, sa_column=Column(String(32), nullable=True)
     )
     attempt: int = 1  # which of its target's slots this is, 1, 2, ... (migration 0005)
+    # The live price the purchase was sent at: what an in-doubt purchase cost if it bought
+    # anything, for the wallet checkpoint that settles it (migration 0006).
+    quoted_micros: int | None = _micros(None, nullable=True)
+    # In doubt and due for settling at a wallet checkpoint (``exclusive_key``): the job is not
+    # finished until that is tried (migration 0006).
+    settle_pending: bool = False
 
 
 class Event(SQLModel, table=True):
@@ -206,6 +217,31 @@ class Event(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     kind: str
     detail: str = ""  # JSON object
+
+
+class WalletCheckpoint(SQLModel, table=True):
+    """The wallet's balance read at a quiet moment of its key, beside the ledger's totals then.
+
+    Quiet: no purchase or cancel of the key in flight or unrecorded (provider/quiet.py), so
+    the balance and the database describe the same instant. Between two checkpoints the
+    wallet's movement is set against the charges and refunds recorded in between (``audit``).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)  # the API key's fingerprint, never the key
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    reason: str  # job_started, job_finished, in_doubt, interval, audit
+    balance_micros: int = _micros()
+    spent_micros: int = _micros()  # charged and not refunded, every slot of the database
+    refunded_micros: int = _micros()  # charges that came back (cancelled orders)
+    in_doubt_micros: int = _micros()  # the caps held by in-doubt purchases
+    in_doubt_ids: str = "[]"  # JSON list of the in-doubt slots' ids at that instant
+    # What this checkpoint concluded about the interval it closes (JSON: movement, explained,
+    # unexplained, settled slots, or why it could not settle).
+    outcome: str = Field(default="{}", sa_column=Column(Text(), nullable=False))
+    # Settling stopped here: the key moved with nothing in doubt to explain it (not exclusive
+    # after all). Later checkpoints do not settle until ``audit --resume-settling``.
+    settling_stopped: bool = False
 
 
 class ScheduleFire(SQLModel, table=True):

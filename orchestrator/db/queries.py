@@ -118,6 +118,15 @@ def active_job_ids(session: Session) -> list[int]:
     return [int(i) for i in session.execute(query).scalars().all()]
 
 
+def jobs_changed_since(session: Session, since: datetime) -> str | None:
+    """ "job_started" or "job_finished" if a job was submitted or ended after ``since``."""
+    started = select(func.count()).where(col(Job.created_at) > since)
+    if session.execute(started).scalar_one():
+        return "job_started"
+    finished = select(func.count()).where(col(Job.finished_at) > since)
+    return "job_finished" if session.execute(finished).scalar_one() else None
+
+
 def cancelled_job_slots(session: Session, *, limit: int) -> Sequence[Activation]:
     """Slots still planned or waiting in jobs the user cancelled."""
     query = (
@@ -260,7 +269,7 @@ def last_fires(session: Session) -> dict[str, datetime]:
 
 # Money charged and not refunded: every slot with a cost (codes received, expired, orders in
 # flight), but a cancelled one, whose charge came back. Every spend figure is this sum.
-_CHARGED = and_(
+CHARGED = and_(
     col(Activation.cost_micros).is_not(None), col(Activation.state).not_in([State.CANCELLED])
 )
 
@@ -269,7 +278,7 @@ def _spend(job_id: int, *by: Any) -> Select[Any]:
     """The job's spend, one row per value of ``by`` (one row in all without it)."""
     return (
         select(*by, func.coalesce(func.sum(col(Activation.cost_micros)), 0))
-        .where(col(Activation.job_id) == job_id, _CHARGED)
+        .where(col(Activation.job_id) == job_id, CHARGED)
         .group_by(*by)
     )
 

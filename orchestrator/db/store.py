@@ -149,12 +149,14 @@ def move(
     event: str,
     expect: Collection[State] | None = None,
     reserve: int | None = None,
+    note: Mapping[str, Any] | None = None,
     **values: Any,
 ) -> bool:
     """Move a slot from the state it was read in (or one of ``expect``) to ``to``.
 
     Returns False, changing nothing, when another worker moved it first. ``reserve`` sets the
     budget the slot holds; the job's total follows by the difference, in the same transaction.
+    ``note``: more for the event's detail (who settled it, say), beside the values written.
     """
     assert act.id is not None
     states = list(expect) if expect is not None else [act.state]
@@ -171,7 +173,7 @@ def move(
     if reserve is not None and reserve != act.reserved_micros:
         delta = reserve - act.reserved_micros
         _execute(session, "reserve", _reserve_statement, {"p_id": act.job_id, "p_delta": delta})
-    record(session, act.job_id, event, act.id, state=to.value, **_loggable(values))
+    record(session, act.job_id, event, act.id, state=to.value, **_loggable(values), **(note or {}))
     for key, value in changes.items():
         setattr(act, key, value)
     return True
@@ -197,6 +199,7 @@ def claim(
     country_name: str,
     next_action_at: datetime,
     now: datetime,
+    quoted_micros: int | None = None,
 ) -> Claim:
     """Mark the slot ``ordering`` and reserve its cap against the job budget, atomically.
 
@@ -213,6 +216,7 @@ def claim(
         "claimed_at": now,
         "updated_at": now,
         "next_action_at": next_action_at,
+        "quoted_micros": quoted_micros,
     }
     if not _move_row(session, act.id, [State.PLANNED], 0, changes):
         return Claim.TAKEN
@@ -228,6 +232,7 @@ def claim(
     act.state = State.ORDERING
     act.reserved_micros = act.cap_micros
     act.country_id, act.country_name, act.claimed_at = country_id, country_name, now
+    act.quoted_micros = quoted_micros
     return Claim.CLAIMED
 
 
@@ -263,7 +268,10 @@ def _finish_job_statement() -> Executable:
     job_id: BindParameter[int] = bindparam("p_id")
     live = exists().where(
         col(Activation.job_id) == job_id,
-        or_(*(col(Activation.state) == state for state in sorted(LIVE_STATES))),  # not an IN
+        or_(
+            *(col(Activation.state) == state for state in sorted(LIVE_STATES)),  # not an IN
+            col(Activation.settle_pending).is_(True),  # in doubt, a checkpoint still to try
+        ),
     )
     return (
         update(Job)

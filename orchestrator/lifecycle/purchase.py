@@ -33,6 +33,7 @@ from orchestrator.lifecycle.recording import record_order, record_unusable
 from orchestrator.lifecycle.runtime import Runtime, defer
 from orchestrator.lifecycle.targets import end_slot
 from orchestrator.money import from_micros, to_micros
+from orchestrator.provider.quiet import HELD_RETRY
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.wallet import NO_HOLD, Hold, Pause
 
@@ -70,7 +71,7 @@ class Purchases:
             self.jobs = queries.get_jobs(session, {act.job_id for act in acts})
             self.targets = queries.get_targets(session, {act.target_id for act in acts})
         self.activations = {act.id: act for act in acts if act.id is not None}
-        self._owed: list[Write] = []
+        self._owed: list[tuple[Write, str | None]] = []  # and the quiet-gate token to leave
         self._nudges: list[Nudge] = []
         # Claimed by this message, per (service, country): the shared count of numbers
         # waiting is up to a second old, and a message buys several within that second.
@@ -87,16 +88,22 @@ class Purchases:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction that also writes what is owed, after the caller's own work."""
-        with transaction(self.rt.engine) as session:
-            yield session
-            # Last, so that a failure in the caller's work leaves them unapplied, to be
-            # written later. Once applied they are not retried: their rows changed in memory.
-            owed, self._owed = self._owed, []
-            nudges = [nudge for write in owed for nudge in write(session)]
+        owed: list[tuple[Write, str | None]] = []
+        try:
+            with transaction(self.rt.engine) as session:
+                yield session
+                # Last, so that a failure in the caller's work leaves them unapplied, to be
+                # written later. Once applied they are not retried: their rows changed in memory.
+                owed, self._owed = self._owed, []
+                nudges = [nudge for write, _ in owed for nudge in write(session)]
+        finally:
+            for _, token in owed:  # recorded (or never will be: the claim lease decides)
+                _leave(self.rt, token)
         self._nudges += nudges
 
-    def owe(self, write: Write) -> None:
-        self._owed.append(write)
+    def owe(self, write: Write, token: str | None = None) -> None:
+        """Write ``write`` with the next transaction, then leave the quiet gate by ``token``."""
+        self._owed.append((write, token))
 
     def flush(self) -> None:
         """Write what is owed now, on its own."""
@@ -143,6 +150,32 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     if not isinstance(choice, Choice):
         return choice
 
+    # Into the wallet's quiet gate before the claim; out once the order's outcome is recorded
+    # (by the owed write), so a wallet checkpoint never reads the balance mid-purchase.
+    token = rt.quiet.enter() if rt.quiet is not None else None
+    if rt.quiet is not None and token is None:
+        return _later(rt, act, HELD_RETRY, spread=True)  # a checkpoint is reading the wallet
+    try:
+        bought = _buy(rt, purchases, act, job, choice, token)
+    except BaseException:
+        _leave(rt, token)
+        raise
+    if bought is None:
+        return []  # sent: the owed write leaves the gate
+    _leave(rt, token)
+    return bought
+
+
+def _buy(
+    rt: Runtime,
+    purchases: Purchases,
+    act: Activation,
+    job: Job,
+    choice: Choice,
+    token: str | None,
+) -> list[Nudge] | None:
+    """Claim the slot and send its order; None once sent (its outcome is owed, with
+    ``token``), else what the slot does instead."""
     if rt.throttle is not None:
         # An order waits for its slot at most a quarter of the limiter's max_wait: what is
         # owed can wait that long with it.
@@ -173,6 +206,7 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
             country_name=choice.country_name,
             next_action_at=rt.after(rt.claim_lease),
             now=rt.now(),
+            quoted_micros=to_micros(choice.price),
         )
         if claimed is not store.Claim.CLAIMED:
             _give_back(rt, held)
@@ -181,8 +215,8 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         if claimed is store.Claim.NO_BUDGET:
             return _budget_refused(rt, session, act)
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
-    purchases.owe(_send_order(rt, act, job, choice, held))
-    return []
+    purchases.owe(_send_order(rt, act, job, choice, held), token)
+    return None
 
 
 def _choose(
@@ -349,6 +383,11 @@ def _later(rt: Runtime, act: Activation, delay: float, *, spread: bool = False) 
 # (job id, pause end) already recorded on the job by this process: one event per job and pause.
 _recorded: set[tuple[int, float]] = set()
 _recorded_lock = threading.Lock()
+
+
+def _leave(rt: Runtime, token: str | None) -> None:
+    if rt.quiet is not None:
+        rt.quiet.leave(token)
 
 
 def _give_back(rt: Runtime, held: Hold, *, spent: int = 0) -> None:

@@ -38,8 +38,10 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
                 session,
                 act,
                 State.FAILED,
-                event="resolved_not_bought",
+                event="settled_not_bought",
                 reserve=0,
+                settle_pending=False,
+                note={"by": "hand"},
                 error="resolved by hand: not bought",
             ):
                 return after_slot_ended(rt, session, act)  # a codes target buys another
@@ -54,7 +56,9 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
                     session,
                     act,
                     State.WAITING,
-                    event="resolved_bought",
+                    event="settled_bought",
+                    settle_pending=False,
+                    note={"by": "hand"},
                     order_id=order_id,
                     ordered_at=act.claimed_at or rt.now(),
                     error=None,

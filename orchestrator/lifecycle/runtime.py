@@ -26,6 +26,8 @@ from orchestrator.lifecycle.polling import (
     next_poll,
 )
 from orchestrator.provider.client import LegitSMSClient, Throttle
+from orchestrator.provider.quiet import QuietGate
+from orchestrator.provider.ratelimit import key_fingerprint
 from orchestrator.provider.types import Price
 from orchestrator.provider.wallet import WalletGuard
 
@@ -60,6 +62,7 @@ class Runtime:
     client: LegitSMSClient
     throttle: Throttle | None = None
     wallet: WalletGuard | None = None  # the key's buying pause and balance floor (wallet.py)
+    quiet: QuietGate | None = None  # the key's calls that move its wallet (quiet.py)
     clock: Callable[[], datetime] = utcnow
     prices: PriceCache = field(init=False)
     arrivals: ArrivalCache = field(init=False)
@@ -85,6 +88,11 @@ class Runtime:
         self._breakers = TtlCache(self._read_breakers, TTL)
         self._breakers_told = set()
         self._lock = threading.Lock()
+
+    @property
+    def key_fingerprint(self) -> str:
+        """The API key's fingerprint: what the wallet's checkpoints are kept under."""
+        return key_fingerprint(self.settings.require_api_key())
 
     def outcomes(self, service_id: int) -> dict[int, Outcomes]:
         """What this installation's orders of the service came to lately, per country."""

@@ -25,6 +25,7 @@ from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.runtime import Runtime, defer
 from orchestrator.lifecycle.targets import end_slot
+from orchestrator.provider.quiet import HELD_RETRY
 from orchestrator.provider.ratelimit import Priority
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -179,6 +180,21 @@ def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
     if rt.now() < allowed_at:
         return defer(rt, act, Action.CANCEL, (allowed_at - rt.now()).total_seconds())
 
+    # Into the wallet's quiet gate before the cancel is marked sent; out once its answer is
+    # recorded, so a wallet checkpoint never reads the balance mid-refund.
+    token = rt.quiet.enter() if rt.quiet is not None else None
+    if rt.quiet is not None and token is None:
+        return defer(rt, act, Action.CANCEL, HELD_RETRY)  # a checkpoint is reading the wallet
+    try:
+        return _send_cancel(rt, act)
+    finally:
+        if rt.quiet is not None:
+            rt.quiet.leave(token)
+
+
+def _send_cancel(rt: Runtime, act: Activation) -> list[Nudge]:
+    """Send the cancel (once) and record its answer."""
+    assert act.order_id is not None
     earlier_unknown = act.cancel_sent_at is not None
     with transaction(rt.engine) as session:
         if not store.mark_cancel_sent(session, act, rt.now()):

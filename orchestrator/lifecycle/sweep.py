@@ -10,6 +10,7 @@ import structlog
 from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, Job, State
+from orchestrator.lifecycle import checkpoint
 from orchestrator.lifecycle.cancels import cancel_at, start_cancel
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.purchase import claim_expired, expire_claim
@@ -72,6 +73,10 @@ def sweep(rt: Runtime) -> list[Nudge]:
     with ThreadPoolExecutor(max_workers=INLINE_THREADS) as pool:
         for later in pool.map(lambda act: _settle_safely(rt, act.id or 0), urgent):
             nudges += later
+    try:
+        nudges += checkpoint.when_due(rt)  # the wallet, at job starts and ends, and in doubt
+    except Exception as exc:  # the next sweep tries again
+        log.warning("wallet_checkpoint_failed", error=str(exc))
     return nudges
 
 

@@ -50,6 +50,8 @@ def end_slot(
 ) -> list[Nudge]:
     """Move the slot to a final state, then steer its target and end its job (below);
     ``replace``: a codes target may plan another number in its place."""
+    if to is State.IN_DOUBT and rt.settings.exclusive_key:
+        values.setdefault("settle_pending", True)  # a wallet checkpoint may settle it
     if store.move(session, act, to, event=event, **values):
         return after_slot_ended(rt, session, act, replace=replace)
     return []

@@ -14,6 +14,7 @@ from orchestrator.errors import Throttled
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient, Throttle
+from orchestrator.provider.quiet import QuietGate
 from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
 from orchestrator.provider.wallet import WalletGuard
 
@@ -113,6 +114,7 @@ def make_runtime(settings: Settings, redis_url: str, *, patient: bool = False) -
         client=client,
         throttle=limiter,
         wallet=make_wallet(settings, redis_url, client),
+        quiet=QuietGate(_redis(redis_url), settings.require_api_key()),
     )
 
 

@@ -16,12 +16,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db import queries
 from orchestrator.db.engine import reading
 from orchestrator.db.models import JobStatus, State
 from orchestrator.money import from_micros
 from orchestrator.sandbox.server import SandboxServer
 from tests.conftest import FAST_PROVIDER
+from tests.running import Run
 from tests.support import (
     COMMAND,
     Orchestrator,
@@ -165,3 +167,54 @@ def test_a_scraped_worker_shows_the_money_the_database_holds(
             supervisor.kill()
             supervisor.wait()
         log.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_run_serves_its_workers_metrics_while_it_runs(
+    orchestrator: Orchestrator, tmp_path: Path
+) -> None:
+    port = _free_port()
+    job_file = write_job(tmp_path, JOB.replace("quantity: 8", "quantity: 3"))
+    run = Run.start(orchestrator, str(job_file), "--workers", "1", "--metrics-port", str(port))
+    try:
+        seen: list[list[Sample]] = []
+
+        def placed() -> bool:
+            try:
+                samples = _scrape(port)
+            except OSError:
+                return False
+            seen.append(samples)
+            return _total(samples, "dramatiq_messages_total", actor_name="place_orders") >= 1
+
+        run.wait_until(placed, "its worker's messages counted at /metrics")
+        assert _total(seen[-1], "orchestrator_numbers", job_name="watched") == 3
+        assert run.wait(60) in (ExitCode.OK, ExitCode.INCOMPLETE), run.err()
+        with pytest.raises(OSError):
+            _scrape(port)  # gone with the run
+        assert run.left_behind() == {}
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_metrics_port_in_use_is_refused_before_anything_is_bought(
+    orchestrator: Orchestrator, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    job_file = write_job(tmp_path, JOB)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = orchestrator.run("run", str(job_file), "--metrics-port", port)
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert result.stderr.strip().splitlines() == [
+        f"error: --metrics-port {port} cannot be used on 127.0.0.1: Address already in use"
+    ]
+    assert sandbox.ledger.snapshot(0)["orders"] == []
+    assert orchestrator.run("status", "watched").returncode == ExitCode.BAD_INPUT, "no job"
+
+    result = orchestrator.run("worker", "--metrics-port", "70000")
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert "--metrics-port must be a port from 1 to 65535, got 70000" in result.stderr

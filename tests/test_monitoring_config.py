@@ -19,7 +19,7 @@ from orchestrator.lifecycle.gauges import MoneyCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SUFFIXES = ("", "_total", "_count", "_sum", "_bucket")
+SUFFIXES = {"gauge": ("",), "counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
 
 
 def _prometheus() -> dict[str, Any]:
@@ -43,13 +43,13 @@ def _config() -> dict[str, Any]:
 
 
 def _exposed() -> set[str]:
-    """Every sample name /metrics may show of ours."""
+    """Every sample name of ours that /metrics may show, as each metric's type names them."""
     families = [*MoneyCollector(None, Settings()).describe(), *REGISTRY.collect()]  # type: ignore[arg-type]
     return {
         family.name + suffix
         for family in families
         if family.name.startswith("orchestrator_")
-        for suffix in SUFFIXES
+        for suffix in SUFFIXES[family.type]
     }
 
 

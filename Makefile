@@ -34,7 +34,8 @@ compose-check: install
 	env -u POSTGRES_PASSWORD -u LEGITSMS_API_KEY POSTGRES_PASSWORD=x LEGITSMS_API_KEY=y $(COMPOSE) -f docker-compose.yml config -q
 	@if env -u POSTGRES_PASSWORD -u LEGITSMS_API_KEY $(COMPOSE) -f docker-compose.yml config -q 2>/dev/null; then \
 		echo "docker-compose.yml accepted missing required settings" >&2; exit 1; fi
-	@echo "docker-compose.yml validated"
+	env -u POSTGRES_PASSWORD -u LEGITSMS_API_KEY POSTGRES_PASSWORD=x LEGITSMS_API_KEY=y $(COMPOSE) -f docker-compose.yml --profile monitoring config -q
+	@echo "docker-compose.yml validated (and its monitoring profile: deploy/ is checked by tests/test_monitoring_config.py)"
 
 bench: install
 	$(BIN)/python -m bench

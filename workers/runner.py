@@ -12,10 +12,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
 from orchestrator.logs import CONSOLE_ENV
+
+if TYPE_CHECKING:
+    from workers.metrics_server import MetricsServer
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +32,7 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
 
     from workers.actors import QUEUES, runtime
     from workers.broker import broker
+    from workers.metrics_server import count_messages
     from workers.periodic import PeriodicSweep
 
     try:
@@ -36,6 +41,7 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
         log.warning("runtime_not_ready", error=str(exc))
 
     broker.add_middleware(PeriodicSweep(os.environ["REDIS_URL"], sweep_interval))
+    count_messages(broker)  # when a supervisor serves /metrics for this process
     worker = dramatiq.Worker(
         broker, queues=set(QUEUES.values()), worker_threads=threads, worker_timeout=1000
     )
@@ -72,9 +78,10 @@ def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
             stop.set()
 
 
-def run_processes(count: int, argv: list[str]) -> int:
+def run_processes(count: int, argv: list[str], metrics: MetricsServer | None = None) -> int:
     """Run ``count`` worker processes (``argv`` each), restarting any that dies, until SIGTERM
-    or SIGINT; then stop them all and return the worst exit code."""
+    or SIGINT; then stop them all and return the worst exit code. With ``metrics``, their
+    metrics are served there."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -82,7 +89,13 @@ def run_processes(count: int, argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    workers = LocalWorkers(argv, count, dict(os.environ))
+    env = dict(os.environ)
+    workers = LocalWorkers(
+        argv,
+        count,
+        env if metrics is None else metrics.worker_env(env),
+        on_exit=None if metrics is None else metrics.process_gone,
+    )
     while not stop.wait(1.0):
         workers.keep_alive()
     return workers.stop()
@@ -110,6 +123,7 @@ class LocalWorkers:
     decides when they stop; and each stops on its own if the supervisor dies (PARENT_ENV).
     With ``on_line``, their output is read here and handed over line by line (so a live
     progress bar can print it above itself); without, they write to our stderr directly.
+    ``on_exit`` is told the pid of each that ended (a metrics server forgets it).
     """
 
     def __init__(
@@ -119,10 +133,12 @@ class LocalWorkers:
         env: dict[str, str],
         *,
         on_line: Callable[[str], None] | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self._argv = argv
         self._env = {**env, PARENT_ENV: str(os.getpid())}
         self._on_line = on_line
+        self._on_exit = on_exit
         self._children = [self._spawn() for _ in range(count)]
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -149,7 +165,12 @@ class LocalWorkers:
         for i, child in enumerate(self._children):
             if child.poll() is not None:
                 log.warning("worker_restarted", exit_code=child.returncode)
+                self._ended(child)
                 self._children[i] = self._spawn()
+
+    def _ended(self, child: subprocess.Popen[bytes]) -> None:
+        if self._on_exit is not None:
+            self._on_exit(child.pid)
 
     def stop(self, timeout: float = 20.0) -> int:
         """Ask each to stop (SIGTERM), kill any still running after ``timeout`` seconds;
@@ -164,6 +185,7 @@ class LocalWorkers:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+            self._ended(child)
         return max((child.returncode for child in self._children), default=0)
 
 

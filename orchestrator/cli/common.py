@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import structlog
 import typer
@@ -38,6 +38,9 @@ from orchestrator.logs import configure_logging
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
 from workers.embedded_broker import EmbeddedBroker, ensure_embedded
+
+if TYPE_CHECKING:
+    from workers.metrics_server import MetricsServer
 
 OVERLAP_HELP = "Submit even if a job of the same name is still active."
 log = structlog.get_logger(__name__)
@@ -143,6 +146,45 @@ def at_least_option(lowest: int) -> Callable[[typer.CallbackParam, int | None], 
         return value
 
     return check
+
+
+def check_port(param: typer.CallbackParam, value: int | None) -> int | None:
+    """An option callback refusing a TCP port outside 1-65535 with one line and exit 2."""
+    if value is not None and not 1 <= value <= 65535:
+        name = param.opts[0] if param.opts else str(param.name)
+        fail(ExitCode.BAD_INPUT, f"{name} must be a port from 1 to 65535, got {value}")
+    return value
+
+
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve Prometheus metrics at /metrics on this port: the workers' (summed over "
+        "their processes) and the money gauges read from the database.",
+        callback=check_port,
+    ),
+]
+MetricsHost = Annotated[
+    str, typer.Option(help="The address --metrics-port listens on (0.0.0.0: every interface).")
+]
+METRICS_HOST = "127.0.0.1"
+
+
+@contextmanager
+def metrics_served(
+    settings: Settings, host: str, port: int | None
+) -> Iterator[MetricsServer | None]:
+    """A metrics server on ``host:port`` while inside (None without a port)."""
+    if port is None:
+        yield None
+        return
+    from workers.metrics_server import MetricsServer
+
+    server = MetricsServer(settings, host=host, port=port)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def check_log_level(value: str | None) -> str | None:

@@ -9,11 +9,15 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.common import (
+    METRICS_HOST,
+    MetricsHost,
+    MetricsPort,
     at_least_option,
     broker_url,
     context,
     fail,
     guard,
+    metrics_served,
     out,
     plain,
     send_nudges,
@@ -89,6 +93,8 @@ def worker(
             help="Threads per process, 1 or more (default: settings').", callback=at_least_option(1)
         ),
     ] = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = METRICS_HOST,
 ) -> None:
     """Work the queue until stopped (SIGTERM or Ctrl-C)."""
     with guard():
@@ -96,11 +102,13 @@ def worker(
         settings.require_api_key()
         count = processes if processes is not None else settings.worker_processes
         per = threads if threads is not None else settings.worker_threads
-        with broker_url(settings):
+        with broker_url(settings), metrics_served(settings, metrics_host, metrics_port) as metrics:
             from workers.runner import run_processes, run_worker, worker_argv
 
-            if count > 1:
-                raise typer.Exit(run_processes(count, worker_argv(per)))
+            # With metrics, even one worker process runs under this one, which serves them:
+            # the worker's metrics mode is chosen in its environment before it starts.
+            if count > 1 or metrics is not None:
+                raise typer.Exit(run_processes(count, worker_argv(per), metrics))
             raise typer.Exit(run_worker(threads=per, sweep_interval=settings.sweep_interval))
 
 

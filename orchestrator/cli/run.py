@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli.common import (
+    METRICS_HOST,
     OVERLAP_HELP,
+    MetricsHost,
+    MetricsPort,
     at_least_option,
     broker_handle,
     broker_url,
@@ -17,6 +20,7 @@ from orchestrator.cli.common import (
     err,
     fail,
     guard,
+    metrics_served,
     out,
     plain,
     send_nudges,
@@ -48,6 +52,9 @@ from orchestrator.lifecycle.wiring import make_database, make_runtime
 from orchestrator.logs import at_least, configure_logging
 from workers.embedded_broker import BrokerLost
 from workers.runner import LocalWorkers, child_env
+
+if TYPE_CHECKING:
+    from workers.metrics_server import MetricsServer
 
 
 def submit(
@@ -92,6 +99,8 @@ def run(
             help="Print only errors and the final summary line (logs: warnings and errors).",
         ),
     ] = False,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = METRICS_HOST,
 ) -> None:
     """Submit a job, work it with local workers, wait until every number ended, export.
 
@@ -110,7 +119,16 @@ def run(
     signals.install()
     try:
         with guard():
-            final = _run(ctx, job_file, template, workers, allow_overlap, quiet, signals)
+            final = _run(
+                ctx,
+                job_file,
+                template,
+                workers,
+                allow_overlap,
+                quiet,
+                signals,
+                metrics=(metrics_host, metrics_port),
+            )
     except Interrupted as exc:
         fail(
             ExitCode.for_signal(exc.signum),
@@ -129,6 +147,8 @@ def _run(
     allow_overlap: bool,
     quiet: bool,
     signals: Signals,
+    *,
+    metrics: tuple[str, int | None],
 ) -> Progress:
     """``run`` once its arguments are checked: its summary is printed, its verdict returned."""
     options = context(ctx)
@@ -138,7 +158,10 @@ def _run(
         level = at_least(level, "warning")
         configure_logging(level)
     bar = err.is_terminal and not quiet
-    with broker_handle(settings) as (url, embedded):
+    with (
+        broker_handle(settings) as (url, embedded),
+        metrics_served(settings, *metrics) as server,
+    ):
         job_id, slots = submit_file(
             settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting
         )
@@ -146,7 +169,7 @@ def _run(
             plain(err, f"job {job_id}: {slots} numbers submitted")
         count = settings.worker_processes if workers is None else workers
         env = child_env(url, log_level=level, config=options.config, console_logs=bar)
-        local = _start_workers(settings, count, env, through_bar=bar)
+        local = _start_workers(settings, count, env, through_bar=bar, metrics=server)
         watch = BrokerWatch(url, embedded, on_restart=say_to(err))
         try:
             final = _watch(settings, job_id, local, watch, signals, url=url, quiet=quiet)
@@ -199,7 +222,12 @@ def _say_what_is_left(settings: Settings, job_id: int) -> None:
 
 
 def _start_workers(
-    settings: Settings, count: int, env: dict[str, str], *, through_bar: bool
+    settings: Settings,
+    count: int,
+    env: dict[str, str],
+    *,
+    through_bar: bool,
+    metrics: MetricsServer | None,
 ) -> LocalWorkers | None:
     if count <= 0:
         return None
@@ -208,7 +236,12 @@ def _start_workers(
 
     # Under a live bar, the workers' lines are printed above it rather than through it.
     on_line = echo_to(err) if through_bar else None
-    return LocalWorkers(worker_argv(settings.worker_threads), count, env, on_line=on_line)
+    if metrics is not None:  # run serves its workers' metrics, summed, on its one port
+        env = metrics.worker_env(env)
+    on_exit = None if metrics is None else metrics.process_gone
+    return LocalWorkers(
+        worker_argv(settings.worker_threads), count, env, on_line=on_line, on_exit=on_exit
+    )
 
 
 def _watch(

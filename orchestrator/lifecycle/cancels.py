@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from orchestrator.config import Settings
 from orchestrator.db import store
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.lifecycle.nudges import Action, Nudge
@@ -20,9 +21,13 @@ SKEW_SECONDS = 1.0  # send a cancel this long after the minimum age, for clock d
 def cancel_at(rt: Runtime, act: Activation, job: Job) -> datetime:
     """When a code-less order is given up: the job's timeout, within what the provider allows."""
     assert act.ordered_at is not None
-    s = rt.settings
-    wait = min(max(job.code_timeout, s.cancel_min_age), s.cancel_deadline)
-    return act.ordered_at + timedelta(seconds=wait)
+    return act.ordered_at + timedelta(seconds=give_up_after(rt.settings, job.code_timeout))
+
+
+def give_up_after(settings: Settings, code_timeout: float) -> float:
+    """Seconds after its purchase that a code-less order of a job with ``code_timeout`` is
+    given up: never before the provider allows a cancel, never too near its expiry."""
+    return min(max(code_timeout, settings.cancel_min_age), settings.cancel_deadline)
 
 
 def cancel_allowed_at(rt: Runtime, act: Activation) -> datetime:

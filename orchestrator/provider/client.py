@@ -32,6 +32,7 @@ from orchestrator.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from orchestrator.metrics import PROVIDER_429, PROVIDER_SECONDS, endpoint
 from orchestrator.provider.answers import (
     NOT_JSON,
     load_json,
@@ -284,12 +285,14 @@ class LegitSMSClient:
             headers=self._headers,
             extensions=self._extensions,
         )
+        sent = time.monotonic()
         try:
             response = self._transport.handle_request(request)
             try:
                 content = read_bounded(path, response, self._max_response_bytes)
             finally:
                 response.close()  # mid-answer, this drops the connection instead of draining it
+                PROVIDER_SECONDS.labels(endpoint(path)).observe(time.monotonic() - sent)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise NotSent(f"{path}: could not connect ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -315,6 +318,7 @@ class LegitSMSClient:
         status = response.status_code
         refusal: RateLimited | None = None
         if status == 429:
+            PROVIDER_429.labels(endpoint(path)).inc()
             header = response.headers.get("retry-after")
             retry_after = min(retry_after_seconds(header), self._retry_after_cap)
             if self._throttle is not None:

@@ -12,6 +12,7 @@ from typing import Final
 from redis import Redis
 
 from orchestrator.errors import Throttled
+from orchestrator.metrics import RATELIMIT_DEFERRED, RATELIMIT_WAIT
 
 __all__ = ["Priority", "SharedRateLimiter", "horizon", "key_fingerprint"]
 
@@ -168,8 +169,10 @@ class SharedRateLimiter:
         reply = self._acquire(keys=self._keys, args=[interval_us, horizon_us])
         granted, micros = int(reply[0]), int(reply[1])
         if not granted:
+            RATELIMIT_DEFERRED.labels(Priority(priority).name.lower()).inc()
             raise Throttled(max(micros / 1_000_000, _MIN_RETRY))
         if micros > 0:
+            RATELIMIT_WAIT.labels(Priority(priority).name.lower()).inc(micros / 1_000_000)
             time.sleep(micros / 1_000_000)
         elif self.interval == 0:
             self._clear_until = time.monotonic() + _UNLIMITED_RECHECK

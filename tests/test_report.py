@@ -27,6 +27,7 @@ from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.watch import read_progress
 from orchestrator.db.models import Activation, Job, JobStatus, State, Target
 from orchestrator.jobs.report import build_report, failure_reason
+from orchestrator.jobs.report_charts import WIDE, timeline_chart
 from orchestrator.jobs.report_page import render_html
 from orchestrator.sandbox.server import SandboxServer
 from tests.conftest import FAST_PROVIDER
@@ -199,6 +200,37 @@ def test_why_a_number_got_no_code_is_said_in_the_readmes_words() -> None:
     assert failure_reason(State.FAILED, None, None) == "no reason recorded"
     assert failure_reason(State.RECEIVED, None, None) is None
     assert failure_reason(State.WAITING, None, None) is None
+
+
+def test_a_job_just_submitted_is_reported_running_with_nothing_to_chart() -> None:
+    job = Job(id=6, name="fresh", source="", code_timeout=60, created_at=NOW)
+    target = Target(
+        id=1, job_id=6, position=0, service_id=1, service_name="T", countries="[]", quantity=3
+    )
+    rows = [(job, target, _slot(i, State.PLANNED, None, None)) for i in range(3)]
+
+    page = render_html(build_report(job, rows, {}), generated=NOW)
+
+    data = check_page(page)
+    assert "<b>running</b>" in page and "still running" in page
+    assert "nothing was bought" in page and "no codes received" in page
+    assert data["job"]["duration_seconds"] is None and data["job"]["budget_used"] is None
+    assert data["job"]["success_rate"] is None and data["job"]["cost_per_code"] is None
+    assert data["failures"] == [] and data["timeline"]["bought"] == []
+
+
+def test_a_big_jobs_timeline_is_drawn_with_at_most_one_step_per_unit_of_width() -> None:
+    bought = [i / 100 for i in range(10_000)]  # 10,000 numbers in 100 s
+
+    chart = timeline_chart(WIDE, [("bought", "#000", bought)], 100.0)
+
+    found = re.search(r'<polyline points="([^"]*)"', chart)
+    assert found
+    points = [tuple(map(float, p.split(","))) for p in found[1].split()]
+    assert len(points) <= 2 * WIDE + 2
+    tops = re.findall(r'<text x="[\d.]+" y="[\d.]+" text-anchor="end">(\d+)</text>', chart)
+    assert tops[-1] == "10000", "the y axis reaches the total"
+    assert points[-1][1] == min(y for _, y in points), "the line ends at the total"
 
 
 # --- a real job: the CLI, the simulator, Redis and the database ---------------------------

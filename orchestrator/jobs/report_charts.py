@@ -204,12 +204,15 @@ def timeline_chart(
     body.append(_line(_LEFT, base, width - _RIGHT, base, COLOURS["axis"]))
     body.append(_text(_LEFT + plot / 2, height - 4, "time since submission", "middle"))
     for name, colour, times in series:
+        # One step per unit (about a pixel), however many events share it: a big job's line
+        # stays a few hundred points.
+        steps: dict[str, int] = {}
+        for count, moment in enumerate(times, start=1):
+            steps[f"{x_of(moment):.0f}"] = count
         points, count = [f"{_LEFT},{base}"], 0
-        for moment in times:
-            x = x_of(moment)
-            points.append(f"{x:.1f},{y_of(count):.1f}")
-            count += 1
-            points.append(f"{x:.1f},{y_of(count):.1f}")
+        for x, total in steps.items():
+            points.append(f"{x},{y_of(count):.1f} {x},{y_of(total):.1f}")
+            count = total
         points.append(f"{width - _RIGHT},{y_of(count):.1f}")
         body.append(
             f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" '

@@ -26,8 +26,8 @@ from sqlmodel import Session, col, select
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.watch import read_progress
 from orchestrator.db.models import Activation, Job, JobStatus, State, Target
-from orchestrator.jobs.report import build_report, failure_reason
-from orchestrator.jobs.report_charts import WIDE, timeline_chart
+from orchestrator.jobs.report import build_report, failure_reason, histogram
+from orchestrator.jobs.report_charts import NARROW, WIDE, arrival_chart, timeline_chart
 from orchestrator.jobs.report_page import render_html
 from orchestrator.sandbox.server import SandboxServer
 from tests.conftest import FAST_PROVIDER
@@ -217,6 +217,21 @@ def test_a_job_just_submitted_is_reported_running_with_nothing_to_chart() -> Non
     assert data["job"]["duration_seconds"] is None and data["job"]["budget_used"] is None
     assert data["job"]["success_rate"] is None and data["job"]["cost_per_code"] is None
     assert data["failures"] == [] and data["timeline"]["bought"] == []
+
+
+def test_the_arrival_histogram_labels_its_bin_edges_and_counts_in_round_steps() -> None:
+    bins = histogram([0.6, 0.7, 2.6, 2.7, 2.8, 3.2] + [0.9] * 37)
+
+    wide, narrow = (arrival_chart(w, bins, 0.9, 3.2) for w in (WIDE, NARROW))
+
+    def edges(chart: str) -> list[str]:
+        return re.findall(r'text-anchor="middle">([\d.]+)</text>', chart)
+
+    assert edges(wide) == ["0", "0.5", "1", "1.5", "2", "2.5", "3", "3.5"]
+    assert edges(narrow) == ["0", "1", "2", "3"], "every other edge where space is short"
+    counts = re.findall(r'text-anchor="end">(\d+)</text>', wide)
+    assert counts == ["0", "10", "20", "30", "40"], "39 codes in the highest bin"
+    assert "p50 0.9 s" in wide and "p95 3.2 s" in wide
 
 
 def test_a_big_jobs_timeline_is_drawn_with_at_most_one_step_per_unit_of_width() -> None:

@@ -1,5 +1,5 @@
-"""What an operator sees: export path templates, --quiet, multi-job exports, status, the HTML
-report and the live progress bar."""
+"""What an operator sees: export path templates, --quiet, multi-job exports, status and the
+live progress bar (the HTML report: test_report.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import csv
 import json
 import sys
 import time
-from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from html.parser import HTMLParser
 from io import StringIO
 from pathlib import Path
 
@@ -21,10 +19,9 @@ from sqlmodel import Session, col, select
 
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.progress_bar import ProgressBar
-from orchestrator.cli.watch import Progress, read_progress
-from orchestrator.db.models import Activation, Job, JobStatus, State, Target
+from orchestrator.cli.watch import Progress
+from orchestrator.db.models import Job, JobStatus, State
 from orchestrator.jobs.export_path import PathTemplate, TemplateError
-from orchestrator.jobs.report import build_report, render_html
 from orchestrator.logs import CONSOLE_ENV, at_least
 from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, submitted_job_id, write_job
@@ -39,21 +36,6 @@ targets:
     country: 16
     quantity: 3
     max_price: 2.00
-"""
-
-TWO_COUNTRIES = """\
-name: spread
-budget: 50.00
-code_timeout: 4s
-targets:
-  - service: Telegram
-    country: United Kingdom
-    quantity: 4
-    max_price: 2.00
-  - service: 924
-    countries: [16, 1]
-    quantity: 4
-    max_price: 0.50
 """
 
 
@@ -162,100 +144,6 @@ def test_worker_output_under_a_live_bar_is_handed_over_line_by_line() -> None:
     workers.stop()
 
     assert sorted(lines) == ["one", "two"]
-
-
-# --- the HTML report, from rows made in memory -------------------------------------------
-
-
-class _Checker(HTMLParser):
-    """Fails on any closing tag that does not match the last open one; counts elements."""
-
-    VOID = frozenset({"meta", "br", "img", "hr", "link", "input", "col", "area", "base", "wbr"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.open: list[str] = []
-        self.seen: Counter[str] = Counter()
-        self.doctype = ""
-        self.data: dict[str, str] = {}
-        self._script_id: str | None = None
-
-    def handle_decl(self, decl: str) -> None:
-        self.doctype = decl
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.seen[tag] += 1
-        if tag == "script":
-            self._script_id = dict(attrs).get("id")
-            assert dict(attrs).get("type") == "application/json", "no executable script"
-            assert "src" not in dict(attrs)
-        if tag == "link":
-            raise AssertionError("the page must not load anything")
-        if tag not in self.VOID:
-            self.open.append(tag)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.seen[tag] += 1  # <rect .../>: opened and closed at once
-
-    def handle_endtag(self, tag: str) -> None:
-        assert self.open, f"</{tag}> closes nothing"
-        assert self.open[-1] == tag, f"</{tag}> closes <{self.open[-1]}>"
-        self.open.pop()
-        if tag == "script":
-            self._script_id = None
-
-    def handle_data(self, data: str) -> None:
-        if self._script_id:
-            self.data[self._script_id] = self.data.get(self._script_id, "") + data
-
-
-def check_page(page: str) -> _Checker:
-    checker = _Checker()
-    checker.feed(page)
-    checker.close()
-    assert checker.doctype.lower() == "doctype html"
-    assert not checker.open, f"never closed: {checker.open}"
-    assert checker.seen["html"] == 1
-    assert checker.seen["svg"] >= 3, "spend, success and arrival charts"
-    return checker
-
-
-def test_the_report_escapes_names_it_did_not_write() -> None:
-    now = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
-    job = Job(id=5, name="night-1", source="", code_timeout=60, created_at=now)
-    target = Target(
-        id=1, job_id=5, position=0, service_id=1, service_name="T", countries="[]", quantity=2
-    )
-    hostile = "</script><script>alert(1)</script>&<b>"
-    rows = [
-        (
-            job,
-            target,
-            Activation(
-                id=i + 1,
-                job_id=5,
-                target_id=1,
-                slot=i,
-                service_id=1,
-                state=State.RECEIVED,
-                country_id=9,
-                country_name=hostile,
-                cost_micros=1_250_000,
-                ordered_at=now,
-                code_at=now + timedelta(seconds=4 + i),
-            ),
-        )
-        for i in range(2)
-    ]
-
-    page = render_html(build_report(job, rows, {9: 2_500_000}), generated=now)
-
-    checker = check_page(page)
-    assert "<script>alert" not in page
-    data = json.loads(checker.data["report-data"])
-    assert data["countries"][0]["country"] == hostile
-    assert data["countries"][0]["spend"] == "2.50"
-    assert data["arrival_seconds"] == [4.0, 5.0]
 
 
 # --- on real parts: the CLI, the simulator, Redis and the database -----------------------
@@ -398,45 +286,3 @@ def test_status_shows_each_job_with_its_spend_and_budget(
     assert "success rate" in one.stdout
     assert "0/3 ended" in one.stdout
     assert "by target" in one.stdout
-
-
-@pytest.mark.slow
-def test_the_report_is_one_valid_html_page_whose_data_matches_the_database(
-    orchestrator: Orchestrator, tmp_path: Path
-) -> None:
-    job = write_job(tmp_path, TWO_COUNTRIES)
-    ran = orchestrator.run("run", str(job), "--quiet", timeout=120)
-    assert ran.returncode in (ExitCode.OK, ExitCode.INCOMPLETE), ran.stderr
-
-    result = orchestrator.run("report", "1", "--output", "reports/spread.html")
-
-    assert result.returncode == 0, result.stderr
-    page = (tmp_path / "reports" / "spread.html").read_text()
-    checker = check_page(page)
-    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    assert "https://" not in page
-    data = json.loads(checker.data["report-data"])
-    with Session(orchestrator.engine) as session:
-        slots = session.execute(select(Activation).where(col(Activation.job_id) == 1)).scalars()
-        spend: dict[str, Decimal] = defaultdict(Decimal)
-        numbers: Counter[str] = Counter()
-        received: Counter[str] = Counter()
-        states: Counter[str] = Counter()
-        for act in slots:
-            country = act.country_name or "(no country)"
-            numbers[country] += 1
-            received[country] += act.state is State.RECEIVED
-            states[act.state.value] += 1
-            if act.cost_micros is not None and act.state is not State.CANCELLED:
-                spend[country] += Decimal(act.cost_micros) / 1_000_000
-    countries = {c["country"]: c for c in data["countries"]}
-    assert set(countries) == set(numbers)
-    for name, entry in countries.items():
-        assert Decimal(entry["spend"]) == spend[name], name
-        assert entry["numbers"] == numbers[name]
-        assert entry["received"] == received[name]
-    assert {k: v for k, v in data["job"]["counts"].items() if v} == dict(states)
-    assert Decimal(data["job"]["spend"]) == read_progress(orchestrator.engine, 1).spend
-    assert len(data["arrival_seconds"]) == states["received"]
-    assert sum(b["count"] for b in data["arrival_histogram"]) == states["received"]
-    assert data["job"]["name"] == "spread"

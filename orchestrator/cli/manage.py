@@ -198,9 +198,11 @@ def report(
     job: Annotated[str, typer.Argument(help="A job id or name (a name: its newest job).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
 ) -> None:
-    """Write a self-contained HTML page: spend and success by country, code-arrival times."""
+    """Write a self-contained HTML page: per service and country the numbers, codes, spend,
+    refunds and cost per code; why numbers got no code; code-arrival times; a timeline."""
     from orchestrator.db.models import utcnow
-    from orchestrator.jobs.report import build_report, render_html
+    from orchestrator.jobs.report import build_report
+    from orchestrator.jobs.report_page import render_html
 
     with guard():
         settings = context(ctx).settings()
@@ -211,7 +213,7 @@ def report(
                 build_report(
                     row,
                     queries.export_rows(session, [row.id]),
-                    queries.spend_micros_by_country(session, row.id),
+                    queries.money_by_service_country(session, row.id),
                 ),
                 generated=utcnow(),
             )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Select, and_, bindparam, exists, func, or_, select
+from sqlalchemy import Executable, Select, and_, bindparam, case, exists, func, or_, select
 from sqlmodel import Session, col
 
 from orchestrator.db import prepared
@@ -295,10 +295,34 @@ def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
     return {int(target): int(spent) for target, spent in rows}
 
 
-def spend_micros_by_country(session: Session, job_id: int) -> dict[int | None, int]:
-    """What ``spend_micros`` counts, per country the job's slots chose (None: none chosen)."""
-    rows = session.execute(_spend(job_id, col(Activation.country_id))).all()
-    return {None if country is None else int(country): int(spent) for country, spent in rows}
+# Money charged and then refunded: a cancelled order's cost (the other side of _CHARGED).
+_REFUNDED = and_(col(Activation.cost_micros).is_not(None), col(Activation.state) == State.CANCELLED)
+
+
+def money_by_service_country(
+    session: Session, job_id: int
+) -> dict[tuple[int, int | None], tuple[int, int]]:
+    """Per (service, country) the job's slots chose (country None: none chosen): what
+    ``spend_micros`` counts, and what was refunded."""
+    cost, service, country = (
+        col(Activation.cost_micros),
+        col(Activation.service_id),
+        col(Activation.country_id),
+    )
+    query = (
+        select(
+            service,
+            country,
+            func.coalesce(func.sum(case((_CHARGED, cost), else_=0)), 0),
+            func.coalesce(func.sum(case((_REFUNDED, cost), else_=0)), 0),
+        )
+        .where(col(Activation.job_id) == job_id)
+        .group_by(service, country)
+    )
+    return {
+        (int(s), None if c is None else int(c)): (int(spent), int(refunded))
+        for s, c, spent, refunded in session.execute(query).all()
+    }
 
 
 # Why an order ended without a code says something about its country only when the code did

@@ -9,16 +9,18 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from orchestrator.config import Settings
-from orchestrator.db import store
+from orchestrator.db import store, wallet_ledger
 from orchestrator.db.engine import make_engine, transaction
 from orchestrator.db.models import Activation, Job, JobStatus, State
 from orchestrator.jobs.resolve import ResolvedJob, ResolvedTarget
 from orchestrator.jobs.submit import job_plan
 from orchestrator.lifecycle.gauges import MoneyCollector
+from orchestrator.provider.ratelimit import key_fingerprint
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 UK = (16, "United Kingdom")
@@ -200,3 +202,28 @@ def test_a_scrape_survives_a_database_that_cannot_be_read(tmp_path: Path) -> Non
     finally:
         engine.dispose()
     assert scraped == {("orchestrator_database_up", frozenset()): 0}
+
+
+def test_the_unexplained_spend_of_the_last_checkpoint_is_a_gauge(engine: Engine) -> None:
+    settings = SETTINGS.model_copy(update={"api_key": SecretStr("sk_gauge")})
+    collector = MoneyCollector(engine, settings, now=lambda: NOW)
+    assert collector.read(NOW).unexplained is None, "no checkpoint yet: no figure"
+    with transaction(engine) as session:
+        for at, unexplained in ((NOW - timedelta(hours=1), 0), (NOW, 1_550_000)):
+            wallet_ledger.add_checkpoint(
+                session,
+                key=key_fingerprint("sk_gauge"),
+                at=at,
+                reason="audit",
+                balance_micros=10_000_000,
+                ledger=wallet_ledger.totals(session),
+                outcome={"unexplained_micros": unexplained},
+                settling_stopped=False,
+            )
+    samples = [
+        sample
+        for family in collector.collect()
+        for sample in family.samples
+        if sample.name == "orchestrator_unexplained_spend_dollars"
+    ]
+    assert [(s.labels, s.value) for s in samples] == [({}, 1.55)], "the last checkpoint's"

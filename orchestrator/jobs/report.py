@@ -61,7 +61,7 @@ class GroupStats:
     bought: int = 0  # of them, orders placed
     orders: int = 0  # orders with a known end (received, cancelled, expired)
     received: int = 0
-    spend_micros: int = 0  # charged and not refunded (queries._CHARGED)
+    spend_micros: int = 0  # charged and not refunded (queries.CHARGED)
     refunded_micros: int = 0  # charged, then refunded by a cancel
 
     @property

@@ -2,7 +2,7 @@
 
 Numbers by state, codes, spend, refunds, value in doubt, refunds at risk and the circuit
 breakers are not counted in memory: every scrape reads them (one query function,
-``queries.money_figures``, and the breakers as ``status`` reads them), so any process on any
+``money_figures.read``, and the breakers as ``status`` reads them), so any process on any
 host shows the truth and nothing drifts after a restart. Only active jobs and jobs finished in
 the last ``SCOPE`` are shown: scrapes stay cheap and the label sets few. Register this
 collector once per scraped registry (``workers/metrics_server.py``): two would be summed.
@@ -10,6 +10,7 @@ collector once per scraped registry (``workers/metrics_server.py``): two would b
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -20,12 +21,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from orchestrator.config import Settings
-from orchestrator.db import queries
+from orchestrator.db import money_figures, wallet_ledger
 from orchestrator.db.engine import reading
 from orchestrator.db.models import State, utcnow
 from orchestrator.lifecycle.breaker import read_breakers
 from orchestrator.lifecycle.cancels import give_up_after
 from orchestrator.money import from_micros
+from orchestrator.provider.ratelimit import key_fingerprint
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
@@ -79,13 +81,21 @@ class MoneyCollector(Collector):
         s = self._settings
         earliest_risk = timedelta(seconds=s.provider_expiry) - RISK_WINDOW
         with reading(self._engine) as session:
-            money = queries.money_figures(
+            money = money_figures.read(
                 session, finished_since=now - SCOPE, bought_before=now - earliest_risk
             )
             breakers = read_breakers(
                 session, failures=s.breaker_failures, cooldown=s.breaker_cooldown, now=now
             )
+            api_key = s.api_key.get_secret_value() if s.api_key is not None else ""
+            last = (
+                wallet_ledger.last_checkpoint(session, key_fingerprint(api_key))
+                if api_key
+                else None
+            )
         figures = Figures(database_up=True)
+        if last is not None:
+            figures.unexplained = int(json.loads(last.outcome).get("unexplained_micros", 0))
         for group in money.groups:
             where = _where(group)
             figures.numbers[(*where, group.state.value)] += group.numbers
@@ -123,9 +133,10 @@ class Figures:
         self.at_risk: defaultdict[Where, int] = defaultdict(int)
         self.at_risk_numbers: defaultdict[Where, int] = defaultdict(int)
         self.breakers: dict[tuple[str, str], int] = {}
+        self.unexplained: int | None = None  # at the last wallet checkpoint (None: none yet)
 
 
-def _where(row: queries.SlotGroup | queries.OldOrder) -> Where:
+def _where(row: money_figures.SlotGroup | money_figures.OldOrder) -> Where:
     return (row.job_name, str(row.job_id), _label(row.service), _label(row.country))
 
 
@@ -178,3 +189,11 @@ def _families(f: Figures) -> Iterator[Metric]:
     for (service, country), is_open in sorted(f.breakers.items()):
         breakers.add_metric([service, country], is_open)
     yield breakers
+    unexplained = GaugeMetricFamily(
+        "orchestrator_unexplained_spend_dollars",
+        "What the wallet's movement up to the last checkpoint left unexplained by the ledger "
+        "(orchestrator audit); absent before the first checkpoint.",
+    )
+    if f.unexplained is not None:
+        unexplained.add_metric([], _dollars(f.unexplained))
+    yield unexplained

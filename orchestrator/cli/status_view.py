@@ -97,7 +97,14 @@ def job_summary(session: Session, job: Job) -> Table:
 
 
 # Slots that hold a number: bought, whatever came of it (an in-doubt one may or may not).
-BOUGHT = (State.WAITING, State.CANCELLING, State.RECEIVED, State.CANCELLED, State.EXPIRED)
+BOUGHT = (
+    State.WAITING,
+    State.CANCELLING,
+    State.RECEIVED,
+    State.CANCELLED,
+    State.EXPIRED,
+    State.LOST,
+)
 
 
 def job_table(session: Session, job: Job) -> Table:

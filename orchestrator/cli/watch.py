@@ -68,8 +68,8 @@ class Progress:
         return (
             f"{wanted}{self.ended}/{self.total} ended: {c[State.RECEIVED]} received, "
             f"{self.waiting} waiting, {c[State.CANCELLED]} cancelled, "
-            f"{c[State.EXPIRED]} expired, {c[State.FAILED]} failed, {c[State.IN_DOUBT]} in doubt; "
-            f"spent {self.spend}{budget}"
+            f"{c[State.EXPIRED]} expired, {c[State.FAILED]} failed, {c[State.IN_DOUBT]} in doubt"
+            f"{f', {c[State.LOST]} lost' if c[State.LOST] else ''}; spent {self.spend}{budget}"
         )
 
     def exit_code(self) -> ExitCode:

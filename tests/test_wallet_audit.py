@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import redis
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from orchestrator.db.models import Activation, State, WalletCheckpoint
+from orchestrator.db import store, wallet_ledger
+from orchestrator.db.engine import transaction
+from orchestrator.db.models import Activation, JobPlan, State, TargetPlan, WalletCheckpoint
 from orchestrator.lifecycle.settle_in_doubt import NOT_BOUGHT, counts_bought
 from orchestrator.provider.quiet import QuietGate
 from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
@@ -42,6 +46,55 @@ def test_equal_costs_are_interchangeable_but_two_counts_that_fit_are_ambiguous()
 def test_a_spend_no_combination_makes_is_left_alone() -> None:
     assert counts_bought([500_000, 700_000], 900_000) is None
     assert counts_bought([500_000], -500_000) is None
+
+
+# --- the ledger's side (SQLite and PostgreSQL) -----------------------------------------------
+
+
+def test_the_ledger_places_charges_and_refunds_in_their_interval(engine: Engine) -> None:
+    t0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    plan = JobPlan(
+        name="books",
+        budget_micros=None,
+        code_timeout=60,
+        targets=[TargetPlan(0, 1003, "Telegram", [(16, "UK")], 5, 2_000_000)],
+    )
+    with transaction(engine) as session:
+        _, ids = store.create_job(session, plan, source="inline")
+    # (state, ordered minutes after t0, cost, finished minutes after t0, cancel sent)
+    fates = [
+        (State.RECEIVED, 1, 1_550_000, 2, None),
+        (State.CANCELLED, 1, 1_550_000, 4, None),  # refunded in the second interval
+        (State.IN_DOUBT, None, None, 1, None),
+        (State.WAITING, 6, None, None, None),  # bought at a cost not known
+        (State.CANCELLING, 1, 1_550_000, None, t0),  # a cancel sent, its answer not recorded
+    ]
+    with Session(engine) as session:
+        for slot_id, (state, ordered, cost, finished, sent) in zip(ids, fates, strict=True):
+            act = session.get(Activation, slot_id)
+            assert act is not None
+            act.state, act.cost_micros, act.cancel_sent_at = state, cost, sent
+            act.ordered_at = None if ordered is None else t0 + timedelta(minutes=ordered)
+            act.finished_at = None if finished is None else t0 + timedelta(minutes=finished)
+            act.claimed_at = t0 + timedelta(seconds=30)
+            act.quoted_micros = 1_550_000
+            session.add(act)
+        session.commit()
+    with Session(engine) as session:
+        first = wallet_ledger.movement(session, t0, t0 + timedelta(minutes=3))
+        second = wallet_ledger.movement(
+            session, t0 + timedelta(minutes=3), t0 + timedelta(minutes=9)
+        )
+        totals = wallet_ledger.totals(session)
+        unsure = wallet_ledger.unsettled_calls(session)
+        doubt = wallet_ledger.candidates(session, totals.in_doubt_ids)
+    assert (first.charged_micros, first.refunded_micros) == (3 * 1_550_000, 0)
+    assert (second.charged_micros, second.refunded_micros) == (0, 1_550_000)
+    assert second.unknown_cost_ids == (ids[3],)
+    assert totals.spent_micros == 2 * 1_550_000 and totals.refunded_micros == 1_550_000
+    assert totals.in_doubt_ids == (ids[2],)
+    assert unsure == {"cancel_unknown": 1}
+    assert [(c.activation_id, c.cost_micros) for c in doubt] == [(ids[2], 1_550_000)]
 
 
 # --- the quiet gate (real Redis) ---------------------------------------------------------------

@@ -238,6 +238,7 @@ targets:
             price = Decimal(str(other.json()["cost"]))
             orch.wait_for_job(job_id, timeout=60)
             code, report = _audit(orch)
+            text = orch.run("audit")
         finally:
             orch.stop_all()
 
@@ -245,7 +246,6 @@ targets:
     assert report["explained"] is False
     assert Decimal(str(report["unexplained"])) == price, report
     assert report["settling_stopped"] is True, "a key someone else spends on is not settled"
-    text = orch.run("audit")
     assert text.returncode == 1
     assert f"unexplained in all: {price:.2f}" in text.stdout
     assert "settling of in-doubt purchases is stopped" in text.stdout

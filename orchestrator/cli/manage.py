@@ -152,21 +152,30 @@ def export_command(
     ] = None,
     name: Annotated[
         list[str] | None,
-        typer.Option("--name", help="Every job of this name (repeatable).", show_default=False),
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="Every job of this name (repeatable).",
+            show_default=False,
+        ),
     ] = None,
     since: Annotated[
-        str | None, typer.Option(help="Jobs submitted on or after this day (YYYY-MM-DD, UTC).")
+        str | None,
+        typer.Option(metavar="DAY", help="Jobs submitted on or after this day (YYYY-MM-DD, UTC)."),
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="Jobs submitted on or before this day (YYYY-MM-DD, UTC).")
+        str | None,
+        typer.Option(metavar="DAY", help="Jobs submitted on or before this day (YYYY-MM-DD, UTC)."),
     ] = None,
     fmt: Annotated[
         ExportFormat | None,
         typer.Option("--format", help="csv or jsonl (default: jsonl for *.jsonl, else csv)."),
     ] = None,
 ) -> None:
-    """Write jobs' rows, one per number with its fate: the jobs named, and every job matching
-    --name / --since / --until (all that are given)."""
+    """Write jobs' rows, one per number with its fate.
+
+    The jobs named, and every job matching --name / --since / --until (all that are given).
+    """
     try:
         selection = Selection(
             refs=tuple(jobs or ()),
@@ -247,7 +256,9 @@ def resolve(
     activation: Annotated[int, typer.Argument(help="The in-doubt slot's activation id.")],
     order_id: Annotated[
         str | None,
-        typer.Option(help="The order the provider did make for it (see your dashboard)."),
+        typer.Option(
+            metavar="ID", help="The order the provider did make for it (see your dashboard)."
+        ),
     ] = None,
     not_bought: Annotated[
         bool, typer.Option("--not-bought", help="The provider made no order for it.")

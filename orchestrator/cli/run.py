@@ -71,6 +71,7 @@ def run(
         typer.Option(
             "--export",
             "-o",
+            metavar="PATH",
             help="Write the job's rows here when it ends: CSV, or JSON lines for *.jsonl. "
             "{name}, {job_id}, {date} (YYYY-MM-DD) and {time} (HHMMSS) are filled in, "
             "from the job's submission in UTC.",

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from orchestrator.cli.config_view import register_secrets
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.output import Stdout
 from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.db.errors import InterfaceError, OperationalError
 from orchestrator.errors import (
@@ -39,7 +40,7 @@ from orchestrator.redact import for_terminal
 from workers.embedded_broker import EmbeddedBroker, ensure_embedded
 
 OVERLAP_HELP = "Submit even if a job of the same name is still active."
-out = Console()
+out = Stdout()  # tables never cut when piped
 err = Console(stderr=True)
 
 

@@ -3,6 +3,7 @@ export, report, cancel, sweep, resolve."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from orchestrator.cli.common import (
     at_least_option,
     broker_url,
     context,
+    err,
     fail,
     guard,
     out,
@@ -20,13 +22,16 @@ from orchestrator.cli.common import (
     submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.output import JSON_HELP, print_json
 from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
-from orchestrator.jobs.export import ExportFormat, export_jobs
+from orchestrator.jobs.export import ExportFormat, export_jobs, export_jobs_to
 from orchestrator.jobs.export_select import Selection, SelectionError, parse_day, select_jobs
 from orchestrator.jobs.output_file import write_atomically
 from orchestrator.jobs.spec import JobLimits
 from orchestrator.lifecycle.wiring import make_database, make_runtime
+
+STDOUT = "-"  # export --output -
 
 
 def scheduler(
@@ -109,9 +114,11 @@ def status(
     job: Annotated[
         str | None, typer.Argument(help="A job id or name (default: recent jobs).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Show recent jobs with their spend, or one job: a summary and its numbers by target;
     and the circuit breakers open now (countries passed over after orders without a code)."""
+    from orchestrator.cli.status_json import job_document, jobs_document
     from orchestrator.cli.status_view import (
         breaker_lines,
         buying_paused,
@@ -125,13 +132,21 @@ def status(
         settings = context(ctx).settings()
         engine = make_database(settings)
         with transaction(engine) as session:
+            row = queries.get_job(session, job) if job is not None else None
+            if as_json:
+                document = (
+                    jobs_document(session, settings)
+                    if row is None
+                    else job_document(session, settings, row)
+                )
+                print_json(document, out)
+                return
             breakers = breaker_lines(session, settings)
-            if job is None:
+            if row is None:
                 out.print(jobs_table(session))
                 for line in breakers:
                     plain(out, line)
                 return
-            row = queries.get_job(session, job)
             assert row.id is not None
             out.print(job_summary(session, row))
             out.print(job_table(session, row))
@@ -145,7 +160,9 @@ def status(
 
 def export_command(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The file to write; - for stdout.")
+    ],
     jobs: Annotated[
         list[str] | None,
         typer.Argument(help="Job ids or names (a name: its newest job).", show_default=False),
@@ -189,9 +206,19 @@ def export_command(
         settings = context(ctx).settings()
         with transaction(make_database(settings)) as session:
             job_ids = [job.id for job in select_jobs(session, selection) if job.id is not None]
-        rows = export_jobs(make_database(settings), job_ids, output, fmt)
+        to_stdout = str(output) == STDOUT
+        if to_stdout:
+            chosen = fmt or ExportFormat.CSV
+            rows = export_jobs_to(make_database(settings), job_ids, sys.stdout, chosen)
+            sys.stdout.flush()
+        else:
+            rows = export_jobs(make_database(settings), job_ids, output, fmt)
     noun = "job" if len(job_ids) == 1 else "jobs"
-    plain(out, f"wrote {rows} rows of {len(job_ids)} {noun} to {output}")
+    # On stderr when the rows went to stdout: a script reads them and nothing else.
+    plain(
+        err if to_stdout else out,
+        f"wrote {rows} rows of {len(job_ids)} {noun} to {'stdout' if to_stdout else output}",
+    )
 
 
 def report(

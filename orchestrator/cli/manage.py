@@ -250,7 +250,9 @@ def report(
 def cancel(
     ctx: typer.Context, job: Annotated[str, typer.Argument(help="A job id or name.")]
 ) -> None:
-    """Stop buying for a job and cancel (refund) its orders that have no code yet."""
+    """Stop buying for a job and cancel (refund) its orders that have no code yet.
+
+    A job that has already ended is left as it is (exit 0: safe to repeat)."""
     from orchestrator.lifecycle.sweep import sweep
 
     with guard():
@@ -260,8 +262,11 @@ def cancel(
             with transaction(rt.engine) as session:
                 row = queries.get_job(session, job)
                 requested = store.request_job_cancel(session, row)
-            if not requested:
-                fail(ExitCode.BAD_INPUT, f"job {row.id} has already ended")
+            if not requested:  # done already: safe to repeat, so not an error
+                plain(
+                    out, f"job {row.id} has already ended ({row.status.value}); nothing to cancel"
+                )
+                return
             send_nudges(sweep(rt))
     out.print(f"job {row.id}: cancel requested; workers cancel its open orders")
 

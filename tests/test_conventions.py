@@ -130,6 +130,7 @@ def test_shell_completion_can_be_shown_and_installed() -> None:
         (["run", "JOB", "--workers", "-1"], "--workers must be at least 0, got -1"),
         (["worker", "--processes", "0"], "--processes must be at least 1, got 0"),
         (["worker", "--threads", "-2"], "--threads must be at least 1, got -2"),
+        (["scheduler", ".", "--tick", "0"], "--tick must be more than 0 seconds, got 0"),
     ],
 )
 def test_an_option_out_of_range_exits_2_with_one_line(
@@ -143,3 +144,10 @@ def test_an_option_out_of_range_exits_2_with_one_line(
     assert result.exit_code == ExitCode.BAD_INPUT
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_port_out_of_range_is_refused_before_the_simulator_starts() -> None:
+    result = runner.invoke(app, ["sandbox", "--port", "70000"])
+
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "65535" in result.output and "Traceback" not in result.output

@@ -95,6 +95,9 @@ def test_status_json_and_export_to_stdout_match_the_database(
         (str(act.slot), act.state.value, act.order_id or "") for _, _, act in rows
     ]
     assert "wrote 3 rows of 1 job to stdout" in exported.stderr
+    to_file = orchestrator.run("export", str(job.id), "--output", "rows.csv")
+    assert to_file.returncode == 0, to_file.stderr
+    assert exported.stdout == (tmp_path / "rows.csv").read_text(encoding="utf-8")
     assert not list(tmp_path.glob("-*")), "no file named '-' was written"
 
     lines = orchestrator.run("export", "scripted", "--output", "-", "--format", "jsonl")

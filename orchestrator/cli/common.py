@@ -144,6 +144,14 @@ def at_least_option(lowest: int) -> Callable[[typer.CallbackParam, int | None], 
     return check
 
 
+def more_than_zero(param: typer.CallbackParam, value: float) -> float:
+    """An option callback refusing seconds that are not more than 0 (one line, exit 2)."""
+    if not value > 0:
+        name = param.opts[0] if param.opts else str(param.name)
+        fail(ExitCode.BAD_INPUT, f"{name} must be more than 0 seconds, got {value:g}")
+    return value
+
+
 def check_log_level(value: str | None) -> str | None:
     if value is not None and (problem := log_level_problem(value)):
         fail(ExitCode.BAD_INPUT, f"--log-level {problem}")

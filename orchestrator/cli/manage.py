@@ -3,6 +3,7 @@ export, report, cancel, sweep, resolve."""
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ from orchestrator.cli.common import (
     err,
     fail,
     guard,
+    more_than_zero,
     out,
     plain,
     send_nudges,
@@ -40,7 +42,10 @@ def scheduler(
         Path, typer.Argument(help="A folder of job files; those with a `schedule:` run when due.")
     ],
     tick: Annotated[
-        float, typer.Option(help="Seconds between looks at the folder and the clock.")
+        float,
+        typer.Option(
+            help="Seconds between looks at the folder and the clock.", callback=more_than_zero
+        ),
     ] = 20.0,
 ) -> None:
     """Submit each job file's `schedule:` when due, until stopped; one active per Redis."""
@@ -209,8 +214,14 @@ def export_command(
         to_stdout = str(output) == STDOUT
         if to_stdout:
             chosen = fmt or ExportFormat.CSV
-            rows = export_jobs_to(make_database(settings), job_ids, sys.stdout, chosen)
-            sys.stdout.flush()
+            if out.is_terminal:  # for eyes: the provider's text must not act on the terminal
+                shown = io.StringIO()
+                rows = export_jobs_to(make_database(settings), job_ids, shown, chosen)
+                for line in shown.getvalue().splitlines():
+                    plain(out, line)
+            else:  # for a pipe or a file: the bytes an --output FILE would hold
+                rows = export_jobs_to(make_database(settings), job_ids, sys.stdout, chosen)
+                sys.stdout.flush()
         else:
             rows = export_jobs(make_database(settings), job_ids, output, fmt)
     noun = "job" if len(job_ids) == 1 else "jobs"

@@ -25,6 +25,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.output import JSON_HELP, print_json
+from orchestrator.config import Settings
 from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
 from orchestrator.jobs.export import ExportFormat, export_jobs, export_jobs_to
@@ -213,15 +214,7 @@ def export_command(
             job_ids = [job.id for job in select_jobs(session, selection) if job.id is not None]
         to_stdout = str(output) == STDOUT
         if to_stdout:
-            chosen = fmt or ExportFormat.CSV
-            if out.is_terminal:  # for eyes: the provider's text must not act on the terminal
-                shown = io.StringIO()
-                rows = export_jobs_to(make_database(settings), job_ids, shown, chosen)
-                for line in shown.getvalue().splitlines():
-                    plain(out, line)
-            else:  # for a pipe or a file: the bytes an --output FILE would hold
-                rows = export_jobs_to(make_database(settings), job_ids, sys.stdout, chosen)
-                sys.stdout.flush()
+            rows = _export_to_stdout(settings, job_ids, fmt or ExportFormat.CSV)
         else:
             rows = export_jobs(make_database(settings), job_ids, output, fmt)
     noun = "job" if len(job_ids) == 1 else "jobs"
@@ -230,6 +223,20 @@ def export_command(
         err if to_stdout else out,
         f"wrote {rows} rows of {len(job_ids)} {noun} to {'stdout' if to_stdout else output}",
     )
+
+
+def _export_to_stdout(settings: Settings, job_ids: list[int], fmt: ExportFormat) -> int:
+    engine = make_database(settings)
+    if not out.is_terminal:  # a pipe or a file: the bytes an --output FILE would hold
+        rows = export_jobs_to(engine, job_ids, sys.stdout, fmt)
+        sys.stdout.flush()
+        return rows
+    # For eyes: each line as text, so the provider's cannot act on the terminal (plain).
+    shown = io.StringIO()
+    rows = export_jobs_to(engine, job_ids, shown, fmt)
+    for line in shown.getvalue().splitlines():
+        plain(out, line)
+    return rows
 
 
 def report(

@@ -225,6 +225,19 @@ def test_hostile_provider_strings_are_neutralised_in_every_output(
         if result.returncode != 0:
             problems.append(f"`{name}` exited {result.returncode}: {result.stderr[-400:]!r}")
         _terminal_safe(name, result.stdout + result.stderr, problems, styled=True)
+    # --json on a terminal: provider text is inert JSON data (every non-ASCII character a
+    # \u escape, so no ESC at all), the names come back whole, the key masked.
+    for args in [*views, ("services",), ("prices", "1003"), ("export", "hostile", "-o", "-")]:
+        flag = () if args[0] == "export" else ("--json",)
+        result = orchestrator.run(*args, *flag, timeout=120, **shown)
+        name = " ".join((*args, *flag))
+        if result.returncode != 0:
+            problems.append(f"`{name}` exited {result.returncode}: {result.stderr[-400:]!r}")
+        _terminal_safe(name, result.stdout, problems, styled=flag == ())
+    listed = orchestrator.run("services", "--json", timeout=120, **shown)
+    names = json.loads(listed.stdout)["services"]
+    if [s["name"] for s in names] != [s.name.replace(KEY, "***") for s in SERVICES]:
+        problems.append(f"`services --json` did not give the names back: {names!r}")
     services = orchestrator.run("services", timeout=120, **shown).stdout
     if "[/x] Bad" not in services or "[link=http://evil.example]" not in services:
         problems.append(f"`services` did not show the names as text: {services[-600:]!r}")

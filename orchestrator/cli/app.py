@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +20,7 @@ from orchestrator.cli.config_view import config_command
 from orchestrator.cli.db import db_app
 from orchestrator.cli.demo import demo
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.help_style import Command, Group
 from orchestrator.cli.manage import (
     cancel,
     export_command,
@@ -36,8 +39,16 @@ app = typer.Typer(
     help="Batch activation orchestrator for the LegitSMS V2 API.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"orchestrator {version('legitsms-orchestrator')}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -52,38 +63,47 @@ def main_options(
     log_level: Annotated[
         str | None,
         typer.Option(
+            metavar="LEVEL",
             help="debug, info, warning or error (default: the settings').",
             callback=check_log_level,
         ),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=show_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     """Batch activation orchestrator for the LegitSMS V2 API."""
     ctx.obj = Context(config=config, log_level=log_level)
 
 
 # Registered in the order `--help` lists them.
-app.command()(submit)
-app.command()(run)
-app.command()(plan)
-app.command()(scheduler)
-app.command()(worker)
-app.command()(status)
-app.command("export")(export_command)
-app.command()(report)
-app.command()(cancel)
-app.command("sweep")(sweep_command)
-app.command()(resolve)
-app.command()(audit)
-app.command()(balance)
-app.command()(services)
-app.command()(prices)
-app.command()(demo)
-
-
-app.command("sandbox", help="Serve the LegitSMS API simulator (for demos and tests).")(
+commands: list[tuple[str, Callable[..., None]]] = [
+    ("submit", submit),
+    ("run", run),
+    ("plan", plan),
+    ("scheduler", scheduler),
+    ("worker", worker),
+    ("status", status),
+    ("export", export_command),
+    ("report", report),
+    ("cancel", cancel),
+    ("sweep", sweep_command),
+    ("resolve", resolve),
+    ("audit", audit),
+    ("balance", balance),
+    ("services", services),
+    ("prices", prices),
+    ("demo", demo),
+]
+for name, function in commands:
+    app.command(name, cls=Command)(function)
+app.command("sandbox", cls=Command, help="Serve the LegitSMS API simulator (for demos and tests).")(
     sandbox_command
 )
-app.command("config")(config_command)
+app.command("config", cls=Command)(config_command)
 
 app.add_typer(db_app, name="db")
 

@@ -19,6 +19,7 @@ from orchestrator.cli.common import (
     send_nudges,
 )
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.output import JSON_HELP, json_time, print_json
 from orchestrator.jobs.audit import Audit, run_audit
 from orchestrator.lifecycle.wiring import make_runtime
 from orchestrator.money import from_micros, shown
@@ -30,9 +31,7 @@ def audit(
         str | None,
         typer.Option(help="Audit from this day on (YYYY-MM-DD, UTC); default: every checkpoint."),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document (money as strings).")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     resume_settling: Annotated[
         bool,
         typer.Option(
@@ -56,7 +55,7 @@ def audit(
             result = run_audit(rt, since=start, resume_settling=resume_settling)
             send_nudges(result.nudges)
     if as_json:
-        out.print_json(json.dumps(audit_json(result)))
+        print_json(audit_json(result), out)
     else:
         _print(result)
     raise typer.Exit(int(ExitCode.OK if result.explained else ExitCode.INCOMPLETE))
@@ -88,7 +87,7 @@ def audit_json(audit: Audit) -> dict[str, Any]:
         "checkpoints": [
             {
                 "id": c.id,
-                "at": c.at.isoformat(),
+                "at": json_time(c.at),
                 "reason": c.reason,
                 "balance": _money(c.balance_micros),
                 "outcome": json.loads(c.outcome),
@@ -97,8 +96,8 @@ def audit_json(audit: Audit) -> dict[str, Any]:
         ],
         "intervals": [
             {
-                "from": i.start.at.isoformat(),
-                "to": i.end.at.isoformat(),
+                "from": json_time(i.start.at),
+                "to": json_time(i.end.at),
                 "wallet_fell": _money(i.fell_micros),
                 "charged": _money(i.charged_micros),
                 "refunded": _money(i.refunded_micros),

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from orchestrator.cli.config_view import register_secrets
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.output import Stdout
 from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.db.errors import InterfaceError, OperationalError
 from orchestrator.errors import (
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 OVERLAP_HELP = "Submit even if a job of the same name is still active."
 log = structlog.get_logger(__name__)
-out = Console()
+out = Stdout()  # tables never cut when piped
 err = Console(stderr=True)
 
 
@@ -185,6 +186,14 @@ def metrics_served(
         yield server
     finally:
         server.close()
+
+
+def more_than_zero(param: typer.CallbackParam, value: float) -> float:
+    """An option callback refusing seconds that are not more than 0 (one line, exit 2)."""
+    if not value > 0:
+        name = param.opts[0] if param.opts else str(param.name)
+        fail(ExitCode.BAD_INPUT, f"{name} must be more than 0 seconds, got {value:g}")
+    return value
 
 
 def check_log_level(value: str | None) -> str | None:

@@ -9,13 +9,16 @@ from orchestrator.cli.common import (
     guard,
     out,
 )
+from orchestrator.cli.help_style import Command, Group
 
 db_app = typer.Typer(
-    help="The database schema: migrate it, or see where it stands.", no_args_is_help=True
+    help="The database schema: migrate it, or see where it stands.",
+    no_args_is_help=True,
+    cls=Group,
 )
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", cls=Command)
 def db_upgrade(ctx: typer.Context) -> None:
     """Migrate the database to the newest schema (every command also does this on first use)."""
     from orchestrator.db import migrate
@@ -33,7 +36,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     out.print(f"database at revision {after} ({change})", highlight=False)
 
 
-@db_app.command("current")
+@db_app.command("current", cls=Command)
 def db_current(ctx: typer.Context) -> None:
     """Show the database's schema revision, the newest one, and any difference from the models."""
     from orchestrator.db import migrate

@@ -3,6 +3,8 @@ export, report, cancel, sweep, resolve."""
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,22 +17,28 @@ from orchestrator.cli.common import (
     at_least_option,
     broker_url,
     context,
+    err,
     fail,
     guard,
     metrics_served,
+    more_than_zero,
     out,
     plain,
     send_nudges,
     submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.cli.output import JSON_HELP, print_json
+from orchestrator.config import Settings
 from orchestrator.db import queries, store
 from orchestrator.db.engine import transaction
-from orchestrator.jobs.export import ExportFormat, export_jobs
+from orchestrator.jobs.export import ExportFormat, export_jobs, export_jobs_to
 from orchestrator.jobs.export_select import Selection, SelectionError, parse_day, select_jobs
 from orchestrator.jobs.output_file import write_atomically
 from orchestrator.jobs.spec import JobLimits
 from orchestrator.lifecycle.wiring import make_database, make_runtime
+
+STDOUT = "-"  # export --output -
 
 
 def scheduler(
@@ -39,7 +47,10 @@ def scheduler(
         Path, typer.Argument(help="A folder of job files; those with a `schedule:` run when due.")
     ],
     tick: Annotated[
-        float, typer.Option(help="Seconds between looks at the folder and the clock.")
+        float,
+        typer.Option(
+            help="Seconds between looks at the folder and the clock.", callback=more_than_zero
+        ),
     ] = 20.0,
 ) -> None:
     """Submit each job file's `schedule:` when due, until stopped; one active per Redis."""
@@ -117,9 +128,11 @@ def status(
     job: Annotated[
         str | None, typer.Argument(help="A job id or name (default: recent jobs).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Show recent jobs with their spend, or one job: a summary and its numbers by target;
     and the circuit breakers open now (countries passed over after orders without a code)."""
+    from orchestrator.cli.status_json import job_document, jobs_document
     from orchestrator.cli.status_view import (
         breaker_lines,
         buying_paused,
@@ -133,13 +146,21 @@ def status(
         settings = context(ctx).settings()
         engine = make_database(settings)
         with transaction(engine) as session:
+            row = queries.get_job(session, job) if job is not None else None
+            if as_json:
+                document = (
+                    jobs_document(session, settings)
+                    if row is None
+                    else job_document(session, settings, row)
+                )
+                print_json(document, out)
+                return
             breakers = breaker_lines(session, settings)
-            if job is None:
+            if row is None:
                 out.print(jobs_table(session))
                 for line in breakers:
                     plain(out, line)
                 return
-            row = queries.get_job(session, job)
             assert row.id is not None
             out.print(job_summary(session, row))
             out.print(job_table(session, row))
@@ -153,28 +174,39 @@ def status(
 
 def export_command(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The file to write; - for stdout.")
+    ],
     jobs: Annotated[
         list[str] | None,
         typer.Argument(help="Job ids or names (a name: its newest job).", show_default=False),
     ] = None,
     name: Annotated[
         list[str] | None,
-        typer.Option("--name", help="Every job of this name (repeatable).", show_default=False),
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="Every job of this name (repeatable).",
+            show_default=False,
+        ),
     ] = None,
     since: Annotated[
-        str | None, typer.Option(help="Jobs submitted on or after this day (YYYY-MM-DD, UTC).")
+        str | None,
+        typer.Option(metavar="DAY", help="Jobs submitted on or after this day (YYYY-MM-DD, UTC)."),
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="Jobs submitted on or before this day (YYYY-MM-DD, UTC).")
+        str | None,
+        typer.Option(metavar="DAY", help="Jobs submitted on or before this day (YYYY-MM-DD, UTC)."),
     ] = None,
     fmt: Annotated[
         ExportFormat | None,
         typer.Option("--format", help="csv or jsonl (default: jsonl for *.jsonl, else csv)."),
     ] = None,
 ) -> None:
-    """Write jobs' rows, one per number with its fate: the jobs named, and every job matching
-    --name / --since / --until (all that are given)."""
+    """Write jobs' rows, one per number with its fate.
+
+    The jobs named, and every job matching --name / --since / --until (all that are given).
+    """
     try:
         selection = Selection(
             refs=tuple(jobs or ()),
@@ -188,9 +220,31 @@ def export_command(
         settings = context(ctx).settings()
         with transaction(make_database(settings)) as session:
             job_ids = [job.id for job in select_jobs(session, selection) if job.id is not None]
-        rows = export_jobs(make_database(settings), job_ids, output, fmt)
+        to_stdout = str(output) == STDOUT
+        if to_stdout:
+            rows = _export_to_stdout(settings, job_ids, fmt or ExportFormat.CSV)
+        else:
+            rows = export_jobs(make_database(settings), job_ids, output, fmt)
     noun = "job" if len(job_ids) == 1 else "jobs"
-    plain(out, f"wrote {rows} rows of {len(job_ids)} {noun} to {output}")
+    # On stderr when the rows went to stdout: a script reads them and nothing else.
+    plain(
+        err if to_stdout else out,
+        f"wrote {rows} rows of {len(job_ids)} {noun} to {'stdout' if to_stdout else output}",
+    )
+
+
+def _export_to_stdout(settings: Settings, job_ids: list[int], fmt: ExportFormat) -> int:
+    engine = make_database(settings)
+    if not out.is_terminal:  # a pipe or a file: the bytes an --output FILE would hold
+        rows = export_jobs_to(engine, job_ids, sys.stdout, fmt)
+        sys.stdout.flush()
+        return rows
+    # For eyes: each line as text, so the provider's cannot act on the terminal (plain).
+    shown = io.StringIO()
+    rows = export_jobs_to(engine, job_ids, shown, fmt)
+    for line in shown.getvalue().splitlines():
+        plain(out, line)
+    return rows
 
 
 def report(
@@ -224,7 +278,9 @@ def report(
 def cancel(
     ctx: typer.Context, job: Annotated[str, typer.Argument(help="A job id or name.")]
 ) -> None:
-    """Stop buying for a job and cancel (refund) its orders that have no code yet."""
+    """Stop buying for a job and cancel (refund) its orders that have no code yet.
+
+    A job that has already ended is left as it is (exit 0: safe to repeat)."""
     from orchestrator.lifecycle.sweep import sweep
 
     with guard():
@@ -234,8 +290,11 @@ def cancel(
             with transaction(rt.engine) as session:
                 row = queries.get_job(session, job)
                 requested = store.request_job_cancel(session, row)
-            if not requested:
-                fail(ExitCode.BAD_INPUT, f"job {row.id} has already ended")
+            if not requested:  # done already: safe to repeat, so not an error
+                plain(
+                    out, f"job {row.id} has already ended ({row.status.value}); nothing to cancel"
+                )
+                return
             send_nudges(sweep(rt))
     out.print(f"job {row.id}: cancel requested; workers cancel its open orders")
 
@@ -257,7 +316,9 @@ def resolve(
     activation: Annotated[int, typer.Argument(help="The in-doubt slot's activation id.")],
     order_id: Annotated[
         str | None,
-        typer.Option(help="The order the provider did make for it (see your dashboard)."),
+        typer.Option(
+            metavar="ID", help="The order the provider did make for it (see your dashboard)."
+        ),
     ] = None,
     not_bought: Annotated[
         bool, typer.Option("--not-bought", help="The provider made no order for it.")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.common import broker_url, client_for, context, guard, out, plain
+from orchestrator.cli.output import JSON_HELP, json_money, print_json
 from orchestrator.jobs.plan import JobForecast, TargetForecast, plan_job_file
 from orchestrator.money import shown
 from orchestrator.redact import for_terminal
@@ -20,9 +19,7 @@ from orchestrator.redact import for_terminal
 def plan(
     ctx: typer.Context,
     job_file: Annotated[Path, typer.Argument(help="The job's YAML file.")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document (money as strings).")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Show what a job would buy, where and at what cost; buys nothing.
 
@@ -37,16 +34,12 @@ def plan(
                 settings, job_file, open_client=lambda: client_for(settings, url)
             )
     if as_json:
-        out.print_json(json.dumps(forecast_json(forecast)))
+        print_json(forecast_json(forecast), out)
     elif out.is_terminal:
         _print_tables(forecast)
     else:
         for line in forecast_lines(forecast):
             plain(out, line)
-
-
-def _money(amount: Decimal | None) -> str | None:
-    return None if amount is None else shown(amount)
 
 
 def _rate(rate: float) -> float:
@@ -57,7 +50,7 @@ def forecast_json(forecast: JobForecast) -> dict[str, Any]:
     """The ``--json`` document (README: Commands)."""
     return {
         "job": forecast.name,
-        "budget": _money(forecast.budget),
+        "budget": json_money(forecast.budget),
         "budget_needed": shown(forecast.budget_needed),
         "budget_suffices": forecast.budget_suffices,
         "spend": {"median": shown(forecast.spend_median), "p90": shown(forecast.spend_p90)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -78,6 +79,7 @@ def run(
         typer.Option(
             "--export",
             "-o",
+            metavar="PATH",
             help="Write the job's rows here when it ends: CSV, or JSON lines for *.jsonl. "
             "{name}, {job_id}, {date} (YYYY-MM-DD) and {time} (HHMMSS) are filled in, "
             "from the job's submission in UTC.",
@@ -101,6 +103,15 @@ def run(
     ] = False,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = METRICS_HOST,
+    min_success: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SHARE",
+            help="Exit 0 when each target got at least this share of what it asked (numbers, "
+            "or codes for a codes: target): a fraction 0-1 (0.8) or a percentage (80%). "
+            "In-doubt purchases still exit 3.",
+        ),
+    ] = None,
 ) -> None:
     """Submit a job, work it with local workers, wait until every number ended, export.
 
@@ -109,6 +120,7 @@ def run(
     signal leaves at once, naming the orders left and the command that finishes them. With
     --workers 0 a signal leaves the job to the workers elsewhere.
     """
+    share = _share(min_success) if min_success is not None else None
     try:  # a typo in the template, or a path that is a folder, is refused before buying
         template = PathTemplate.parse(export) if export is not None else None
         if template is not None and template.fixed_path is not None:
@@ -127,6 +139,7 @@ def run(
                 allow_overlap,
                 quiet,
                 signals,
+                share,
                 metrics=(metrics_host, metrics_port),
             )
     except Interrupted as exc:
@@ -136,7 +149,22 @@ def run(
         )
     finally:
         signals.restore()
-    raise typer.Exit(int(signals.exit_code() if signals.received else final.exit_code()))
+    raise typer.Exit(int(signals.exit_code() if signals.received else final.exit_code(share)))
+
+
+def _share(text: str) -> Decimal:
+    """``--min-success``: a fraction from 0 to 1 (``0.8``) or a percentage (``80%``)."""
+    try:
+        share = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
+    except InvalidOperation:
+        share = Decimal("NaN")
+    if not (share.is_finite() and 0 <= share <= 1):
+        fail(
+            ExitCode.BAD_INPUT,
+            f"--min-success must be a fraction from 0 to 1 (0.8) or a percentage (80%), "
+            f"got {text!r}",
+        )
+    return share
 
 
 def _run(
@@ -147,6 +175,7 @@ def _run(
     allow_overlap: bool,
     quiet: bool,
     signals: Signals,
+    min_success: Decimal | None,
     *,
     metrics: tuple[str, int | None],
 ) -> Progress:
@@ -196,7 +225,7 @@ def _run(
         except OutputRefused as exc:
             # The job ran: exit 2 ("nothing was bought") only when its verdict was 0.
             plain(out, f"job {job_id}: {final.line()}")
-            code = final.exit_code()
+            code = final.exit_code(min_success)
             fail(
                 ExitCode.BAD_INPUT if code == ExitCode.OK else code,
                 f"{exc}; the job's rows are in the database: "

@@ -22,7 +22,9 @@ def _probability(help_text: str) -> Any:
 def sandbox_command(  # typer passes every option by name
     *,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind (0 picks a free one).")] = 8765,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to bind (0 picks a free one).")
+    ] = 8765,
     seed: Annotated[int | None, typer.Option(help="Seed for every random draw.")] = None,
     config: Annotated[
         Path | None,

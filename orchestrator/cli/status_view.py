@@ -165,6 +165,19 @@ def breaker_lines(session: Session, settings: Settings) -> list[str]:
 def buying_paused(session: Session, job: Job, now: datetime | None = None) -> str | None:
     """ "buying paused: <why> until HH:MM:SS UTC" while a wallet pause holds the active job's
     purchases (purchase.py records it on the job), else None."""
+    found = wallet_pause(session, job, now)
+    if found is None:
+        return None
+    reason, until = found
+    why = PAUSE_REASONS.get(reason, reason)
+    return f"buying paused: {why} until {until.strftime('%H:%M:%S')} UTC"
+
+
+def wallet_pause(
+    session: Session, job: Job, now: datetime | None = None
+) -> tuple[str, datetime] | None:
+    """The reason (a key of PAUSE_REASONS) and end of the wallet pause holding the active
+    job's purchases now, if one does."""
     assert job.id is not None
     if job.status is not JobStatus.ACTIVE:
         return None
@@ -179,5 +192,4 @@ def buying_paused(session: Session, job: Job, now: datetime | None = None) -> st
         return None
     if until <= (now or datetime.now(UTC)):
         return None
-    why = PAUSE_REASONS.get(reason, reason)
-    return f"buying paused: {why} until {until.strftime('%H:%M:%S')} UTC"
+    return reason, until

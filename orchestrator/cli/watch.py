@@ -72,9 +72,14 @@ class Progress:
             f"{f', {c[State.LOST]} lost' if c[State.LOST] else ''}; spent {self.spend}{budget}"
         )
 
-    def exit_code(self) -> ExitCode:
-        if self.counts[State.IN_DOUBT]:
+    def exit_code(self, min_success: Decimal | None = None) -> ExitCode:
+        """The verdict (README: Exit codes). ``min_success`` (``run --min-success``): OK when
+        each target got at least that share of what it asked (numbers, or ``codes:``)."""
+        if self.counts[State.IN_DOUBT]:  # a purchase nobody can vouch for needs a human
             return ExitCode.IN_DOUBT
+        if min_success is not None and self.goals:
+            met = all(got >= min_success * wanted for got, wanted in self.goals)
+            return ExitCode.OK if met else ExitCode.INCOMPLETE
         if self.goals:
             # Each target met: a codes target when its codes came, whatever it took.
             return ExitCode.INCOMPLETE if self.codes_missing else ExitCode.OK

@@ -151,6 +151,14 @@ def export_jobs(
     return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
 
 
+def export_jobs_to(engine: Engine, job_ids: list[int], out: TextIO, fmt: ExportFormat) -> int:
+    """Write the jobs' slots to an open stream (``export --output -``: stdout); returns how
+    many were written."""
+    with transaction(engine) as session:
+        rows = queries.export_rows(session, job_ids)
+    return write_rows(rows, out, fmt)
+
+
 def export_job(engine: Engine, job_id: int, template: PathTemplate) -> tuple[Path, int]:
     """Export one job to its expanded path template; the path and the rows written."""
     with transaction(engine) as session:

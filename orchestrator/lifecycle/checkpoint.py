@@ -79,10 +79,11 @@ def _not_settled(rt: Runtime) -> str:
     grace_start = rt.after(-rt.settings.in_doubt_grace)
     with reading(rt.engine) as session:
         calls = wallet_ledger.unsettled_calls(session)
+        doubt = wallet_ledger.candidates(session, wallet_ledger.totals(session).in_doubt_ids)
         young = [
-            act.id
-            for act in wallet_ledger.pending_settles(session)
-            if act.claimed_at is not None and act.claimed_at > grace_start
+            c.activation_id
+            for c in doubt
+            if c.claimed_at is not None and c.claimed_at > grace_start
         ]
     if calls:
         return "unrecorded calls: " + ", ".join(f"{n} {kind}" for kind, n in calls.items())
@@ -226,7 +227,7 @@ def when_due(rt: Runtime) -> list[Nudge]:
         return []
     taken = take(rt, reason)
     if taken.checkpoint is None:
-        log.info("wallet_checkpoint_put_off", reason=reason, why=taken.why)
+        log.debug("wallet_checkpoint_put_off", reason=reason, why=taken.why)
     return taken.nudges
 
 

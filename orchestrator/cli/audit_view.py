@@ -122,7 +122,8 @@ def _print(audit: Audit) -> None:
     if not audit.taken:
         plain(out, f"no checkpoint taken now: {audit.why_not}")
     if not audit.intervals:
-        plain(out, "no interval to audit yet: a checkpoint is taken at each job's start and end")
+        plain(out, "nothing to audit yet: a checkpoint is taken at each job's start and end")
+        return
     table = Table(title="wallet against ledger")
     for name in ("from", "to", "wallet fell", "charged", "refunded", "unexplained", "in doubt"):
         table.add_column(name, justify="right" if name not in ("from", "to") else "left")

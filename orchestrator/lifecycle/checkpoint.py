@@ -26,7 +26,6 @@ import structlog
 from orchestrator.db import queries, store, wallet_ledger
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import WalletCheckpoint
-from orchestrator.errors import ProviderError
 from orchestrator.lifecycle.nudges import Nudge
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.settle_in_doubt import Settlement, settle
@@ -50,7 +49,10 @@ class Taken:
 
 
 def take(rt: Runtime, reason: str, *, resume_settling: bool = False) -> Taken:
-    """Take a checkpoint now if the key can be made quiet; settle what it can explain."""
+    """Take a checkpoint now if the key can be made quiet; settle what it can explain.
+
+    Raises ProviderError when the balance cannot be read.
+    """
     if rt.quiet is None:
         return Taken(None, "no shared gate (Redis) in this process")
     blocked = _not_settled(rt)
@@ -62,10 +64,7 @@ def take(rt: Runtime, reason: str, *, resume_settling: bool = False) -> Taken:
         blocked = _not_settled(rt)
         if blocked:
             return Taken(None, blocked)
-        try:
-            balance = to_micros(rt.client.balance())
-        except ProviderError as exc:
-            return Taken(None, f"balance unreadable: {exc}")
+        balance = to_micros(rt.client.balance())  # a ProviderError is the caller's to report
         at = rt.now()
         if time.monotonic() > until:
             return Taken(None, "the balance read outlasted the hold")

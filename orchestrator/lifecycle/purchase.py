@@ -31,6 +31,7 @@ from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.planner import Choice, choose_country
 from orchestrator.lifecycle.recording import record_order, record_unusable
 from orchestrator.lifecycle.runtime import Runtime, defer
+from orchestrator.lifecycle.slot_log import about, logged
 from orchestrator.lifecycle.targets import end_slot
 from orchestrator.money import from_micros, to_micros
 from orchestrator.provider.ratelimit import Priority
@@ -127,6 +128,13 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     if act is None:
         return []
     job, target = purchases.jobs[act.job_id], purchases.targets[act.target_id]
+    with about(act, job, target):
+        return _buy(rt, purchases, act, job, target)
+
+
+def _buy(
+    rt: Runtime, purchases: Purchases, act: Activation, job: Job, target: Target
+) -> list[Nudge]:
     if act.state is State.ORDERING:
         if claim_expired(rt, act):
             with purchases.transaction() as session:
@@ -181,7 +189,8 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
         if claimed is store.Claim.NO_BUDGET:
             return _budget_refused(rt, session, act)
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
-    purchases.owe(_send_order(rt, act, job, choice, held))
+    with about(act, job, target):  # now in its country
+        purchases.owe(logged(_send_order(rt, act, job, choice, held), act, job, target))
     return []
 
 

@@ -23,7 +23,7 @@ from orchestrator.cli.common import (
     submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.cli.progress_bar import say_to
+from orchestrator.cli.progress_bar import say_to, tell
 from orchestrator.cli.watch import (
     BrokerWatch,
     Interrupted,
@@ -143,18 +143,24 @@ def _run(
             settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting
         )
         if not quiet:
-            plain(err, f"job {job_id}: {slots} numbers submitted")
+            tell(err, "job_submitted", f"job {job_id}: {slots} numbers submitted", job_id=job_id)
         count = settings.worker_processes if workers is None else workers
         env = child_env(url, log_level=level, config=options.config, console_logs=bar)
         local = _start_workers(settings, count, env, through_bar=bar)
-        watch = BrokerWatch(url, embedded, on_restart=say_to(err))
+        watch = BrokerWatch(url, embedded, on_restart=say_to(err, "broker_restarted", warn=True))
         try:
             final = _watch(settings, job_id, local, watch, signals, url=url, quiet=quiet)
         except Leave:
             if local is not None:
                 local.stop(timeout=LEAVE_TIMEOUT)
             if local is None:
-                plain(err, f"interrupted; job {job_id} goes on with the workers elsewhere")
+                tell(
+                    err,
+                    "run_left",
+                    f"interrupted; job {job_id} goes on with the workers elsewhere",
+                    warn=True,
+                    job_id=job_id,
+                )
             else:
                 _say_what_is_left(settings, job_id)
             raise typer.Exit(int(signals.exit_code())) from None
@@ -180,7 +186,7 @@ def _run(
                 f"orchestrator export {job_id} --output FILE",
             )
         if not quiet:
-            plain(err, f"wrote {rows} rows to {path}")
+            tell(err, "export_written", f"wrote {rows} rows to {path}", rows=rows, path=str(path))
     plain(out, f"job {job_id}: {final.line()}")
     return final
 
@@ -195,7 +201,7 @@ def _say_what_is_left(settings: Settings, job_id: int) -> None:
     orders = open_orders(engine, job_id)
     expiry = settings.provider_expiry
     for line in leftover_lines(job_id, orders, provider_expiry=expiry, cancelled=cancelled):
-        plain(err, line)
+        tell(err, "orders_left", line, warn=True, job_id=job_id)
 
 
 def _start_workers(
@@ -227,7 +233,7 @@ def _watch(
     goes on waiting while the workers finish its bought orders; a second one raises ``Leave``.
     """
     engine = make_database(settings)
-    say = say_to(err)
+    say = say_to(err, "run_interrupted", warn=True)
     label: list[Callable[[str], None]] = []
     handled = 0
 
@@ -260,7 +266,9 @@ def _watch(
             line = progress.line()
             if not last or last[-1] != line:
                 last.append(line)
-                plain(err, f"job {job_id}: {line}")
+                tell(
+                    err, "job_progress", f"job {job_id}: {line}", job_id=job_id, **progress.fields()
+                )
 
         return wait_for_job(engine, job_id, on_progress=report, tick=tick, interval=1.0)
     from orchestrator.cli.progress_bar import ProgressBar

@@ -17,6 +17,7 @@ from orchestrator.cli.common import (
     out,
 )
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.money import shown
 from orchestrator.redact import for_terminal
 
 
@@ -25,7 +26,7 @@ def balance(ctx: typer.Context) -> None:
     with guard():
         settings = context(ctx).settings()
         with broker_url(settings) as url, client_for(settings, url) as client:
-            out.print(str(client.balance()))
+            out.print(shown(client.balance()))
 
 
 def services(ctx: typer.Context) -> None:
@@ -57,7 +58,7 @@ def prices(
         table.add_row(
             str(price.country_id),
             Text(for_terminal(price.country)),
-            str(price.cost),
+            shown(price.cost),
             str(price.count),
             str(price.rate),
         )

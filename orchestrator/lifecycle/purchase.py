@@ -33,7 +33,7 @@ from orchestrator.lifecycle.recording import record_order, record_unusable
 from orchestrator.lifecycle.runtime import Runtime, defer
 from orchestrator.lifecycle.slot_log import about, logged
 from orchestrator.lifecycle.targets import end_slot
-from orchestrator.money import from_micros, to_micros
+from orchestrator.money import from_micros, shown, to_micros
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.wallet import NO_HOLD, Hold, Pause
 
@@ -269,7 +269,7 @@ def _send_order(
         return lambda session: end_slot(
             rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error
         )
-    log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
+    log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=shown(order.cost))
     _give_back(rt, held, spent=to_micros(order.cost))
     return record_order(rt, act, job, order)
 

@@ -13,6 +13,7 @@ from orchestrator.cli.common import (
     at_least_option,
     broker_handle,
     broker_url,
+    check_job_file,
     context,
     err,
     fail,
@@ -58,6 +59,7 @@ def submit(
     """Put a job on the queue for the workers (see `worker`), and print its id."""
     with guard():
         settings = context(ctx).settings()
+        check_job_file(settings, job_file)
         with broker_url(settings) as url:
             job_id, slots = submit_file(settings, job_file, url, allow_overlap=allow_overlap)
     out.print(f"submitted job {job_id} ({slots} numbers)")
@@ -138,6 +140,7 @@ def _run(
         level = at_least(level, "warning")
         configure_logging(level)
     bar = err.is_terminal and not quiet
+    check_job_file(settings, job_file)
     with broker_handle(settings) as (url, embedded):
         job_id, slots = submit_file(
             settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting

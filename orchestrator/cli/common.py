@@ -86,8 +86,8 @@ def guard() -> Iterator[None]:
         fail(ExitCode.BAD_INPUT, str(exc))
     except JobNotFound as exc:
         fail(ExitCode.BAD_INPUT, str(exc))
-    except JobOverlap as exc:
-        fail(ExitCode.OVERLAP, str(exc))
+    except JobOverlap as exc:  # raised only by submit and run, which have the option
+        fail(ExitCode.OVERLAP, f"{exc} (use --allow-overlap to run both)")
     except DatabaseGone as exc:  # never "no job": the jobs are in the file that went away
         fail(ExitCode.UNAVAILABLE, str(exc))
     except ProviderRejected as exc:

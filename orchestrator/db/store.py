@@ -314,9 +314,9 @@ def submit_job(
         _lock_job_name(session, job.name)
         running = queries.active_job_named(session, job.name)
         if running is not None:
+            # No advice here: only the commands that have a way round it know theirs.
             raise JobOverlap(
-                f"job {running.id} ({job.name!r}) is still active; "
-                "not submitting another (use --allow-overlap to run both)"
+                f"job {running.id} ({job.name!r}) is still active; not submitting another"
             )
     return create_job(session, job, source=source)
 

@@ -4,7 +4,10 @@ terminal, and an interrupt line that never names a time already past."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
+import subprocess
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -17,7 +20,7 @@ from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.progress_bar import ProgressBar
 from orchestrator.cli.watch import OpenOrder, Progress, finishing_line
 from orchestrator.db.models import FINAL_STATES, JobStatus, State
-from tests.support import Orchestrator, write_job
+from tests.support import COMMAND, Orchestrator, write_job
 
 COUNTS = {
     State.PLANNED: 2,
@@ -123,3 +126,42 @@ def test_off_a_terminal_every_line_run_writes_on_stderr_is_a_json_object(
     assert last["received"] + last["cancelled"] + last["expired"] == 3
     assert last["budget"] == "20.00"
     assert last["message"].startswith("job 1: 3/3 ended: ")
+
+
+def _stderr_on_a_terminal(orch: Orchestrator, *args: str) -> tuple[int, str]:
+    """Run a command with its stderr on a pseudo-terminal; its exit code and what it drew."""
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        [*COMMAND, *args],
+        cwd=orch.workdir,
+        env=orch.environ(TERM="xterm", COLUMNS="120"),
+        stdout=subprocess.PIPE,
+        stderr=side,
+    )
+    os.close(side)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the other side closed: the command has ended
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(main)
+    return proc.wait(30), drawn.decode(errors="replace")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_submit_shows_a_spinner_on_a_terminal_and_nothing_of_it_off_one(
+    orchestrator: Orchestrator, tmp_path: Path
+) -> None:
+    job = write_job(tmp_path, SMALL)
+
+    code, drawn = _stderr_on_a_terminal(orchestrator, "submit", str(job))
+    piped = orchestrator.run("submit", str(job), "--allow-overlap")
+
+    assert code == ExitCode.OK, drawn
+    assert f"submitting {job}" in drawn
+    assert piped.returncode == ExitCode.OK, piped.stderr
+    assert "submitting" not in piped.stderr

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import structlog
@@ -124,6 +125,17 @@ def echo_to(console: Console) -> Callable[[str], None]:
             console.print(Text.from_ansi(line), soft_wrap=True, highlight=False)
 
     return echo
+
+
+@contextmanager
+def spinner(console: Console, text: str) -> Iterator[None]:
+    """A spinner with ``text`` while a silent step goes on (reading the job file's names and
+    prices from the provider takes seconds), on a terminal only: a log has no use for it."""
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(Text(for_terminal(text))):  # Text: a file's name is no markup
+        yield
 
 
 def tell(console: Console, event: str, text: str, *, warn: bool = False, **fields: object) -> None:

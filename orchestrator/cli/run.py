@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,7 @@ from orchestrator.cli.common import (
     submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.cli.progress_bar import say_to, tell
+from orchestrator.cli.progress_bar import say_to, spinner, tell
 from orchestrator.cli.watch import (
     BrokerWatch,
     Interrupted,
@@ -60,7 +61,7 @@ def submit(
     with guard():
         settings = context(ctx).settings()
         check_job_file(settings, job_file)
-        with broker_url(settings) as url:
+        with broker_url(settings) as url, spinner(err, f"submitting {job_file}"):
             job_id, slots = submit_file(settings, job_file, url, allow_overlap=allow_overlap)
     out.print(f"submitted job {job_id} ({slots} numbers)")
 
@@ -142,9 +143,14 @@ def _run(
     bar = err.is_terminal and not quiet
     check_job_file(settings, job_file)
     with broker_handle(settings) as (url, embedded):
-        job_id, slots = submit_file(
-            settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting
-        )
+        with nullcontext() if quiet else spinner(err, f"submitting {job_file}"):
+            job_id, slots = submit_file(
+                settings,
+                job_file,
+                url,
+                allow_overlap=allow_overlap,
+                before_commit=signals.submitting,
+            )
         if not quiet:
             tell(err, "job_submitted", f"job {job_id}: {slots} numbers submitted", job_id=job_id)
         count = settings.worker_processes if workers is None else workers

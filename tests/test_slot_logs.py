@@ -9,14 +9,16 @@ from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
+from orchestrator.db.models import Activation, Job, Target
+from orchestrator.lifecycle.slot_log import about
 from orchestrator.sandbox.server import SandboxServer
 from tests.conftest import FAST_PROVIDER
 from tests.support import Orchestrator, submitted_job_id, write_job
-
-pytestmark = pytest.mark.slow
 
 SMALL = """\
 name: logged
@@ -51,6 +53,7 @@ def _run_small_job(orch: Orchestrator, tmp_path: Path) -> tuple[int, Path]:
     return job_id, log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_real_workers_lines_about_a_number_carry_its_job_target_service_country_and_order(
     orchestrator: Orchestrator, tmp_path: Path
@@ -80,6 +83,7 @@ def _slot_of(lines: list[dict[str, object]], activation_id: object) -> int:
     return int(str(slots.pop()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_csvs_spent_column_sums_to_what_the_providers_ledger_kept(
     orchestrator: Orchestrator, sandbox: SandboxServer, tmp_path: Path
@@ -100,3 +104,55 @@ def test_the_csvs_spent_column_sums_to_what_the_providers_ledger_kept(
         elif row["status"] == "received":
             assert row["spent"] == row["cost"]
             assert row["error"] == ""
+
+
+def _slot(**values: Any) -> tuple[Activation, Job, Target]:
+    job = Job(id=7, name="nightly", source="", code_timeout=60.0)
+    target = Target(
+        id=3,
+        job_id=7,
+        position=1,
+        service_id=1003,
+        service_name="Telegram",
+        countries="[]",
+        quantity=2,
+    )
+    act = Activation(id=11, job_id=7, target_id=3, slot=4, service_id=1003, **values)
+    return act, job, target
+
+
+def test_a_slot_names_only_what_is_known_of_it_and_the_context_before_comes_back() -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(order_id="778-of-another-slot", worker="w1")
+    planned = _slot()
+
+    with about(*planned):
+        inside = structlog.contextvars.get_contextvars()
+
+    assert inside == {
+        "worker": "w1",
+        "job_id": 7,
+        "activation_id": 11,
+        "slot": 4,
+        "job": "nightly",
+        "target": 1,
+        "service": "Telegram",
+        "service_id": 1003,
+    }, "no country or order yet, and never another slot's"
+    assert structlog.contextvars.get_contextvars() == {
+        "order_id": "778-of-another-slot",
+        "worker": "w1",
+    }
+    structlog.contextvars.clear_contextvars()
+
+
+def test_a_step_that_fails_leaves_its_slot_named_for_the_line_that_reports_it() -> None:
+    structlog.contextvars.clear_contextvars()
+    bought = _slot(country_id=16, country_name="United Kingdom", order_id="991")
+
+    with pytest.raises(RuntimeError), about(*bought):
+        raise RuntimeError("the database went away")
+
+    left = structlog.contextvars.get_contextvars()
+    assert (left["order_id"], left["country"], left["job"]) == ("991", "United Kingdom", "nightly")
+    structlog.contextvars.clear_contextvars()

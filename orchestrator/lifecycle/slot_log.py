@@ -39,12 +39,35 @@ def slot_fields(act: Activation, job: Job | None, target: Target | None) -> dict
     return fields
 
 
+# Every field ``slot_fields`` may bind: one not known for this slot is unbound, so that it
+# never shows another slot's value (a thread's context outlives a failed step).
+SLOT_KEYS = (
+    "job_id",
+    "activation_id",
+    "slot",
+    "job",
+    "target",
+    "service",
+    "service_id",
+    "country",
+    "country_id",
+    "order_id",
+)
+
+
 @contextmanager
 def about(act: Activation, job: Job | None, target: Target | None) -> Iterator[None]:
     """Log lines within name this slot (the fields as they are now; enter again once the
-    purchase chose a country or got an order id); the outer context is restored after."""
-    with structlog.contextvars.bound_contextvars(**slot_fields(act, job, target)):
-        yield
+    purchase chose a country or got an order id). The context before is restored after, but
+    not after an exception: the line that reports it (``step_failed``) names the slot too;
+    the actor clears the context before its next slot."""
+    fields = slot_fields(act, job, target)
+    previous = structlog.contextvars.get_contextvars()
+    structlog.contextvars.unbind_contextvars(*(key for key in SLOT_KEYS if key not in fields))
+    structlog.contextvars.bind_contextvars(**fields)
+    yield  # no try/finally: on an exception the slot's fields stay bound, on purpose
+    structlog.contextvars.unbind_contextvars(*SLOT_KEYS)
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in previous.items() if k in SLOT_KEYS})
 
 
 def logged(write: Write, act: Activation, job: Job | None, target: Target | None) -> Write:

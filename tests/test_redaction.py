@@ -65,7 +65,7 @@ def _row(**fields: Any) -> tuple[Job, Target, Activation]:
 
 def _csv_records(rows: list[tuple[Job, Target, Activation]]) -> list[list[str]]:
     out = io.StringIO(newline="")
-    assert write_csv(rows, out) == len(rows)
+    assert write_csv(rows, out, {}) == len(rows)
     return list(csv.reader(io.StringIO(out.getvalue(), newline="")))
 
 
@@ -132,7 +132,9 @@ def test_json_lines_keep_raw_provider_values_but_mask_the_key() -> None:
     configure_logging("info", json=True, secret=KEY)  # registers the key, as the CLI does
     out = io.StringIO()
     write_jsonl(
-        [_row(country_name="=1+1\r", error=f"invalid_key (401): Invalid API Key {KEY}")], out
+        [_row(country_name="=1+1\r", error=f"invalid_key (401): Invalid API Key {KEY}")],
+        out,
+        {},
     )
 
     record = json.loads(out.getvalue())

@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 import redis
+import typer
 from sqlalchemy import Engine
 from sqlmodel import col, select
 from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
+from orchestrator.cli.app import app
 from orchestrator.db.engine import make_engine, transaction
 from orchestrator.db.models import Job, ScheduleFire
 from orchestrator.errors import JobOverlap, ProviderUnavailable, SpecError
@@ -84,6 +87,21 @@ def test_a_fire_later_than_the_catch_up_window_is_skipped_and_the_next_runs() ->
     assert due_fire("0 3 * * *", yesterday, at("2026-03-10T12:00"), catch_up=9 * hour) == NIGHT
     tomorrow = NIGHT + timedelta(days=1)
     assert due_fire("0 3 * * *", yesterday, tomorrow + timedelta(seconds=20)) == tomorrow
+
+
+def test_a_job_never_fired_fires_first_at_its_next_time_not_at_one_past_before_it_was_seen() -> (
+    None
+):
+    seen = NIGHT + timedelta(minutes=10)
+    tomorrow = NIGHT + timedelta(days=1)
+
+    assert due_fire("0 3 * * *", None, seen, seen=seen) is None
+    assert due_fire("0 3 * * *", None, NIGHT + timedelta(minutes=50), seen=seen) is None
+    assert due_fire("0 3 * * *", None, tomorrow, seen=seen) == tomorrow
+    assert due_fire("0 3 * * *", None, NIGHT, seen=NIGHT) == NIGHT, "seen at its very time"
+    # A job that fired before is caught up as usual, whenever this scheduler first read it.
+    yesterday = NIGHT - timedelta(days=1)
+    assert due_fire("0 3 * * *", yesterday, seen, seen=seen) == NIGHT
 
 
 def test_schedules_are_read_in_utc_whatever_zone_the_clock_is_in() -> None:
@@ -214,7 +232,7 @@ def test_a_restarted_scheduler_does_not_submit_a_fire_the_first_one_did(
     jobs_dir: Path, engine: Engine, redis_url: str
 ) -> None:
     write_job(jobs_dir, JOB.format(name="nightly", cron="0 3 * * *"), "nightly.yaml")
-    clock = Clock(NIGHT + timedelta(seconds=30))
+    clock = Clock(NIGHT)
     submit = Submissions(engine)
 
     with capture_logs() as logs:
@@ -244,7 +262,7 @@ def test_a_scheduler_that_dies_while_submitting_does_not_submit_that_fire_again(
     jobs_dir: Path, engine: Engine, redis_url: str
 ) -> None:
     write_job(jobs_dir, JOB.format(name="nightly", cron="0 3 * * *"), "nightly.yaml")
-    clock = Clock(NIGHT + timedelta(seconds=30))
+    clock = Clock(NIGHT)
     dying = Submissions(engine)
     dying.fail = Crash()
     client = redis.Redis.from_url(redis_url)
@@ -271,7 +289,7 @@ def test_two_schedulers_on_one_redis_elect_one_and_only_it_submits(
     jobs_dir: Path, engine: Engine, redis_url: str
 ) -> None:
     write_job(jobs_dir, JOB.format(name="often", cron="* * * * *"), "often.yaml")
-    clock = Clock(NIGHT + timedelta(seconds=5))
+    clock = Clock(NIGHT)
     submit_a, submit_b = Submissions(engine, "a"), Submissions(engine, "b")
 
     with capture_logs() as logs:
@@ -300,7 +318,7 @@ def test_a_standby_takes_over_when_the_active_scheduler_hangs_and_the_hung_one_s
     jobs_dir: Path, engine: Engine, redis_url: str
 ) -> None:
     write_job(jobs_dir, JOB.format(name="often", cron="* * * * *"), "often.yaml")
-    clock = Clock(NIGHT + timedelta(seconds=5))
+    clock = Clock(NIGHT)
     hung, standby = Submissions(engine, "hung"), Submissions(engine, "standby")
     hung.hang = threading.Event()
 
@@ -491,6 +509,58 @@ def test_a_fire_missed_by_more_than_the_catch_up_window_is_reported_and_not_run(
     assert submit.files() == []
     (missed,) = events(logs, "schedule_missed")
     assert (missed["fire_at"], missed["late_by"]) == (NIGHT.isoformat(), "6:00:00")
+
+
+def test_a_job_file_first_seen_after_its_time_waits_for_the_next_one(
+    jobs_dir: Path, engine: Engine, redis_url: str
+) -> None:
+    write_job(jobs_dir, JOB.format(name="nightly", cron="0 3 * * *"), "nightly.yaml")
+    clock = Clock(NIGHT + timedelta(minutes=10))  # the file is new: 03:00 passed unseen
+    submit = Submissions(engine)
+
+    with capture_logs() as logs:
+        running = Running(jobs_dir, engine, redis_url, submit, clock)
+        wait_until(lambda: bool(events(logs, "schedule_loaded")))
+        time.sleep(10 * TICK)
+        assert submit.files() == [], "a time past before the file was seen does not fire"
+        clock.now = NIGHT + timedelta(days=1, seconds=1)
+        wait_until(fired(engine, 1))
+        time.sleep(5 * TICK)
+        running.stop()
+
+    assert submit.files() == ["nightly.yaml"]
+    assert [f.fire_at for f in fires(engine)] == [NIGHT + timedelta(days=1)]
+    assert not events(logs, "schedule_missed")
+    (started,) = events(logs, "scheduler_started")
+    assert "`orchestrator worker`" in started["note"], "it says workers must run elsewhere"
+
+
+def test_the_overlap_refusal_suggests_allow_overlap_only_where_that_option_exists(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli.common import guard
+    from orchestrator.db import store
+    from orchestrator.jobs.submit import job_plan
+    from tests.inprocess import telegram_job
+
+    plan = job_plan(telegram_job(quantity=1, budget=None, name="nightly"))
+    with transaction(engine) as session:
+        store.submit_job(session, plan, source="first")
+    with pytest.raises(JobOverlap) as refused, transaction(engine) as session:
+        store.submit_job(session, plan, source="second")
+    assert "--allow-overlap" not in str(refused.value), "the scheduler has no such option"
+
+    with pytest.raises(typer.Exit), guard():  # what submit and run say of the same refusal
+        raise refused.value
+    assert "(use --allow-overlap to run both)" in capsys.readouterr().err
+
+
+def test_the_schedulers_help_says_it_needs_workers_elsewhere() -> None:
+    result = CliRunner().invoke(app, ["scheduler", "--help"], env={"COLUMNS": "300"})
+
+    assert result.exit_code == 0
+    text = " ".join(result.output.replace("│", " ").split())  # the panel's wrapping undone
+    assert "run `orchestrator worker` (or `docker compose up`) elsewhere too" in text
 
 
 def test_a_jobs_folder_that_does_not_exist_is_refused(tmp_path: Path, redis_url: str) -> None:

@@ -143,3 +143,30 @@ def test_sqlite_connections_keep_a_small_page_cache(sqlite_url: str) -> None:
         assert kib == -SQLITE_CACHE_KIB  # negative: KiB, not pages
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("end", "error_left"),
+    [
+        (State.RECEIVED, None),
+        (State.CANCELLED, None),
+        (State.EXPIRED, "cannot_cancel"),  # no code and no refund: the last error says why
+    ],
+)
+def test_an_error_met_on_the_way_is_cleared_when_the_slot_ends_well(
+    engine: Engine, end: State, error_left: str | None
+) -> None:
+    [slot] = plan(engine, quantity=1, budget=None)
+    claim(engine, slot)
+    with transaction(engine) as session:
+        act = queries.get_activation(session, slot)
+        assert act is not None
+        assert store.move(session, act, State.CANCELLING, event="test", error="cannot_cancel")
+    with transaction(engine) as session:
+        act = queries.get_activation(session, slot)
+        assert act is not None and act.error == "cannot_cancel"
+        assert store.move(session, act, end, event="test")
+    with reading(engine) as session:
+        act = queries.get_activation(session, slot)
+        assert act is not None
+        assert act.error == error_left

@@ -18,6 +18,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.output import JSON_HELP, json_money, print_json
+from orchestrator.money import shown
 from orchestrator.redact import for_terminal
 
 AS_JSON = typer.Option("--json", help=JSON_HELP)
@@ -32,7 +33,7 @@ def balance(ctx: typer.Context, as_json: Annotated[bool, AS_JSON] = False) -> No
     if as_json:
         print_json({"balance": json_money(amount)}, out)
         return
-    out.print(str(amount))
+    out.print(shown(amount))
 
 
 def services(ctx: typer.Context, as_json: Annotated[bool, AS_JSON] = False) -> None:
@@ -84,7 +85,7 @@ def prices(
         table.add_row(
             str(price.country_id),
             Text(for_terminal(price.country)),
-            str(price.cost),
+            shown(price.cost),
             str(price.count),
             str(price.rate),
         )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import structlog
@@ -18,6 +21,7 @@ from rich.text import Text
 from orchestrator.cli.config_view import register_secrets
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.cli.output import Stdout
+from orchestrator.cli.watch import Interrupted
 from orchestrator.config import Settings, load_settings, log_level_problem
 from orchestrator.db.errors import InterfaceError, OperationalError
 from orchestrator.errors import (
@@ -32,6 +36,7 @@ from orchestrator.errors import (
     ProviderRejected,
     SpecError,
 )
+from orchestrator.jobs.spec import JobLimits, load_job_spec
 from orchestrator.jobs.submit import submit_job_file
 from orchestrator.lifecycle.nudges import Nudge
 from orchestrator.lifecycle.wiring import make_client, make_runtime, make_throttle
@@ -87,8 +92,8 @@ def guard() -> Iterator[None]:
         fail(ExitCode.BAD_INPUT, str(exc))
     except JobNotFound as exc:
         fail(ExitCode.BAD_INPUT, str(exc))
-    except JobOverlap as exc:
-        fail(ExitCode.OVERLAP, str(exc))
+    except JobOverlap as exc:  # raised only by submit and run, which have the option
+        fail(ExitCode.OVERLAP, f"{exc} (use --allow-overlap to run both)")
     except DatabaseGone as exc:  # never "no job": the jobs are in the file that went away
         fail(ExitCode.UNAVAILABLE, str(exc))
     except ProviderRejected as exc:
@@ -129,6 +134,31 @@ def broker_handle(settings: Settings) -> Iterator[tuple[str, EmbeddedBroker | No
     finally:
         if embedded is not None:
             embedded.release()
+
+
+def check_job_file(settings: Settings, job_file: Path) -> None:
+    """Read and check the job file (``SpecError``: exit 2) before a broker is started for it:
+    a bad file must not start the embedded Valkey. What is stored is checked again as read."""
+    load_job_spec(job_file, JobLimits.of(settings))
+
+
+@contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the command as Ctrl-C does: by an exception, so that its ``finally``
+    blocks run (the embedded broker is released, never left running); exit 143, one line."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    main = threading.current_thread() is threading.main_thread()  # (in-process tests)
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        yield
+    except Interrupted as exc:
+        fail(ExitCode.for_signal(exc.signum), "interrupted; nothing was bought")
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def client_for(settings: Settings, redis_url: str) -> LegitSMSClient:

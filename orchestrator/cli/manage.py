@@ -53,7 +53,12 @@ def scheduler(
         ),
     ] = 20.0,
 ) -> None:
-    """Submit each job file's `schedule:` when due, until stopped; one active per Redis."""
+    """Submit each job file's `schedule:` when due, until stopped; one active per Redis.
+
+    It only submits: the jobs wait on the queue for workers, so run `orchestrator worker`
+    (or `docker compose up`) elsewhere too. A job file seen for the first time fires at its
+    next scheduled time, never at one that passed before it was seen.
+    """
     import signal
     import threading
 

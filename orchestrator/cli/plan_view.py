@@ -9,7 +9,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.common import broker_url, client_for, context, guard, out, plain
+from orchestrator.cli.common import (
+    broker_url,
+    check_job_file,
+    client_for,
+    context,
+    guard,
+    out,
+    plain,
+    terminated_as_interrupt,
+)
 from orchestrator.cli.output import JSON_HELP, json_money, print_json
 from orchestrator.jobs.plan import JobForecast, TargetForecast, plan_job_file
 from orchestrator.money import shown
@@ -27,8 +36,9 @@ def plan(
     success rate), those passed over and why, the numbers and spend to reach the target
     (median and 90th percentile), and whether the budget suffices.
     """
-    with guard():
+    with terminated_as_interrupt(), guard():
         settings = context(ctx).settings()
+        check_job_file(settings, job_file)
         with broker_url(settings) as url:
             forecast = plan_job_file(
                 settings, job_file, open_client=lambda: client_for(settings, url)

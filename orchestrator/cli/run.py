@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,6 +18,7 @@ from orchestrator.cli.common import (
     at_least_option,
     broker_handle,
     broker_url,
+    check_job_file,
     context,
     err,
     fail,
@@ -28,7 +30,7 @@ from orchestrator.cli.common import (
     submit_file,
 )
 from orchestrator.cli.exit_codes import ExitCode
-from orchestrator.cli.progress_bar import say_to
+from orchestrator.cli.progress_bar import say_to, spinner, tell
 from orchestrator.cli.watch import (
     BrokerWatch,
     Interrupted,
@@ -66,7 +68,8 @@ def submit(
     """Put a job on the queue for the workers (see `worker`), and print its id."""
     with guard():
         settings = context(ctx).settings()
-        with broker_url(settings) as url:
+        check_job_file(settings, job_file)
+        with broker_url(settings) as url, spinner(err, f"submitting {job_file}"):
             job_id, slots = submit_file(settings, job_file, url, allow_overlap=allow_overlap)
     out.print(f"submitted job {job_id} ({slots} numbers)")
 
@@ -187,26 +190,38 @@ def _run(
         level = at_least(level, "warning")
         configure_logging(level)
     bar = err.is_terminal and not quiet
+    check_job_file(settings, job_file)
     with (
         broker_handle(settings) as (url, embedded),
         metrics_served(settings, *metrics) as server,
     ):
-        job_id, slots = submit_file(
-            settings, job_file, url, allow_overlap=allow_overlap, before_commit=signals.submitting
-        )
+        with nullcontext() if quiet else spinner(err, f"submitting {job_file}"):
+            job_id, slots = submit_file(
+                settings,
+                job_file,
+                url,
+                allow_overlap=allow_overlap,
+                before_commit=signals.submitting,
+            )
         if not quiet:
-            plain(err, f"job {job_id}: {slots} numbers submitted")
+            tell(err, "job_submitted", f"job {job_id}: {slots} numbers submitted", job_id=job_id)
         count = settings.worker_processes if workers is None else workers
         env = child_env(url, log_level=level, config=options.config, console_logs=bar)
         local = _start_workers(settings, count, env, through_bar=bar, metrics=server)
-        watch = BrokerWatch(url, embedded, on_restart=say_to(err))
+        watch = BrokerWatch(url, embedded, on_restart=say_to(err, "broker_restarted", warn=True))
         try:
             final = _watch(settings, job_id, local, watch, signals, url=url, quiet=quiet)
         except Leave:
             if local is not None:
                 local.stop(timeout=LEAVE_TIMEOUT)
             if local is None:
-                plain(err, f"interrupted; job {job_id} goes on with the workers elsewhere")
+                tell(
+                    err,
+                    "run_left",
+                    f"interrupted; job {job_id} goes on with the workers elsewhere",
+                    warn=True,
+                    job_id=job_id,
+                )
             else:
                 _say_what_is_left(settings, job_id)
             raise typer.Exit(int(signals.exit_code())) from None
@@ -232,7 +247,7 @@ def _run(
                 f"orchestrator export {job_id} --output FILE",
             )
         if not quiet:
-            plain(err, f"wrote {rows} rows to {path}")
+            tell(err, "export_written", f"wrote {rows} rows to {path}", rows=rows, path=str(path))
     plain(out, f"job {job_id}: {final.line()}")
     return final
 
@@ -247,7 +262,7 @@ def _say_what_is_left(settings: Settings, job_id: int) -> None:
     orders = open_orders(engine, job_id)
     expiry = settings.provider_expiry
     for line in leftover_lines(job_id, orders, provider_expiry=expiry, cancelled=cancelled):
-        plain(err, line)
+        tell(err, "orders_left", line, warn=True, job_id=job_id)
 
 
 def _start_workers(
@@ -289,7 +304,7 @@ def _watch(
     goes on waiting while the workers finish its bought orders; a second one raises ``Leave``.
     """
     engine = make_database(settings)
-    say = say_to(err)
+    say = say_to(err, "run_interrupted", warn=True)
     label: list[Callable[[str], None]] = []
     handled = 0
 
@@ -322,7 +337,9 @@ def _watch(
             line = progress.line()
             if not last or last[-1] != line:
                 last.append(line)
-                plain(err, f"job {job_id}: {line}")
+                tell(
+                    err, "job_progress", f"job {job_id}: {line}", job_id=job_id, **progress.fields()
+                )
 
         return wait_for_job(engine, job_id, on_progress=report, tick=tick, interval=1.0)
     from orchestrator.cli.progress_bar import ProgressBar

@@ -18,7 +18,7 @@ from orchestrator.config import Settings
 from orchestrator.db import queries
 from orchestrator.db.models import FINAL_STATES, Job, JobStatus, State, Target, utcnow
 from orchestrator.lifecycle.breaker import read_breakers
-from orchestrator.money import from_micros
+from orchestrator.money import from_micros, shown
 from orchestrator.redact import for_terminal
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -40,7 +40,7 @@ def _text(value: str) -> Text:
 
 
 def _budget(job: Job) -> str:
-    return str(from_micros(job.budget_micros)) if job.budget_micros is not None else "-"
+    return shown(from_micros(job.budget_micros)) if job.budget_micros is not None else "-"
 
 
 def jobs_table(session: Session) -> Table:
@@ -61,10 +61,10 @@ def jobs_table(session: Session) -> Table:
         table.add_row(
             str(job.id),
             _text(job.name),
-            job.status.value,
+            job.shown_status,
             str(count),
             str(received),
-            str(from_micros(queries.spend_micros(session, job.id))),
+            shown(from_micros(queries.spend_micros(session, job.id))),
             _budget(job),
             _when(job.created_at),
         )
@@ -81,15 +81,15 @@ def job_summary(session: Session, job: Job) -> Table:
     spent = from_micros(queries.spend_micros(session, job.id))
     table = Table("", "", title=_text(f"job {job.id} ({job.name})"), show_header=False)
     rows = [
-        ("status", job.status.value),
+        ("status", job.shown_status),
         ("created (UTC)", _when(job.created_at)),
         ("finished (UTC)", _when(job.finished_at)),
         ("numbers", f"{ended}/{total} ended"),
         *((state.value, str(counts[state])) for state in State if counts[state]),
         ("success rate", f"{counts[State.RECEIVED] / settled:.0%}" if settled else "-"),
-        ("spent", str(spent)),
+        ("spent", shown(spent)),
         ("budget", _budget(job)),
-        ("reserved", str(from_micros(job.reserved_micros))),
+        ("reserved", shown(from_micros(job.reserved_micros))),
     ]
     for label, value in rows:
         table.add_row(label, value)
@@ -129,7 +129,7 @@ def job_table(session: Session, job: Job) -> Table:
         entry[1][State(state)] = int(count)
     spent = queries.spend_micros_by_target(session, job.id)
     for target_id, (target, counts) in per_target.items():
-        label = f"#{target.position} (cap {from_micros(target.max_price_micros)})"
+        label = f"#{target.position} (cap {shown(from_micros(target.max_price_micros))})"
         received = counts.get(State.RECEIVED, 0)
         wanted = target.codes_wanted or target.quantity
         bought = sum(counts.get(state, 0) for state in BOUGHT)
@@ -140,8 +140,8 @@ def job_table(session: Session, job: Job) -> Table:
             f"{received}/{wanted}",
             str(bought),
             *[str(counts.get(s, 0)) for s in states],
-            str(from_micros(cost)),
-            str(from_micros(cost // received)) if received else "-",
+            shown(from_micros(cost)),
+            shown(from_micros(cost // received)) if received else "-",
         )
     return table
 

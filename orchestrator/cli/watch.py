@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -18,14 +18,17 @@ import structlog
 from orchestrator.cli.exit_codes import ExitCode
 from orchestrator.db import queries
 from orchestrator.db.engine import transaction
-from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State, Target
-from orchestrator.money import from_micros
+from orchestrator.db.models import FINAL_STATES, LIVE_STATES, JobStatus, State, Target, utcnow
+from orchestrator.money import from_micros, shown
 from workers.embedded_broker import BrokerLost, EmbeddedBroker
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
 
 log = structlog.get_logger(__name__)
+
+
+_TO_BUY = frozenset({State.PLANNED, State.ORDERING})
 
 
 @dataclass(frozen=True)
@@ -54,23 +57,46 @@ class Progress:
         return sum(n for state, n in self.counts.items() if state in FINAL_STATES)
 
     @property
-    def waiting(self) -> int:
-        """Bought and not ended: waiting for a code, or for its cancel to take."""
-        return self.counts[State.WAITING] + self.counts[State.CANCELLING]
+    def to_buy(self) -> int:
+        """Not bought yet: planned, or being bought now."""
+        return self.counts[State.PLANNED] + self.counts[State.ORDERING]
+
+    @property
+    def codes(self) -> tuple[int, int]:
+        """Codes got (none counted past a target's want) and wanted, over the targets."""
+        return sum(min(g, w) for g, w in self.goals), sum(w for _, w in self.goals)
 
     def line(self) -> str:
+        """The counts in words; those after ``ended:`` add up to the total."""
         c = self.counts
-        budget = f" of {self.budget}" if self.budget is not None else ""
+        budget = f" of {shown(self.budget)}" if self.budget is not None else ""
         wanted = ""
         if self.asks_codes:
-            got = sum(min(g, w) for g, w in self.goals)
-            wanted = f"codes {got}/{sum(w for _, w in self.goals)}; "
+            wanted = "codes {}/{}; ".format(*self.codes)
         return (
             f"{wanted}{self.ended}/{self.total} ended: {c[State.RECEIVED]} received, "
-            f"{self.waiting} waiting, {c[State.CANCELLED]} cancelled, "
-            f"{c[State.EXPIRED]} expired, {c[State.FAILED]} failed, {c[State.IN_DOUBT]} in doubt"
-            f"{f', {c[State.LOST]} lost' if c[State.LOST] else ''}; spent {self.spend}{budget}"
+            f"{c[State.CANCELLED]} cancelled, {c[State.EXPIRED]} expired, "
+            f"{c[State.FAILED]} failed, {c[State.IN_DOUBT]} in doubt"
+            f"{f', {c[State.LOST]} lost' if c[State.LOST] else ''}; "
+            f"{c[State.WAITING]} waiting, {c[State.CANCELLING]} cancelling, "
+            f"{self.to_buy} to buy; spent {shown(self.spend)}{budget}"
         )
+
+    def fields(self) -> dict[str, Any]:
+        """The counts as a log line's fields (what ``line`` says, for a JSON log)."""
+        c = self.counts
+        fields: dict[str, Any] = {
+            "status": self.status.value,
+            "ended": self.ended,
+            "total": self.total,
+            **{state.value: c[state] for state in State if state not in _TO_BUY},
+            "to_buy": self.to_buy,
+            "spent": shown(self.spend),
+            "budget": shown(self.budget) if self.budget is not None else None,
+        }
+        if self.asks_codes:
+            fields["codes"], fields["codes_wanted"] = self.codes
+        return fields
 
     def exit_code(self, min_success: Decimal | None = None) -> ExitCode:
         """The verdict (README: Exit codes). ``min_success`` (``run --min-success``): OK when
@@ -255,7 +281,9 @@ def _clock(moment: datetime) -> str:
     return f"{moment:%H:%M:%S} UTC"
 
 
-def finishing_line(orders: list[OpenOrder], *, cancel_min_age: float, signum: int) -> str:
+def finishing_line(
+    orders: list[OpenOrder], *, cancel_min_age: float, signum: int, now: datetime | None = None
+) -> str:
     """What ``run`` says when a first signal stops the buying."""
     bought = [o for o in orders if o.ordered_at is not None and o.state is not State.ORDERING]
     again = "press Ctrl-C" if signum == signal.SIGINT else "send SIGTERM"
@@ -264,7 +292,12 @@ def finishing_line(orders: list[OpenOrder], *, cancel_min_age: float, signum: in
         # SKEW as settle.py adds it: cancels are sent a second after the provider allows them.
         latest = max(o.ordered_at for o in bought if o.ordered_at is not None)
         allowed = latest + timedelta(seconds=cancel_min_age + 1.0)
-        line += f" (a code-less one is cancelled as the provider allows, all by {_clock(allowed)})"
+        if allowed > (now or utcnow()):
+            line += (
+                f" (a code-less one is cancelled as the provider allows, all by {_clock(allowed)})"
+            )
+        else:  # every one is old enough already: a time in the past would read as a delay
+            line += " (the provider allows every cancel now: code-less ones are cancelled now)"
     in_flight = sum(1 for o in orders if o.state is State.ORDERING)
     if in_flight:
         line += f" and {in_flight} purchases in flight"

@@ -134,6 +134,14 @@ class Job(SQLModel, table=True):
     cancel_requested_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
 
+    @property
+    def shown_status(self) -> str:
+        """The status as people read it: an active job whose cancel was asked for is
+        ``cancelling`` (it buys nothing more; its bought orders are being finished)."""
+        if self.status is JobStatus.ACTIVE and self.cancel_requested_at is not None:
+            return "cancelling"
+        return self.status.value
+
 
 class Target(SQLModel, table=True):
     """One entry of a job file's ``targets`` list, resolved to ids."""

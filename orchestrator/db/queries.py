@@ -288,6 +288,15 @@ def spend_micros(session: Session, job_id: int) -> int:
     return int(session.execute(_spend(job_id)).scalar_one())
 
 
+def charged_micros_by_slot(session: Session, job_ids: Sequence[int]) -> dict[int, int]:
+    """What each slot of the jobs counts in ``spend_micros``, by slot id; a slot absent was
+    charged nothing, or had its charge refunded."""
+    query = select(col(Activation.id), col(Activation.cost_micros)).where(
+        col(Activation.job_id).in_(list(job_ids)), CHARGED
+    )
+    return {int(slot): int(cost) for slot, cost in session.execute(query).all()}
+
+
 def spend_micros_by_target(session: Session, job_id: int) -> dict[int, int]:
     """What ``spend_micros`` counts, per target of the job (targets that spent nothing absent)."""
     rows = session.execute(_spend(job_id, col(Activation.target_id))).all()

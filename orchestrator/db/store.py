@@ -52,6 +52,10 @@ from orchestrator.db.models import (
 from orchestrator.errors import JobOverlap
 from orchestrator.redact import mask, mask_data
 
+# The slot got its code, or its refund: an ``error`` left from the way there would read as
+# the outcome's (a received row saying ``cannot_cancel``), so it is cleared.
+ENDED_WELL = frozenset({State.RECEIVED, State.CANCELLED})
+
 
 def record(
     session: Session, job_id: int, kind: str, activation_id: int | None = None, **detail: Any
@@ -166,6 +170,9 @@ def move(
     if to in FINAL_STATES:
         changes.setdefault("finished_at", now)
         changes.setdefault("next_action_at", None)
+    if to in ENDED_WELL:
+        # A refused cancel or a failed poll on the way is no error of the outcome.
+        changes.setdefault("error", None)
     if reserve is not None:
         changes["reserved_micros"] = reserve
     if not _move_row(session, act.id, states, act.reserved_micros, changes):
@@ -315,9 +322,9 @@ def submit_job(
         _lock_job_name(session, job.name)
         running = queries.active_job_named(session, job.name)
         if running is not None:
+            # No advice here: only the commands that have a way round it know theirs.
             raise JobOverlap(
-                f"job {running.id} ({job.name!r}) is still active; "
-                "not submitting another (use --allow-overlap to run both)"
+                f"job {running.id} ({job.name!r}) is still active; not submitting another"
             )
     return create_job(session, job, source=source)
 

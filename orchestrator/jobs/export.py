@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from orchestrator.db import queries
 from orchestrator.db.engine import transaction
-from orchestrator.db.models import Activation, Job, Target
+from orchestrator.db.models import Activation, Job, State, Target
 from orchestrator.jobs.export_path import PathTemplate
 from orchestrator.jobs.output_file import write_atomically
 from orchestrator.money import from_micros
@@ -43,6 +43,7 @@ COLUMNS = (
     "order_id",
     "phone",
     "cost",
+    "spent",
     "max_price",
     "status",
     "code",
@@ -59,6 +60,11 @@ TEXT_COLUMNS = frozenset(
 )
 
 Row = tuple[Job, Target, Activation]
+# What each slot was charged and not refunded, by slot id (``queries.charged_micros_by_slot``).
+Charged = Mapping[int, int]
+# A slot not charged spent nothing, unless its purchase's outcome is unknown: the ``spent``
+# cell is then empty (the budget holds the cap for it meanwhile).
+_UNKNOWN_COST = frozenset({State.ORDERING, State.IN_DOUBT})
 
 
 class ExportFormat(StrEnum):
@@ -77,9 +83,20 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def to_json_record(job: Job, target: Target, act: Activation) -> dict[str, object]:
+def _spent(act: Activation, charged: Charged) -> int | None:
+    """What the slot cost after refunds: its cost, 0 once refunded or never bought, None
+    when unknown. Summed, the column is the job's spend."""
+    if act.id is not None and act.id in charged:
+        return charged[act.id]
+    return None if act.state in _UNKNOWN_COST and act.cost_micros is None else 0
+
+
+def to_json_record(
+    job: Job, target: Target, act: Activation, charged: Charged
+) -> dict[str, object]:
     """One slot as a JSON object: ids as numbers, money as strings, absent values as None;
     secrets masked in the text."""
+    spent = _spent(act, charged)
     record: dict[str, object] = {
         "job_id": job.id,
         "job_name": job.name,
@@ -92,6 +109,7 @@ def to_json_record(job: Job, target: Target, act: Activation) -> dict[str, objec
         "order_id": act.order_id,
         "phone": act.phone,
         "cost": str(from_micros(act.cost_micros)) if act.cost_micros is not None else None,
+        "spent": str(from_micros(spent)) if spent is not None else None,
         "max_price": str(from_micros(act.cap_micros)),
         "status": act.state.value,
         "code": act.code,
@@ -105,39 +123,40 @@ def to_json_record(job: Job, target: Target, act: Activation) -> dict[str, objec
     }
 
 
-def to_record(job: Job, target: Target, act: Activation) -> dict[str, object]:
+def to_record(job: Job, target: Target, act: Activation, charged: Charged) -> dict[str, object]:
     """One slot as a flat record with the CSV's columns: absent values empty, text columns
     neutralised (``redact.for_csv``)."""
     return {
         k: "" if v is None else for_csv(v) if k in TEXT_COLUMNS and isinstance(v, str) else v
-        for k, v in to_json_record(job, target, act).items()
+        for k, v in to_json_record(job, target, act, charged).items()
     }
 
 
-def write_csv(rows: Iterable[Row], out: TextIO) -> int:
+def write_csv(rows: Iterable[Row], out: TextIO, charged: Charged) -> int:
     """Write the header and one line per slot; returns the number of slots written."""
     # CRLF (RFC 4180, the writer's default): see the module's docstring.
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     count = 0
     for job, target, act in rows:
-        writer.writerow(to_record(job, target, act))
+        writer.writerow(to_record(job, target, act, charged))
         count += 1
     return count
 
 
-def write_jsonl(rows: Iterable[Row], out: TextIO) -> int:
+def write_jsonl(rows: Iterable[Row], out: TextIO, charged: Charged) -> int:
     """Write one JSON object per line and slot; returns the number of slots written."""
     count = 0
     for job, target, act in rows:
-        out.write(json.dumps(to_json_record(job, target, act), ensure_ascii=False) + "\n")
+        out.write(json.dumps(to_json_record(job, target, act, charged), ensure_ascii=False) + "\n")
         count += 1
     return count
 
 
-def write_rows(rows: Iterable[Row], out: TextIO, fmt: ExportFormat) -> int:
+def write_rows(rows: Iterable[Row], out: TextIO, fmt: ExportFormat, charged: Charged) -> int:
     """Write the slots in ``fmt``; returns how many were written."""
-    return write_jsonl(rows, out) if fmt is ExportFormat.JSONL else write_csv(rows, out)
+    write = write_jsonl if fmt is ExportFormat.JSONL else write_csv
+    return write(rows, out, charged)
 
 
 def export_jobs(
@@ -145,18 +164,23 @@ def export_jobs(
 ) -> int:
     """Write the jobs' slots to ``path`` (format from its suffix unless given), atomically;
     returns how many were written."""
-    with transaction(engine) as session:
-        rows = queries.export_rows(session, job_ids)
+    rows, charged = _read(engine, job_ids)
     chosen = fmt or ExportFormat.for_path(path)
-    return write_atomically(path, lambda handle: write_rows(rows, handle, chosen))
+    return write_atomically(path, lambda handle: write_rows(rows, handle, chosen, charged))
 
 
 def export_jobs_to(engine: Engine, job_ids: list[int], out: TextIO, fmt: ExportFormat) -> int:
     """Write the jobs' slots to an open stream (``export --output -``: stdout); returns how
     many were written."""
+    rows, charged = _read(engine, job_ids)
+    return write_rows(rows, out, fmt, charged)
+
+
+def _read(engine: Engine, job_ids: list[int]) -> tuple[list[Row], Charged]:
+    """The jobs' rows and what each slot was charged, read in one transaction."""
     with transaction(engine) as session:
-        rows = queries.export_rows(session, job_ids)
-    return write_rows(rows, out, fmt)
+        rows = list(queries.export_rows(session, job_ids))
+        return rows, queries.charged_micros_by_slot(session, job_ids)
 
 
 def export_job(engine: Engine, job_id: int, template: PathTemplate) -> tuple[Path, int]:

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_CATCH_UP",
     "DEFAULT_TICK",
     "LOCK_KEY",
+    "WORKERS_NOTE",
     "Outcome",
     "Scheduler",
     "Submit",
@@ -56,6 +57,12 @@ DEFAULT_TICK: Final = 20.0
 DEFAULT_CATCH_UP: Final = timedelta(hours=1)
 LOCK_TTL_TICKS: Final = 3  # a holder may miss two refreshes before a standby takes over
 JOB_SUFFIXES: Final = frozenset({".yaml", ".yml"})
+
+# The scheduler submits and nothing more: a job it submits waits on the queue until workers
+# take it. Said at start-up and in --help, since nothing else would tell.
+WORKERS_NOTE: Final = (
+    "this only submits jobs: run `orchestrator worker` (or docker compose) elsewhere to work them"
+)
 
 Submit = Callable[[Path], int]
 """Submits a job file and returns the job's id; raises ``JobOverlap`` if its namesake is active."""
@@ -88,6 +95,7 @@ def due_fire(
     now: datetime,
     *,
     catch_up: timedelta = DEFAULT_CATCH_UP,
+    seen: datetime | None = None,
 ) -> datetime | None:
     """The fire of ``schedule`` to run at ``now``, or None when none is due.
 
@@ -97,11 +105,16 @@ def due_fire(
     times. Past the window even that one is skipped and the next fire runs as usual: a
     nightly batch is still worth buying at 03:40 after a short outage, but not at noon, when
     whatever was waiting for its codes has moved on and the money may be wanted elsewhere.
-    The window applies to a job that never fired too, so a job file added at 03:10 with
-    ``0 3 * * *`` runs at once; one added at noon waits for the next night.
+
+    A job that never fired has nothing to catch up on: its first fire is the first to come
+    at or after ``seen``, when the scheduler first read its file. A job file added at 03:10
+    with ``0 3 * * *`` waits for the next night, rather than buying at once because of a
+    time that had passed before anyone asked for it.
     """
     fire = latest_fire(schedule, now)
     if last_fire is not None and fire <= last_fire:
+        return None
+    if last_fire is None and seen is not None and fire < seen:
         return None
     if now - fire > catch_up:
         return None
@@ -133,7 +146,8 @@ class Scheduler:
         self.stop = stop
         self.active: bool | None = None  # None until the first look at the lock
         self._problems: dict[Path, str] = {}  # reported once each, not every tick
-        self._loaded: dict[Path, tuple[str, str]] = {}
+        # Each file's job name and schedule, and when this scheduler first read them so.
+        self._loaded: dict[Path, tuple[str, str, datetime]] = {}
         self._missed: set[tuple[str, datetime]] = set()
 
     def hold(self) -> bool:
@@ -156,14 +170,15 @@ class Scheduler:
     def tick(self) -> None:
         """Submit every scheduled job that is due; stop early if the lock is lost."""
         now = self.now()
-        specs = self._scheduled_specs()
+        specs = self._scheduled_specs(now)
         last_fires = self._last_fires()
         for path, spec in specs:
             assert spec.schedule is not None
             if self.stop.is_set():
                 return
             last = last_fires.get(spec.name)
-            fire = due_fire(spec.schedule, last, now, catch_up=self.catch_up)
+            seen = self._loaded[path][2]
+            fire = due_fire(spec.schedule, last, now, catch_up=self.catch_up, seen=seen)
             if fire is None:
                 self._note_missed(spec.name, spec.schedule, last, now)
                 continue
@@ -181,7 +196,11 @@ class Scheduler:
         except JobOverlap as exc:
             self._settle(fire_id, Outcome.SKIPPED_OVERLAP, error=str(exc))
             log.warning(
-                "schedule_skipped_overlap", job_name=name, fire_at=fire.isoformat(), error=str(exc)
+                "schedule_skipped_overlap",
+                job_name=name,
+                fire_at=fire.isoformat(),
+                error=str(exc),
+                message="this fire is skipped; the next one runs once the job has ended",
             )
         except Exception as exc:
             # Not retried: the submission may have got far enough to plan the job.
@@ -218,8 +237,9 @@ class Scheduler:
         with transaction(self.engine) as session:
             return queries.last_fires(session)
 
-    def _scheduled_specs(self) -> list[tuple[Path, JobSpec]]:
-        """The folder's valid job files that carry a schedule, one per job name."""
+    def _scheduled_specs(self, now: datetime) -> list[tuple[Path, JobSpec]]:
+        """The folder's valid job files that carry a schedule, one per job name; ``now`` is
+        noted as when a file (or its changed name or schedule) was first seen."""
         specs: list[tuple[Path, JobSpec]] = []
         names: dict[str, Path] = {}
         for path in self._job_files():
@@ -238,8 +258,8 @@ class Scheduler:
                 )
                 continue
             self._problems.pop(path, None)
-            if self._loaded.get(path) != (spec.name, spec.schedule):
-                self._loaded[path] = (spec.name, spec.schedule)
+            if self._loaded.get(path, ())[:2] != (spec.name, spec.schedule):
+                self._loaded[path] = (spec.name, spec.schedule, now)
                 log.info("schedule_loaded", file=str(path), job_name=spec.name, cron=spec.schedule)
             specs.append((path, spec))
         return specs
@@ -279,7 +299,7 @@ class Scheduler:
 
     def run(self, tick: float) -> None:
         """Tick until ``stop`` is set; give the lock up on the way out."""
-        log.info("scheduler_started", jobs_dir=str(self.jobs_dir), tick=tick)
+        log.info("scheduler_started", jobs_dir=str(self.jobs_dir), tick=tick, note=WORKERS_NOTE)
         try:
             while not self.stop.is_set():
                 if self.hold():

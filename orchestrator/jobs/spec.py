@@ -29,6 +29,7 @@ from pydantic_core import ErrorDetails
 from orchestrator.config import DEFAULT_MAX_JOB_FILE_BYTES, DEFAULT_MAX_NUMBERS_PER_JOB, Settings
 from orchestrator.durations import parse_duration
 from orchestrator.errors import SpecError
+from orchestrator.jobs.budget_fit import refuse_unaffordable
 
 DEFAULT_CODE_TIMEOUT = 600.0
 MONEY_PLACES = 4
@@ -380,6 +381,7 @@ def _validate(data: object, path: str, root: yaml.Node | None, limits: JobLimits
         where = f" (line {line})" if line else ""
         problem = f"ask for {total} numbers in all, {_too_many(total, limits.max_numbers)}"
         raise SpecError(path, "targets", problem + where)
+    refuse_unaffordable(spec, path)
     return spec
 
 

@@ -10,10 +10,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
+
 from orchestrator.config import Settings
 from orchestrator.db import store
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import JobPlan, TargetPlan, utcnow
+from orchestrator.jobs.budget_fit import budget_warning
 from orchestrator.jobs.resolve import ResolvedJob, resolve_job
 from orchestrator.jobs.spec import JobLimits, parse_job_spec, read_job_file
 from orchestrator.lifecycle.estimate import numbers_in_flight, read_outcomes
@@ -25,6 +28,8 @@ from orchestrator.provider.client import LegitSMSClient
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlmodel import Session
+
+log = structlog.get_logger(__name__)
 
 
 def submit_job_file(
@@ -42,6 +47,8 @@ def submit_job_file(
     # stops here, before any network call.
     source = read_job_file(job_file, limits.max_file_bytes)
     spec = parse_job_spec(source, str(job_file), limits)
+    if (short := budget_warning(spec)) is not None:
+        log.warning("budget_short", job=spec.name, file=str(job_file), message=short)
     engine = make_database(settings)
     with open_client() as client:
         resolved = resolve_job(spec, client, str(job_file))

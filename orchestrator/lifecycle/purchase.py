@@ -31,8 +31,9 @@ from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.planner import Choice, choose_country
 from orchestrator.lifecycle.recording import record_order, record_unusable
 from orchestrator.lifecycle.runtime import Runtime, defer
+from orchestrator.lifecycle.slot_log import about, logged
 from orchestrator.lifecycle.targets import end_slot
-from orchestrator.money import from_micros, to_micros
+from orchestrator.money import from_micros, shown, to_micros
 from orchestrator.provider.quiet import HELD_RETRY
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.provider.wallet import NO_HOLD, Hold, Pause
@@ -134,6 +135,13 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     if act is None:
         return []
     job, target = purchases.jobs[act.job_id], purchases.targets[act.target_id]
+    with about(act, job, target):
+        return _drive(rt, purchases, act, job, target)
+
+
+def _drive(
+    rt: Runtime, purchases: Purchases, act: Activation, job: Job, target: Target
+) -> list[Nudge]:
     if act.state is State.ORDERING:
         if claim_expired(rt, act):
             with purchases.transaction() as session:
@@ -156,7 +164,7 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     if rt.quiet is not None and token is None:
         return _later(rt, act, HELD_RETRY, spread=True)  # a checkpoint is reading the wallet
     try:
-        bought = _buy(rt, purchases, act, job, choice, token)
+        bought = _claim_and_send(rt, purchases, act, job, target, choice, token)
     except BaseException:
         _leave(rt, token)
         raise
@@ -166,11 +174,12 @@ def _place(rt: Runtime, purchases: Purchases, activation_id: int) -> list[Nudge]
     return bought
 
 
-def _buy(
+def _claim_and_send(
     rt: Runtime,
     purchases: Purchases,
     act: Activation,
     job: Job,
+    target: Target,
     choice: Choice,
     token: str | None,
 ) -> list[Nudge] | None:
@@ -215,7 +224,9 @@ def _buy(
         if claimed is store.Claim.NO_BUDGET:
             return _budget_refused(rt, session, act)
     # Committed: from here on the slot is ours, and any doubt about the POST keeps it so.
-    purchases.owe(_send_order(rt, act, job, choice, held), token)
+    with about(act, job, target):  # now in its country
+        write = logged(_send_order(rt, act, job, choice, held), act, job, target)
+        purchases.owe(write, token)
     return None
 
 
@@ -294,7 +305,7 @@ def _send_order(
         return lambda session: end_slot(
             rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error
         )
-    log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=str(order.cost))
+    log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=shown(order.cost))
     _give_back(rt, held, spent=to_micros(order.cost))
     return record_order(rt, act, job, order)
 

@@ -17,7 +17,7 @@ from orchestrator.lifecycle.cancels import cancel_at
 from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.targets import end_slot
-from orchestrator.money import from_micros, to_micros
+from orchestrator.money import from_micros, shown, to_micros
 from orchestrator.provider.types import Order
 from orchestrator.redact import mask
 
@@ -37,7 +37,7 @@ def record_order(rt: Runtime, act: Activation, job: Job, order: Order) -> Write:
         "ordered_at": ordered_at,
     }
     if cost > act.cap_micros:
-        error = f"charged {order.cost} above the cap {from_micros(act.cap_micros)}"
+        error = f"charged {shown(order.cost)} above the cap {shown(from_micros(act.cap_micros))}"
         return record_for_cancel(rt, act, "order_over_cap", "over_cap", error, cost, fields)
     # Read the arrival history now, not in the transaction that holds SQLite's write lock.
     wait = rt.poll_wait(act.service_id, act.country_id or 0, 0.0)

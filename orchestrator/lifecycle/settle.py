@@ -10,7 +10,7 @@ import structlog
 
 from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
-from orchestrator.db.models import Activation, CancelAnswer, Job, State
+from orchestrator.db.models import Activation, CancelAnswer, Job, State, Target
 from orchestrator.errors import (
     CancelFailed,
     CannotCancel,
@@ -24,6 +24,7 @@ from orchestrator.lifecycle.cancels import SKEW_SECONDS, cancel_allowed_at, canc
 from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.runtime import Runtime, defer
+from orchestrator.lifecycle.slot_log import about, logged
 from orchestrator.lifecycle.targets import end_slot
 from orchestrator.provider.quiet import HELD_RETRY
 from orchestrator.provider.ratelimit import Priority
@@ -53,13 +54,17 @@ def check_many(rt: Runtime, activation_ids: list[int]) -> list[Nudge]:
     with reading(rt.engine) as session:
         acts = queries.get_activations(session, activation_ids)
         jobs = queries.get_jobs(session, {act.job_id for act in acts})
-        met = _targets_met(session, {act.target_id for act in acts})
+        targets = queries.get_targets(session, {act.target_id for act in acts})
+        met = _targets_met(session, targets)
     pace = _Pace(rt.settings.rate_limit)
-    writes = [
-        _poll_safely(rt, act, jobs[act.job_id], pace, target_met=act.target_id in met)
-        for act in acts
-        if act.state is State.WAITING and rt.is_due(act.next_action_at)
-    ]
+    writes: list[Write] = []
+    for act in acts:
+        if act.state is not State.WAITING or not rt.is_due(act.next_action_at):
+            continue
+        job, target = jobs[act.job_id], targets.get(act.target_id)
+        with about(act, job, target):
+            write = _poll_safely(rt, act, job, pace, target_met=act.target_id in met)
+        writes.append(logged(write, act, job, target))
     nudges: list[Nudge] = []
     if writes:
         with transaction(rt.engine) as session:
@@ -95,9 +100,8 @@ class _Pace:
         return self._busy_for + self._spacing * (self._turned_away - 1 + random.random())
 
 
-def _targets_met(session: Session, target_ids: set[int]) -> set[int]:
+def _targets_met(session: Session, targets: dict[int, Target]) -> set[int]:
     """Which of these targets are codes targets that have all their codes."""
-    targets = queries.get_targets(session, target_ids)
     wanted = {t: row.codes_wanted for t, row in targets.items() if row.codes_wanted is not None}
     received = queries.received_by_target(session, set(wanted))
     return {t for t, codes in wanted.items() if received.get(t, 0) >= codes}
@@ -173,6 +177,13 @@ def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
         act = queries.get_activation(session, activation_id)
         if act is None or act.state is not State.CANCELLING or not rt.is_due(act.next_action_at):
             return []
+        job = queries.get_jobs(session, [act.job_id]).get(act.job_id)
+        target = queries.get_targets(session, [act.target_id]).get(act.target_id)
+    with about(act, job, target):
+        return _cancel(rt, act)
+
+
+def _cancel(rt: Runtime, act: Activation) -> list[Nudge]:
     assert act.order_id is not None and act.ordered_at is not None
     if act.cancel_answer is not None:
         return _reconcile(rt, act)

@@ -63,6 +63,12 @@ log = structlog.get_logger(__name__)
 CANCEL_STATUS = "8"  # the reference's status value for "cancel and refund"
 USER_AGENT = "legitsms-orchestrator"
 
+# What a failed connection or a refused key most likely means, and the setting to look at.
+KEY_SETTING = "LEGITSMS_API_KEY"
+BASE_URL_SETTING = "LEGITSMS_BASE_URL"
+KEY_REFUSED = frozenset({401, 403})
+LOOPBACK = frozenset({"localhost", "::1"})  # and 127.0.0.0/8: where the sandbox runs
+
 T = TypeVar("T")
 Parse = Callable[[int, dict[str, Any]], T]
 
@@ -110,6 +116,14 @@ class LegitSMSClient:
         # redirects, URL merging) cost as much CPU per call as the connection itself, and the
         # API needs none of it.
         self._base_url = base_url.rstrip("/")
+        url = httpx.URL(self._base_url)
+        # Named in connection errors: without any user or password the URL may hold.
+        self._where = str(url.copy_with(username=None, password=None, query=None))
+        self._connect_hint = (
+            "is `orchestrator sandbox` running?"
+            if url.host in LOOPBACK or url.host.startswith("127.")
+            else f"check {BASE_URL_SETTING} and the network"
+        )
         # The key travels in this header only: never in a URL, which httpx may log.
         # Answers are asked for uncompressed: a compressed one could hide any size.
         self._headers = httpx.Headers(
@@ -294,7 +308,10 @@ class LegitSMSClient:
                 response.close()  # mid-answer, this drops the connection instead of draining it
                 PROVIDER_SECONDS.labels(endpoint(path)).observe(time.monotonic() - sent)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise NotSent(f"{path}: could not connect ({type(exc).__name__})") from None
+            raise NotSent(
+                f"{path}: could not connect to {self._where} ({type(exc).__name__}); "
+                f"{self._connect_hint}"
+            ) from None
         except httpx.TransportError as exc:
             raise OutcomeUnknown(f"{path}: no answer ({type(exc).__name__})") from None
         except httpx.DecodingError:
@@ -357,5 +374,8 @@ class LegitSMSClient:
             if not isinstance(code, str):
                 raise MalformedResponse(f"{path}: HTTP {status} error without a code")
             cls = REJECTIONS.get(code, ProviderRejected)
-            raise cls(message_of(body), status=status, code=shown(code))
+            message = message_of(body)
+            if status in KEY_REFUSED:
+                message += f" ({self._where}: check {KEY_SETTING})"
+            raise cls(message, status=status, code=shown(code))
         return body

@@ -26,6 +26,7 @@ import structlog
 from orchestrator.db import queries, store, wallet_ledger
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import WalletCheckpoint
+from orchestrator.errors import Throttled
 from orchestrator.lifecycle.nudges import Nudge
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.settle_in_doubt import Settlement, settle
@@ -64,13 +65,24 @@ def take(rt: Runtime, reason: str, *, resume_settling: bool = False) -> Taken:
         blocked = _not_settled(rt)
         if blocked:
             return Taken(None, blocked)
-        balance = to_micros(rt.client.balance())  # a ProviderError is the caller's to report
+        balance = _read_balance(rt, until)  # a ProviderError is the caller's to report
         at = rt.now()
-        if time.monotonic() > until:
+        if balance is None or time.monotonic() > until:
             return Taken(None, "the balance read outlasted the hold")
         with transaction(rt.engine) as session:
             taken = _record(rt, session, reason, at, balance, resume_settling)
     return taken
+
+
+def _read_balance(rt: Runtime, until: float) -> int | None:
+    """The balance, waiting for its turn under the rate limit while the hold lasts."""
+    while True:
+        try:
+            return to_micros(rt.client.balance())
+        except Throttled as exc:
+            if time.monotonic() + exc.retry_after > until:
+                return None
+            time.sleep(exc.retry_after)
 
 
 def _not_settled(rt: Runtime) -> str:
@@ -128,7 +140,8 @@ def _record(
     )
     unexplained = int(outcome.get("unexplained_micros", 0))
     # Quiet when all adds up; a line worth reading when money moved unexplained or settled.
-    say = log.warning if unexplained else log.info if outcome.get("settled") else log.debug
+    settled = outcome.get("settled")
+    say = log.info if settled else log.warning if unexplained else log.debug
     say(
         "wallet_checkpoint",
         reason=reason,

@@ -13,7 +13,7 @@ from orchestrator.cli.status_view import BOUGHT, RECENT_JOBS, wallet_pause
 from orchestrator.config import Settings
 from orchestrator.db import queries
 from orchestrator.db.models import FINAL_STATES, Job, State, Target, utcnow
-from orchestrator.lifecycle.breaker import read_breakers
+from orchestrator.lifecycle.breaker import open_breakers
 from orchestrator.money import from_micros
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -111,12 +111,7 @@ def _targets(session: Session, job_id: int) -> list[dict[str, Any]]:
 
 def breakers(session: Session, settings: Settings) -> list[dict[str, Any]]:
     """The circuit breakers open now (breaker.py), as ``status`` lists them."""
-    found = read_breakers(
-        session,
-        failures=settings.breaker_failures,
-        cooldown=settings.breaker_cooldown,
-        now=utcnow(),
-    )
+    found = open_breakers(session, settings, utcnow())
     return [
         {
             "service": {"id": b.service_id, "name": b.service_name},

@@ -17,7 +17,7 @@ from rich.text import Text
 from orchestrator.config import Settings
 from orchestrator.db import queries
 from orchestrator.db.models import FINAL_STATES, Job, JobStatus, State, Target, utcnow
-from orchestrator.lifecycle.breaker import read_breakers
+from orchestrator.lifecycle.breaker import open_breakers
 from orchestrator.money import from_micros, shown
 from orchestrator.redact import for_terminal
 
@@ -148,12 +148,7 @@ def job_table(session: Session, job: Job) -> Table:
 
 def breaker_lines(session: Session, settings: Settings) -> list[str]:
     """One line per (service, country) whose circuit breaker is open now (breaker.py)."""
-    found = read_breakers(
-        session,
-        failures=settings.breaker_failures,
-        cooldown=settings.breaker_cooldown,
-        now=utcnow(),
-    )
+    found = open_breakers(session, settings, utcnow())
     # Shown with plain(), which makes the provider's names safe for a terminal.
     return [
         f"breaker open: {b.service_name} in {b.country_name} until {b.until:%H:%M:%S} UTC "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from orchestrator.config import Settings
 from orchestrator.db import queries
 from orchestrator.lifecycle.estimate import WINDOW
 
@@ -87,3 +88,16 @@ def read_breakers(
                 service, country, until, failures, service_name, country_name
             )
     return breakers
+
+
+def open_breakers(
+    session: Session, settings: Settings, now: datetime, service_id: int | None = None
+) -> dict[tuple[int, int], Breaker]:
+    """``read_breakers`` with the configured ``breaker_failures`` and ``breaker_cooldown``."""
+    return read_breakers(
+        session,
+        failures=settings.breaker_failures,
+        cooldown=settings.breaker_cooldown,
+        now=now,
+        service_id=service_id,
+    )

@@ -24,7 +24,7 @@ from orchestrator.config import Settings
 from orchestrator.db import money_figures, wallet_ledger
 from orchestrator.db.engine import reading
 from orchestrator.db.models import State, utcnow
-from orchestrator.lifecycle.breaker import read_breakers
+from orchestrator.lifecycle.breaker import open_breakers
 from orchestrator.lifecycle.cancels import give_up_after
 from orchestrator.money import from_micros
 from orchestrator.provider.ratelimit import key_fingerprint
@@ -84,9 +84,7 @@ class MoneyCollector(Collector):
             money = money_figures.read(
                 session, finished_since=now - SCOPE, bought_before=now - earliest_risk
             )
-            breakers = read_breakers(
-                session, failures=s.breaker_failures, cooldown=s.breaker_cooldown, now=now
-            )
+            breakers = open_breakers(session, s, now)
             api_key = s.api_key.get_secret_value() if s.api_key is not None else ""
             last = (
                 wallet_ledger.last_checkpoint(session, key_fingerprint(api_key))

@@ -14,7 +14,7 @@ from orchestrator.config import Settings
 from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
-from orchestrator.lifecycle.breaker import Breaker, read_breakers
+from orchestrator.lifecycle.breaker import Breaker, open_breakers
 from orchestrator.lifecycle.cache import TtlCache
 from orchestrator.lifecycle.estimate import TTL, Outcomes, read_outcomes
 from orchestrator.lifecycle.nudges import Action, Nudge
@@ -116,15 +116,8 @@ class Runtime:
         return {c: b for c, b in self._breakers.get(service_id).items() if b.until > now}
 
     def _read_breakers(self, service_id: int) -> dict[int, Breaker]:
-        s = self.settings
         with reading(self.engine) as session:
-            found = read_breakers(
-                session,
-                failures=s.breaker_failures,
-                cooldown=s.breaker_cooldown,
-                now=self.now(),
-                service_id=service_id,
-            )
+            found = open_breakers(session, self.settings, self.now(), service_id)
         now = self.now()
         with self._lock:
             # Once per process per opening: a re-opening after a trial has a later ``until``;

@@ -61,7 +61,7 @@ class Audit:
 
 def run_audit(rt: Runtime, *, since: datetime | None, resume_settling: bool = False) -> Audit:
     """Take a checkpoint now (if the key can be made quiet), then audit since ``since``."""
-    taken = checkpoint.take(rt, "audit", resume_settling=resume_settling)
+    taken = checkpoint.take(rt, "audit", resume_settling=resume_settling, force=True)
     with reading(rt.engine) as session:
         points = wallet_ledger.checkpoints(session, rt.key_fingerprint, since)
         intervals = []

@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # types only: SQL runs in db/
 
 log = structlog.get_logger(__name__)
 
-DRAIN_SECONDS = 10.0  # how long a checkpoint holds new calls off while those in flight end
+DRAIN_SECONDS = 3.0  # how long a checkpoint holds new calls off while those in flight end
+BACKOFF_SECONDS = 30.0  # a checkpoint that could not get quiet: the next waits this long
 
 
 @dataclass
@@ -49,18 +50,29 @@ class Taken:
     nudges: list[Nudge] = field(default_factory=list)
 
 
-def take(rt: Runtime, reason: str, *, resume_settling: bool = False) -> Taken:
+def take(rt: Runtime, reason: str, *, resume_settling: bool = False, force: bool = False) -> Taken:
     """Take a checkpoint now if the key can be made quiet; settle what it can explain.
+
+    ``force`` (``audit``): try even while checkpoints are put off.
 
     Raises ProviderError when the balance cannot be read.
     """
-    if rt.quiet is None:
+    gate = rt.quiet
+    if gate is None:
         return Taken(None, "no shared gate (Redis) in this process")
+    if gate.putting_off() and not force:
+        return Taken(None, "put off: a checkpoint could not get quiet lately")
+    # Looked at before holding anyone up: a hold that cannot succeed only delays cancels.
     blocked = _not_settled(rt)
     if blocked:
-        return Taken(None, blocked)  # looked before holding anyone up
-    with rt.quiet.hold(drain=DRAIN_SECONDS) as until:
+        return Taken(None, blocked)
+    oldest = gate.oldest_call()
+    if oldest is not None and oldest > DRAIN_SECONDS:
+        gate.put_off(BACKOFF_SECONDS)
+        return Taken(None, f"a call has been in flight {oldest:.0f} s")
+    with gate.hold(drain=DRAIN_SECONDS) as until:
         if until is None:
+            gate.put_off(BACKOFF_SECONDS)
             return Taken(None, "calls still in flight (or another checkpoint)")
         blocked = _not_settled(rt)
         if blocked:

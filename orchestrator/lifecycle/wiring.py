@@ -97,6 +97,12 @@ def make_client(
     )
 
 
+def call_lease(settings: Settings) -> float:
+    """How long a purchase or cancel may stay inside the wallet's quiet gate (quiet.py): its
+    HTTP call twice over (a balance read for min_balance may come first) and the write after."""
+    return 2 * (settings.connect_timeout + settings.read_timeout) + WORKER_READ_PATIENCE
+
+
 def make_database(settings: Settings) -> Engine:
     """The engine, with the tables created if missing."""
     engine = make_engine(settings.effective_database_url)
@@ -114,7 +120,9 @@ def make_runtime(settings: Settings, redis_url: str, *, patient: bool = False) -
         client=client,
         throttle=limiter,
         wallet=make_wallet(settings, redis_url, client),
-        quiet=QuietGate(_redis(redis_url), settings.require_api_key()),
+        quiet=QuietGate(
+            _redis(redis_url), settings.require_api_key(), call_lease=call_lease(settings)
+        ),
     )
 
 

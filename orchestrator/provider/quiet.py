@@ -10,8 +10,14 @@ no call may enter (callers put themselves off a few seconds), and once the calls
 left, the key is quiet until the hold is released. Entering and holding are each one Lua
 script, so a call either entered before the hold (the checkpoint waits for it) or sees it.
 
-A process that dies inside the gate leaves an entry that lapses after ``CALL_LEASE``: by then
-its call has long reached the provider or never will (every timeout is far shorter).
+A process that dies inside the gate leaves an entry that lapses after its lease (``call_lease``,
+longer than any call may take: wiring.py derives it from the timeouts): by then its call has
+reached the provider or never will.
+
+A checkpoint holds purchases and cancels off, and a cancel held too long is a refund lost: so a
+hold is short (``drain``), is not even tried while a call has been inside for longer than that
+(a slow provider, or a process that died inside), and a checkpoint that could not get quiet
+makes the next ones wait ``backoff`` seconds (``put_off``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from orchestrator.provider.ratelimit import key_fingerprint
 
 __all__ = ["CALL_LEASE", "HELD_RETRY", "HOLD_LEASE", "QuietGate"]
 
-CALL_LEASE: Final = 120.0  # seconds an entry outlives a process that died inside the gate
+CALL_LEASE: Final = 60.0  # seconds an entry outlives a process that died inside the gate
 HOLD_LEASE: Final = 60.0  # seconds a hold outlives a checkpoint that died holding it
 HELD_RETRY: Final = 2.0  # seconds a call held off by a checkpoint waits before trying again
 
@@ -56,6 +62,16 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 return redis.call('ZCARD', KEYS[2])
 """
 
+# KEYS[1] calls; ARGV[1] lease ms. Returns the age in ms of the oldest call inside (-1: none).
+_OLDEST: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return -1 end
+return now - (tonumber(first[2]) - tonumber(ARGV[1]))
+"""
+
 # KEYS[1] hold; ARGV[1] token: released only by its holder.
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -73,20 +89,22 @@ class QuietGate:
         prefix = f"legitsms:quiet:{{{key_fingerprint(api_key)}}}"
         self._hold_key = f"{prefix}:hold"
         self._calls_key = f"{prefix}:calls"
+        self._backoff_key = f"{prefix}:backoff"
         self._enter = redis.register_script(_ENTER)
         self._hold = redis.register_script(_HOLD)
         self._release = redis.register_script(_RELEASE)
+        self._oldest = redis.register_script(_OLDEST)
 
     @property
     def keys(self) -> list[str]:
         """The Redis keys the gate writes (for inspection and clean-up)."""
-        return [self._hold_key, self._calls_key]
+        return [self._hold_key, self._calls_key, self._backoff_key]
 
     def enter(self) -> str | None:
         """Enter before a call that may move the wallet; its token, or None while a
         checkpoint holds the gate (put the call off a few seconds)."""
         token = secrets.token_hex(8)
-        entered = self._enter(keys=self.keys, args=[token, self._call_ms])
+        entered = self._enter(keys=[self._hold_key, self._calls_key], args=[token, self._call_ms])
         return token if int(entered) == 1 else None
 
     def leave(self, token: str | None) -> None:
@@ -103,6 +121,19 @@ class QuietGate:
         finally:
             self.leave(token)
 
+    def oldest_call(self) -> float | None:
+        """Seconds the oldest call inside has been there (None: the gate is empty)."""
+        age = int(self._oldest(keys=[self._calls_key], args=[self._call_ms]))
+        return None if age < 0 else age / 1000
+
+    def put_off(self, seconds: float) -> None:
+        """No checkpoint tries to hold the gate for ``seconds`` (one could not get quiet)."""
+        self._redis.set(self._backoff_key, "1", px=max(1, int(seconds * 1000)))
+
+    def putting_off(self) -> bool:
+        """Whether checkpoints are put off now (put_off)."""
+        return bool(self._redis.exists(self._backoff_key))
+
     @contextmanager
     def hold(self, *, drain: float, lease: float = HOLD_LEASE) -> Iterator[float | None]:
         """Hold the gate and wait up to ``drain`` seconds for the calls inside to leave.
@@ -118,7 +149,8 @@ class QuietGate:
         quiet = False
         try:
             while True:
-                inside = int(self._hold(keys=self.keys, args=[token, lease_ms]))
+                keys = [self._hold_key, self._calls_key]
+                inside = int(self._hold(keys=keys, args=[token, lease_ms]))
                 if inside < 0:
                     break  # another checkpoint is at it: one is enough
                 if inside == 0:

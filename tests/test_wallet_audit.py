@@ -14,13 +14,17 @@ from pathlib import Path
 
 import httpx
 import redis
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from orchestrator.config import Settings
 from orchestrator.db import store, wallet_ledger
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import Activation, JobPlan, State, TargetPlan, WalletCheckpoint
+from orchestrator.lifecycle import checkpoint
 from orchestrator.lifecycle.settle_in_doubt import NOT_BOUGHT, counts_bought
+from orchestrator.lifecycle.wiring import make_runtime
 from orchestrator.provider.quiet import QuietGate
 from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
 from orchestrator.sandbox.server import SandboxServer
@@ -114,6 +118,34 @@ def test_a_checkpoint_holds_new_calls_off_and_waits_for_those_inside(redis_url: 
         with gate.hold(drain=0.1) as other:
             assert other is None, "one checkpoint at a time"
     assert gate.enter() is not None, "released at the end of the hold"
+
+
+def test_a_call_stuck_inside_puts_checkpoints_off_instead_of_holding_cancels(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    gate = QuietGate(client, DEMO_API_KEY, call_lease=30)
+    client.delete(*gate.keys)
+    assert gate.oldest_call() is None
+    stuck = gate.enter()  # a process that died inside, say
+    time.sleep(0.2)
+    age = gate.oldest_call()
+    assert age is not None and 0.1 < age < 5
+    settings = Settings(
+        api_key=SecretStr(DEMO_API_KEY),
+        base_url="http://127.0.0.1:9",  # never reached: nothing is read while a call is inside
+        database_url=sqlite_url,
+        data_dir=tmp_path,
+    )
+    rt = make_runtime(settings, redis_url)
+    rt.quiet = gate
+    # Age the call past the drain by rewriting its lease end: it entered 10 s ago.
+    client.zadd(gate.keys[1], {stuck or "": (time.time() - 10 + 30) * 1000})
+    taken = checkpoint.take(rt, "interval")
+    assert taken.checkpoint is None and "in flight" in taken.why
+    assert gate.putting_off(), "the next checkpoints wait instead of holding the gate again"
+    assert gate.enter() is not None, "purchases and cancels were never held"
+    assert "put off" in checkpoint.take(rt, "interval").why
 
 
 # --- end to end ----------------------------------------------------------------------------------

@@ -65,9 +65,9 @@ def test_past_the_slowest_code_an_order_is_polled_ever_more_rarely() -> None:
 
 
 def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:
-    calls: list[tuple[int, int | None]] = []
+    calls: list[tuple[int, int]] = []
 
-    def load(service: int, country: int | None) -> list[float]:
+    def load(service: int, country: int) -> list[float]:
         calls.append((service, country))
         return [-1.0, 3.0, 1.0, 2.0]
 

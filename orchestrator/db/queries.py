@@ -174,21 +174,18 @@ def active_job_named(session: Session, name: str) -> Job | None:
 
 
 def arrival_delays(
-    session: Session, service_id: int, country_id: int | None, *, limit: int
+    session: Session, service_id: int, country_id: int, *, limit: int
 ) -> list[float]:
-    """Seconds from purchase to code of the most recent codes for a service and country (or
-    in every country: ``country_id`` None)."""
-    scope = [
-        col(Activation.service_id) == service_id,
-        col(Activation.state) == State.RECEIVED,
-        col(Activation.code_at).is_not(None),
-        col(Activation.ordered_at).is_not(None),
-    ]
-    if country_id is not None:
-        scope.append(col(Activation.country_id) == country_id)
+    """Seconds from purchase to code of the most recent codes for a service and country."""
     query = (
         select(col(Activation.ordered_at), col(Activation.code_at))
-        .where(*scope)
+        .where(
+            col(Activation.service_id) == service_id,
+            col(Activation.country_id) == country_id,
+            col(Activation.state) == State.RECEIVED,
+            col(Activation.code_at).is_not(None),
+            col(Activation.ordered_at).is_not(None),
+        )
         .order_by(col(Activation.code_at).desc())
         .limit(limit)
     )
@@ -416,20 +413,6 @@ def waiting_by_country(session: Session, service_id: int) -> dict[int, int]:
         .group_by(col(Activation.country_id))
     )
     return {int(country): int(n) for country, n in session.execute(query).all()}
-
-
-def waiting_since(session: Session, service_id: int) -> dict[int, list[datetime]]:
-    """When each number of the service still waiting for its code was bought, per country."""
-    query = select(col(Activation.country_id), col(Activation.ordered_at)).where(
-        col(Activation.service_id) == service_id,
-        col(Activation.country_id).is_not(None),
-        col(Activation.ordered_at).is_not(None),
-        col(Activation.state) == State.WAITING,
-    )
-    found: dict[int, list[datetime]] = {}
-    for country, ordered_at in session.execute(query).all():
-        found.setdefault(int(country), []).append(ordered_at)
-    return found
 
 
 def last_outcomes(

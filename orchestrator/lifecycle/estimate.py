@@ -11,18 +11,6 @@ numbers until ``max_numbers`` ran out.) Orders that ended without a code for
 reasons of ours (the job cancelled, the target already had its codes, a charge over the cap)
 say nothing about the country and are not counted.
 
-A number still waiting is partial evidence, so that misses are learnt in seconds rather than
-at ``code_timeout``: if S is the share of codes that come later than its age (from the delays
-of the codes received, polling.py's arrival model) and p the estimate, it gets its code with
-probability e = p x S / (p x S + 1 - p), and it counts as e of a success and 1 - e of a
-failure. A fresh one (S = 1, e = p) leaves the estimate where it is; one older than every
-code seen counts nearly as a failure. As e depends on p, the two are solved together (a few
-rounds of the update, each from the last p). S is taken from the country's own code delays
-once it has ``MIN_SAMPLES`` of them, before that from the service's in every country (how
-long an SMS takes is mostly the sender's doing), and as ``(codes later than the age + 1) /
-(codes seen + 1)``: a few codes seen never make a late one impossible. With no code seen at
-all, a waiting number says nothing.
-
 The planner ranks countries by price / estimate: the expected spend per code when code-less
 orders are refunded is the price, but each code-less order also costs its wait and a share
 of the rate limit, and one that expires unrefunded costs its price; dividing by the success
@@ -31,9 +19,7 @@ rate weighs all three the same way, as the number of orders bought per code.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -47,7 +33,6 @@ PRIOR_ORDERS = 4.0  # the advertised rate weighs as much as this many orders see
 WINDOW = timedelta(days=7)  # outcomes older than this are forgotten: countries change
 FLOOR = 0.01  # no country is taken as hopeless (0): one more look must stay possible
 TTL = 5.0  # seconds the outcomes are kept before they are read again (one cheap query)
-ROUNDS = 5  # rounds of the update that weighs waiting numbers (each moves p less: it settles)
 
 
 @dataclass(frozen=True)
@@ -56,15 +41,6 @@ class Outcomes:
 
     received: int = 0
     codeless: int = 0
-    # Per number waiting now: the share of codes that come later than its age (see above).
-    waiting: tuple[float, ...] = ()
-
-
-def share_later(delays: Sequence[float], age: float) -> float:
-    """The share of codes that arrive later than ``age`` seconds, from the ``delays`` (sorted)
-    of the codes seen, counting one more that might still come: 1 with none seen."""
-    later = len(delays) - bisect.bisect_right(delays, age)
-    return (later + 1) / (len(delays) + 1)
 
 
 def read_outcomes(session: Session, service_id: int, now: datetime) -> dict[int, Outcomes]:
@@ -76,12 +52,9 @@ def read_outcomes(session: Session, service_id: int, now: datetime) -> dict[int,
 def success_rate(advertised_percent: float, seen: Outcomes) -> float:
     """The estimated chance that an order brings its code, between FLOOR and 1."""
     prior = min(max(advertised_percent / 100.0, FLOOR), 1.0)
-    weight = PRIOR_ORDERS + seen.received + seen.codeless + len(seen.waiting)
-    estimate = (PRIOR_ORDERS * prior + seen.received) / (weight - len(seen.waiting))
-    for _ in range(ROUNDS if seen.waiting else 0):
-        p = min(max(estimate, FLOOR), 1.0)
-        chances = sum(p * s / (p * s + 1.0 - p) if p < 1.0 else 1.0 for s in seen.waiting)
-        estimate = (PRIOR_ORDERS * prior + seen.received + chances) / weight
+    estimate = (PRIOR_ORDERS * prior + seen.received) / (
+        PRIOR_ORDERS + seen.received + seen.codeless
+    )
     return min(max(estimate, FLOOR), 1.0)
 
 

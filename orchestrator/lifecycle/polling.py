@@ -104,15 +104,14 @@ class CachedCount:
 
 
 class ArrivalCache:
-    """Models per (service, country), learnt from the database and reused for ``REFRESH`` s;
-    country None: the service's codes in every country."""
+    """Models per (service, country), learnt from the database and reused for ``REFRESH`` s."""
 
-    def __init__(self, load: Callable[[int, int | None], Sequence[float]]) -> None:
+    def __init__(self, load: Callable[[int, int], Sequence[float]]) -> None:
         self._load = load
         self._lock = threading.Lock()
-        self._models: dict[tuple[int, int | None], tuple[float, ArrivalModel | None]] = {}
+        self._models: dict[tuple[int, int], tuple[float, ArrivalModel | None]] = {}
 
-    def model(self, service_id: int, country_id: int | None) -> ArrivalModel | None:
+    def model(self, service_id: int, country_id: int) -> ArrivalModel | None:
         key = (service_id, country_id)
         with self._lock:
             entry = self._models.get(key)

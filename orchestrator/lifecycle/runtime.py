@@ -16,11 +16,10 @@ from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State, utcnow
 from orchestrator.lifecycle.breaker import Breaker, read_breakers
 from orchestrator.lifecycle.cache import TtlCache
-from orchestrator.lifecycle.estimate import TTL, Outcomes, read_outcomes, share_later
+from orchestrator.lifecycle.estimate import TTL, Outcomes, read_outcomes
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.polling import (
     HISTORY,
-    MIN_SAMPLES,
     ArrivalCache,
     CachedCount,
     budget_floor,
@@ -72,7 +71,6 @@ class Runtime:
     cancelling: CachedCount = field(init=False)
     _outcomes: TtlCache[int, dict[int, Outcomes]] = field(init=False)
     _waiting_by_country: TtlCache[int, dict[int, int]] = field(init=False)
-    _waiting_since: TtlCache[int, dict[int, list[datetime]]] = field(init=False)
 
     _breakers: TtlCache[int, dict[int, Breaker]] = field(init=False)
     _breakers_told: set[tuple[int, int, datetime]] = field(init=False)
@@ -86,7 +84,6 @@ class Runtime:
         self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
         self._outcomes = TtlCache(self._read_outcomes, TTL)
         self._waiting_by_country = TtlCache(self._read_waiting, WAITING_TTL)
-        self._waiting_since = TtlCache(self._read_waiting_since, WAITING_TTL)
 
         self._breakers = TtlCache(self._read_breakers, TTL)
         self._breakers_told = set()
@@ -98,23 +95,8 @@ class Runtime:
         return key_fingerprint(self.settings.require_api_key())
 
     def outcomes(self, service_id: int) -> dict[int, Outcomes]:
-        """What this installation's orders of the service came to lately, per country, with
-        the numbers still waiting as partial evidence (estimate.py)."""
-        ended = self._outcomes.get(service_id)
-        since = self._waiting_since.get(service_id)
-        if not since:
-            return ended
-        now = self.now()
-        found = dict(ended)
-        for country, bought in since.items():
-            model = self.arrivals.model(service_id, country)
-            if model is None or len(model.delays) < MIN_SAMPLES:
-                model = self.arrivals.model(service_id, None)  # the service's, everywhere
-            delays = model.delays if model is not None else ()
-            ages = [(now - at).total_seconds() for at in bought]
-            seen = found.get(country, Outcomes())
-            found[country] = replace(seen, waiting=tuple(share_later(delays, a) for a in ages))
-        return found
+        """What this installation's orders of the service came to lately, per country."""
+        return self._outcomes.get(service_id)
 
     def waiting_by_country(self, service_id: int) -> dict[int, int]:
         """Numbers of the service being bought or waiting, per country (a second old at most)."""
@@ -123,10 +105,6 @@ class Runtime:
     def _read_waiting(self, service_id: int) -> dict[int, int]:
         with reading(self.engine) as session:
             return queries.waiting_by_country(session, service_id)
-
-    def _read_waiting_since(self, service_id: int) -> dict[int, list[datetime]]:
-        with reading(self.engine) as session:
-            return queries.waiting_since(session, service_id)
 
     def _read_outcomes(self, service_id: int) -> dict[int, Outcomes]:
         with reading(self.engine) as session:
@@ -170,7 +148,7 @@ class Runtime:
             )
         return {country: breaker for (_, country), breaker in found.items()}
 
-    def _arrival_delays(self, service_id: int, country_id: int | None) -> list[float]:
+    def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
         with reading(self.engine) as session:
             return queries.arrival_delays(session, service_id, country_id, limit=HISTORY)
 

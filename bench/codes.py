@@ -23,7 +23,7 @@ import argparse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -61,6 +61,11 @@ USER_PICK = 6  # lowest price / advertised rate: where a user without codes: buy
 TRUE_BEST = 16  # lowest price / true rate: the oracle's one country
 
 WAYS = ("codes", "quantity, rerun", "oracle")
+# The two ways the product is measured against run without the circuit breaker: the user's
+# way of today had none, and with one a single-country job whose country ran 5 misses in a
+# row (likely at Indonesia's 20%, possible at the United Kingdom's 60%) waits out its 30 min
+# cool-down, which would flatter *codes* by the comparison, not by what it does.
+NO_BREAKER = {"ORCHESTRATOR_BREAKER_COOLDOWN": "0"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,15 @@ class CodesScenario:
             "code_timeout": self.base.code_timeout,
             "poll_interval": self.base.poll_interval,
             "orchestrator_env": dict(self.base.orchestrator_env),
+            "without_breaker": [way for way in WAYS if way != "codes"],
         }
+
+    def way_base(self, way: str) -> Scenario:
+        """The settings one way runs with: ``codes`` the scenario's, the others without the
+        circuit breaker (``NO_BREAKER``)."""
+        if way == "codes":
+            return self.base
+        return replace(self.base, orchestrator_env={**self.base.orchestrator_env, **NO_BREAKER})
 
 
 def codes_scenario(*, quick: bool, codes: int | None = None) -> CodesScenario:
@@ -211,7 +224,7 @@ def _way(
         )
         environment = Environment()
         observed = run_orchestrator(
-            scenario.base,
+            scenario.way_base(way),
             deployment,
             base_url=server.url,
             workdir=folder,

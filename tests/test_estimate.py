@@ -86,9 +86,17 @@ def test_a_codes_target_spreads_its_first_numbers_over_countries_it_has_not_trie
     assert rank_countries(countries, prices, cap, {}, {1: 2})[0][0].country_id == 1
     # Three waiting in a country never tried: the next goes where nothing waits yet.
     assert rank_countries(countries, prices, cap, {}, {1: 3})[0][0].country_id == 2
-    # Once a country has results, it may hold twice as many waiting.
+    # Each code a country brought makes room for two more waiting there...
     seen = {1: Outcomes(received=2, codeless=1)}
-    assert rank_countries(countries, prices, cap, seen, {1: 5, 2: 3})[0][0].country_id == 1
+    assert rank_countries(countries, prices, cap, seen, {1: 6, 2: 3})[0][0].country_id == 1
+    assert rank_countries(countries, prices, cap, seen, {1: 7, 2: 0})[0][0].country_id == 2
+    # ...and its misses make none: a flattering price list cannot draw a dozen at once.
+    burnt = {1: Outcomes(received=1, codeless=9)}
+    assert rank_countries(countries, prices, cap, burnt, {1: 4})[0][0].country_id == 1
+    assert rank_countries(countries, prices, cap, burnt, {1: 5})[0][0].country_id == 2
     # Where every country holds its cap, the best is still bought: nothing waits on learning.
     assert rank_countries(countries, prices, cap, {}, {1: 3, 2: 3})[0][0].country_id == 1
+    # Once all are full, the one that brought the most codes takes the next number.
+    proven = {1: Outcomes(received=1, codeless=9), 2: Outcomes(received=2)}
+    assert rank_countries(countries, prices, cap, proven, {1: 5, 2: 7})[0][0].country_id == 2
     assert rank_countries(countries[:1], prices, cap, {}, {1: 50})[0][0].country_id == 1

@@ -59,19 +59,24 @@ def success_rate(advertised_percent: float, seen: Outcomes) -> float:
 
 
 PROBE_NUMBERS = 3  # numbers a codes target may have waiting in a country it knows nothing of
+PER_CODE = 2  # ...and more per code the country brought in the window
 
 
 def probe_cap(seen: Outcomes) -> int:
-    """How many numbers of a codes target may wait at once in a country, by how much of it
-    this installation has seen: a few in one it has not tried, twice its results after.
+    """How many numbers of a codes target may wait at once in a country: a few in one it has
+    not tried, and two more per code the country brought.
 
     A new country's estimate is its advertised rate, which may be far from what it delivers:
     while other countries can be bought, a codes target spreads its first numbers over them
     and learns each one's rate from a few orders, rather than putting them all where the
-    price list looks best (planner.py). Where no other country can be bought, the cap is
-    ignored: a single-country target buys as fast as it always did.
+    price list looks best (planner.py). Room is earned by codes, not by orders: a country
+    that flatters its rate ranks first for a while (a prior at 85% needs some 20 orders to
+    fall to 30%), and a cap that grew with its misses (twice its results, the first rule) let
+    it take a dozen numbers at once; one that delivers earns room as fast as it delivers.
+    Where no other country can be bought, the cap is ignored: a single-country target buys
+    as fast as it always did.
     """
-    return max(PROBE_NUMBERS, 2 * (seen.received + seen.codeless))
+    return PROBE_NUMBERS + PER_CODE * seen.received
 
 
 def numbers_in_flight(codes_missing: int, rate: float) -> int:

@@ -56,7 +56,9 @@ def rank_countries(
     (``breakers``: the countries whose circuit breaker is open, passed over).
 
     ``waiting``, for a codes target: numbers waiting per country. A country holding its
-    ``probe_cap`` goes after those that do not, while any does (estimate.py).
+    ``probe_cap`` goes after those that do not, while any does (estimate.py); once all do,
+    the one that brought the most codes goes first: the first ranked may be one whose
+    flattering advertised rate the caps are holding back while its misses come in.
     """
     buyable: list[tuple[Decimal, int, Choice]] = []
     passed_over: list[tuple[str, str]] = []
@@ -80,11 +82,12 @@ def rank_countries(
     if waiting is not None:
         seen = Outcomes()
 
-        def probing(choice: Choice) -> bool:
-            cap = probe_cap(outcomes.get(choice.country_id, seen))
-            return waiting.get(choice.country_id, 0) >= cap
+        def room(choice: Choice) -> tuple[bool, int]:
+            got = outcomes.get(choice.country_id, seen)
+            full = waiting.get(choice.country_id, 0) >= probe_cap(got)
+            return full, -got.received if full else 0
 
-        ranked = sorted(ranked, key=probing)  # stable: each part keeps its order
+        ranked = sorted(ranked, key=room)  # stable: ties keep the ranking's order
     return ranked, passed_over
 
 

@@ -3,9 +3,9 @@
 One real ``orchestrator worker`` at the installation's defaults (no ``--processes`` or
 ``--threads``) against a private Redis and the simulator runs one small job to its end; then
 the CPU of its processes (children included) is counted over a minute of idleness. A second,
-small job submitted after the idle minute shows what the quiet cost in wake-up time: from
-``submit``'s exit (its nudges are in Redis by then) to each order reaching the simulator, and
-each code's latency (from the moment it was due to the moment it was stored).
+small job submitted after the idle minute shows what the quiet cost in wake-up time: from the
+job's creation (``submit`` sends its first nudges right after) to each order reaching the
+simulator, and each code's latency (from the moment it was due to the moment it was stored).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from bench.orchestrated import COMMAND, _job_id, _stored_codes, _wait_booted, _w
 from bench.processes import Measured, clean_environ
 from bench.report import target
 from bench.scenarios import ORCHESTRATOR_KEY, _env, _sandbox
-from orchestrator.db.engine import create_tables, make_engine
+from orchestrator.db.engine import create_tables, make_engine, transaction
+from orchestrator.db.models import Job
 from orchestrator.sandbox.ledger import Ledger
 from orchestrator.sandbox.server import SandboxServer
 
@@ -150,11 +151,14 @@ def _run_job(
     )
     if submit.wait(timeout=120).exit_code != 0:
         raise RuntimeError(f"submit failed: {submit.log.read_text()[-2000:]}")
-    submitted = time.time()
     job_id = _job_id(submit.log.read_text())
     finished_at, timed_out = _wait_for_job(engine, job_id, [worker], 300)
     if timed_out:
         raise RuntimeError(f"job {name} did not end within 300 s")
+    with transaction(engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        submitted = job.created_at.timestamp()
     _codes, stored_at = _stored_codes(engine, job_id)
     return {
         "job_id": job_id,
@@ -230,7 +234,7 @@ def idle_lines(run: dict[str, Any]) -> list[str]:
         + ", ".join(f"{ms:g}" for ms in run["idle_slices_cpu_ms"]),
         f"  wake job ({run['settings']['wake_numbers']} numbers): first / last order "
         f"{secs(run['wake_to_first_order_seconds'])} / {secs(run['wake_to_last_order_seconds'])}"
-        f" after submit returned; ended after {run['wake_job_seconds']:.1f} s",
+        f" after the job was created; ended after {run['wake_job_seconds']:.1f} s",
         f"  wake job code latency (s, poll every {run['settings']['poll_interval']:g} s): "
         + latencies,
     ]

@@ -70,6 +70,10 @@ class WakingRedisBroker(RedisBroker):
         held = getattr(threading.current_thread(), "delay_queue", None)
         return _WakingConsumer(self, queue_name, prefetch, timeout, held)
 
+    def close(self) -> None:
+        super().close()
+        self.waiting.close()  # the blocking reads' connections
+
     def stop_waiting(self) -> None:
         """Wake this process's blocked consumers and keep them from blocking again: a worker
         stops as fast as Dramatiq's own polling lets it."""

@@ -160,31 +160,13 @@ def target(name: str, met: bool, detail: str) -> dict[str, Any]:
 
 
 def scenario_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets for groups (a) and (b), on one scenario's two sides."""
+    """The issues' targets for groups (a), (b) and (d), on one scenario's two sides."""
     sides = result["sides"]
     if "baseline" not in sides:
         return []
     orch, base = sides["orchestrator"], sides["baseline"]
-    if result["group"] == "b":
-        p95_o, p95_b = orch["latency_seconds"]["p95"], base["latency_seconds"]["p95"]
-        return [
-            target("zero 429s", orch["rate_limited"] == 0, f"{orch['rate_limited']} received"),
-            target(
-                "wall time below the baseline's",
-                orch["wall_seconds"] < base["wall_seconds"],
-                f"{orch['wall_seconds']:.1f} s vs {base['wall_seconds']:.1f} s",
-            ),
-            target(
-                "API calls per number below the baseline's",
-                orch["calls_per_number_total"] < base["calls_per_number_total"],
-                f"{orch['calls_per_number_total']:.2f} vs {base['calls_per_number_total']:.2f}",
-            ),
-            target(
-                "p95 code latency below the baseline's",
-                p95_o is not None and p95_b is not None and p95_o < p95_b,
-                f"{_num(p95_o)} s vs {_num(p95_b)} s",
-            ),
-        ]
+    if result["group"] in ("b", "d"):
+        return _rate_limited_targets(result)
     if result["group"] == "a":
         cpu_o, cpu_b = orch["batch_cpu_ms_per_number"], base["batch_cpu_ms_per_number"]
         tput_o, tput_b = orch["numbers_per_second"], base["numbers_per_second"]
@@ -201,6 +183,56 @@ def scenario_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             ),
         ]
     return []
+
+
+# Issue 16's targets: the most calls per number, and the most wall time over the lower bound.
+MAX_CALLS = {"b": 3.5, "d": 2.4}
+MAX_WALL_OVER_BOUND = 1.10
+MAX_P95_B = 20.0  # seconds, (b)
+
+
+def _rate_limited_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """(b) and (d): zero 429s, calls per number, wall time against the lower bound, latency."""
+    group, orch, base = (
+        result["group"],
+        result["sides"]["orchestrator"],
+        result["sides"]["baseline"],
+    )
+    lat_o, lat_b = orch["latency_seconds"], base["latency_seconds"]
+    calls_o, calls_b = orch["calls_per_number_total"], base["calls_per_number_total"]
+    wall_o, wall_b = orch["wall_seconds"], base["wall_seconds"]
+    bound = result.get("lower_bound", {}).get("wall_seconds")
+    found = [
+        target("zero 429s", orch["rate_limited"] == 0, f"{orch['rate_limited']} received"),
+        target(
+            "wall time below the baseline's", wall_o < wall_b, f"{wall_o:.1f} s vs {wall_b:.1f} s"
+        ),
+        target(
+            f"API calls per number at most {MAX_CALLS[group]:g}",
+            calls_o <= MAX_CALLS[group],
+            f"{calls_o:.2f} (baseline {calls_b:.2f})",
+        ),
+        _below("p95 code latency below the baseline's", lat_o["p95"], lat_b["p95"], strict=True),
+    ]
+    if bound:
+        found.append(
+            target(
+                f"wall time at most {MAX_WALL_OVER_BOUND:.2f}x the lower bound",
+                wall_o <= MAX_WALL_OVER_BOUND * bound,
+                f"{wall_o:.1f} s vs {bound:.1f} s ({wall_o / bound:.2f}x)",
+            )
+        )
+    if group == "b":
+        found.append(_below("p50 code latency at most the baseline's", lat_o["p50"], lat_b["p50"]))
+        found.append(_below(f"p95 code latency at most {MAX_P95_B:g} s", lat_o["p95"], MAX_P95_B))
+    return found
+
+
+def _below(
+    name: str, ours: float | None, limit: float | None, *, strict: bool = False
+) -> dict[str, Any]:
+    met = ours is not None and limit is not None and (ours < limit if strict else ours <= limit)
+    return target(name, met, f"{_num(ours)} s vs {_num(limit)} s")
 
 
 def pair_figures(result: dict[str, Any]) -> dict[str, float]:

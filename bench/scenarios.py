@@ -16,7 +16,7 @@ MAX_PRICE = "0.50"
 BALANCE = Decimal("100000.00")
 ORCHESTRATOR_KEY = "sk_bench_orchestrator"
 BASELINE_KEY = "sk_bench_baseline"
-GROUPS = ("a", "b", "c")
+GROUPS = ("a", "b", "c", "d")
 DEFAULT_THREADS: int = Settings.model_fields["worker_threads"].default
 
 
@@ -151,6 +151,29 @@ def rate_limited(numbers: int, *, quick: bool) -> Scenario:
     )
 
 
+def real_limit(numbers: int, *, quick: bool) -> Scenario:
+    """(d) The provider's real limit, 0.5 requests/s: every call costs two seconds of wall time."""
+    delay, min_age, timeout = ((2.0, 15.0), 30.0, 60.0) if quick else ((5.0, 60.0), 120.0, 300.0)
+    return Scenario(
+        name=f"d-{numbers}",
+        group="d",
+        title=(
+            f"(d) 0.5 requests/s, {numbers} numbers, codes after {delay[0]:g}-{delay[1]:g} s, "
+            f"20% never, cancel allowed after {min_age:g} s, code_timeout {timeout:g} s"
+        ),
+        numbers=numbers,
+        sandbox=_sandbox(
+            seed=404, code_delay=delay, never=0.2, rate=0.5, cancel_min_age=min_age, expiry=1200
+        ),
+        code_timeout=timeout,
+        poll_interval=5.0,
+        # Just under the provider's 0.5/s, as in (b).
+        orchestrator_env=_env(rate=0.48, poll=5.0, cancel_min_age=min_age, expiry=1200),
+        concurrent=True,
+        time_limit=2400,
+    )
+
+
 def in_flight(numbers: int, *, quick: bool) -> Scenario:
     """(c) Many numbers waiting at once: memory and CPU per number must not grow with them."""
     delay, timeout, poll = ((20.0, 40.0), 60.0, 10.0) if quick else ((90.0, 180.0), 240.0, 60.0)
@@ -174,11 +197,13 @@ def in_flight(numbers: int, *, quick: bool) -> Scenario:
 
 
 def scenarios(group: str, *, quick: bool, numbers: int | None = None) -> list[Scenario]:
-    """The runs of one group ("a", "b" or "c"), full size or ``quick``, or of ``numbers``."""
+    """The runs of one group ("a"-"d"), full size or ``quick``, or of ``numbers``."""
     if group == "a":
         return [throughput(numbers or (200 if quick else 2000))]
     if group == "b":
         return [rate_limited(numbers or (40 if quick else 200), quick=quick)]
+    if group == "d":
+        return [real_limit(numbers or (12 if quick else 40), quick=quick)]
     if group == "c":
         sizes = (numbers,) if numbers else (500, 1000) if quick else (1000, 10000)
         return [in_flight(n, quick=quick) for n in sizes]

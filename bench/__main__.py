@@ -1,10 +1,10 @@
 """``python -m bench``: the orchestrator against the naive script, on the same simulator settings.
 
-    python -m bench [--scenario a|b|c|e|idle|all] [--quick] [--json FILE]
+    python -m bench [--scenario a|b|c|d|e|idle|all] [--quick] [--json FILE]
 
 Each side of a scenario gets a simulator of its own with the same seed, so both meet the
 same codes after the same delays, and its own API key, Redis and database. Sides run one
-after the other, except where the scenario says CPU is not what it measures (b): then side
+after the other, except where the scenario says CPU is not what it measures ((b), (d)): then side
 by side, which halves a run that waits minutes on the provider.
 """
 

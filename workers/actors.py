@@ -28,12 +28,12 @@ from workers.broker import broker  # noqa: F401  (must be set before actors are 
 log = structlog.get_logger(__name__)
 
 # One queue per kind of work: Dramatiq consumes each queue on its own thread, so a backlog of
-# polls never holds up a cancel that must reach the provider before the order expires. (The
-# sweep has none: it runs in a timer thread, workers/periodic.py.)
+# polls never holds up a cancel that must reach the provider before the order expires.
 QUEUES = {
     "cancel": "legitsms-cancel",
     "check": "legitsms-check",
     "place": "legitsms-place",
+    "sweep": "legitsms-sweep",
 }
 RETRY: dict[str, Any] = {"max_retries": 8, "min_backoff": 1_000, "max_backoff": 60_000}
 
@@ -59,11 +59,8 @@ def runtime() -> Runtime:
 def send(nudges: list[Nudge]) -> None:
     """Send the nudges as (possibly delayed) messages, packed several slots to a message."""
     for batch in pack(nudges):
-        # A nudge due now goes straight to its queue: a delay of 0 would still take it through
-        # the delay queue, one more consumer's fetch, enqueue and ack on the way.
-        delay = int(batch.delay * 1000)
         ACTORS[batch.action].send_with_options(
-            args=(list(batch.activation_ids),), delay=delay if delay > 0 else None
+            args=(list(batch.activation_ids),), delay=max(0, int(batch.delay * 1000))
         )
 
 
@@ -118,6 +115,7 @@ def place_orders(activation_ids: list[int]) -> None:
     _run(functools.partial(place, purchases=purchases), activation_ids, finish=purchases.finish)
 
 
+@dramatiq.actor(queue_name=QUEUES["sweep"], priority=0, max_retries=0)
 def sweep_all() -> None:
     """Re-drive every slot whose message was lost; end finished jobs."""
     structlog.contextvars.clear_contextvars()

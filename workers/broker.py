@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 
 from workers import NAMESPACE
-from workers.wake import WakingRedisBroker
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:
-    """The Redis broker at ``url``; its idle consumers block instead of polling (wake.py)."""
+    """The Redis broker at ``url``."""
     if not url:
         raise RuntimeError("REDIS_URL is not set: run workers through `orchestrator worker`")
-    return WakingRedisBroker(url=url, namespace=NAMESPACE, heartbeat_timeout=15_000)
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        url=url, namespace=NAMESPACE, heartbeat_timeout=15_000
+    )
 
 
 broker = make_broker(os.environ.get("REDIS_URL"))

@@ -19,8 +19,8 @@ LOCK_KEY = "legitsms-orchestrator:sweep-lock"
 class PeriodicSweep(dramatiq.Middleware):
     """Starts a timer thread with the worker; whichever worker takes the Redis lock sweeps.
 
-    The sweep runs in the timer thread itself rather than as a queued message (it has no
-    queue): it is the safety net for lost messages, so it must not depend on a queue.
+    The sweep runs in the timer thread itself rather than as a queued message: it is the
+    safety net for lost messages, so it must not depend on the queue delivering one.
     """
 
     def __init__(self, redis_url: str, interval: float) -> None:
@@ -46,6 +46,6 @@ class PeriodicSweep(dramatiq.Middleware):
             wait = self._interval
             try:
                 if self._lock.acquire():
-                    sweep_all()
+                    sweep_all.fn()
             except Exception as exc:  # the loop must outlive any one failure
                 log.warning("sweep_failed", error=str(exc))

@@ -42,8 +42,6 @@ def run_worker(*, threads: int, sweep_interval: float) -> int:
 
     broker.add_middleware(PeriodicSweep(os.environ["REDIS_URL"], sweep_interval))
     count_messages(broker)  # when a supervisor serves /metrics for this process
-    # worker_timeout (ms): how soon a thread sees a stop, and a consumer whose prefetch was
-    # full sees a thread free. A consumer with an empty queue blocks instead (wake.py).
     worker = dramatiq.Worker(
         broker, queues=set(QUEUES.values()), worker_threads=threads, worker_timeout=1000
     )

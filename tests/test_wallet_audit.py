@@ -21,7 +21,15 @@ from sqlmodel import Session, select
 from orchestrator.config import Settings
 from orchestrator.db import store, wallet_ledger
 from orchestrator.db.engine import transaction
-from orchestrator.db.models import Activation, JobPlan, State, TargetPlan, WalletCheckpoint
+from orchestrator.db.models import (
+    Activation,
+    Job,
+    JobPlan,
+    JobStatus,
+    State,
+    TargetPlan,
+    WalletCheckpoint,
+)
 from orchestrator.lifecycle import checkpoint
 from orchestrator.lifecycle.settle_in_doubt import NOT_BOUGHT, counts_bought
 from orchestrator.lifecycle.wiring import make_runtime
@@ -281,3 +289,45 @@ targets:
     assert text.returncode == 1
     assert f"unexplained in all: {price:.2f}" in text.stdout
     assert "settling of in-doubt purchases is stopped" in text.stdout
+
+
+def test_an_in_doubt_purchase_no_checkpoint_could_settle_stops_holding_its_job_open(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        api_key=SecretStr(DEMO_API_KEY),
+        base_url="http://127.0.0.1:9",  # never reached: nothing is due once the job ended
+        database_url=sqlite_url,
+        data_dir=tmp_path,
+        exclusive_key=True,
+    )
+    rt = make_runtime(settings, redis_url)
+    plan = JobPlan(
+        name="waits",
+        budget_micros=None,
+        code_timeout=60,
+        targets=[TargetPlan(0, 1003, "Telegram", [(16, "UK")], 1, 2_000_000)],
+    )
+    with transaction(rt.engine) as session:
+        job, (slot_id,) = store.create_job(session, plan, source="inline")
+    long_ago = rt.now() - timedelta(
+        seconds=settings.in_doubt_grace + checkpoint.SETTLE_PATIENCE + 5
+    )
+    with Session(rt.engine) as session:
+        act = session.get(Activation, slot_id)
+        assert act is not None
+        act.state, act.settle_pending = State.IN_DOUBT, True
+        act.claimed_at = act.finished_at = long_ago
+        session.add(act)
+        session.commit()
+    with transaction(rt.engine) as session:
+        assert not store.finish_job_if_done(session, job.id or 0), "held open while pending"
+
+    checkpoint.when_due(rt)
+
+    with Session(rt.engine) as session:
+        act = session.get(Activation, slot_id)
+        ended = session.get(Job, job.id)
+        assert act is not None and ended is not None
+        assert act.state is State.IN_DOUBT and not act.settle_pending, "left for audit/resolve"
+        assert ended.status is JobStatus.FINISHED

@@ -39,6 +39,9 @@ log = structlog.get_logger(__name__)
 
 DRAIN_SECONDS = 3.0  # how long a checkpoint holds new calls off while those in flight end
 BACKOFF_SECONDS = 30.0  # a checkpoint that could not get quiet: the next waits this long
+# An in-doubt purchase keeps its job open for a checkpoint this long past its grace at most:
+# a key never quiet (other jobs always buying) must not keep a `run` waiting for ever.
+SETTLE_PATIENCE = 600.0
 
 
 @dataclass
@@ -246,6 +249,7 @@ def due(rt: Runtime) -> str | None:
 
 def when_due(rt: Runtime) -> list[Nudge]:
     """Take a checkpoint if one is due (the sweep calls this); the nudges settling asks for."""
+    _give_up_waiting(rt)
     reason = due(rt)
     if reason is None:
         return []
@@ -257,3 +261,21 @@ def when_due(rt: Runtime) -> list[Nudge]:
 
 def _dollars(micros: int) -> str:
     return shown(from_micros(micros))
+
+
+def _give_up_waiting(rt: Runtime) -> None:
+    """In-doubt purchases that waited SETTLE_PATIENCE for a checkpoint stay in doubt (for
+    ``audit`` and ``resolve``) and no longer hold their jobs open."""
+    oldest = rt.after(-(rt.settings.in_doubt_grace + SETTLE_PATIENCE))
+    with transaction(rt.engine) as session:
+        stale = [
+            act
+            for act in wallet_ledger.pending_settles(session)
+            if act.finished_at is not None and act.finished_at < oldest and act.id is not None
+        ]
+        if not stale:
+            return
+        wallet_ledger.clear_pending(session, [act.id for act in stale if act.id is not None])
+        for job_id in {act.job_id for act in stale}:
+            store.finish_job_if_done(session, job_id)
+    log.warning("settle_given_up", slots=[act.id for act in stale], why="no quiet checkpoint")

@@ -1,6 +1,6 @@
 """``python -m bench``: the orchestrator against the naive script, on the same simulator settings.
 
-    python -m bench [--scenario a|b|c|d|e|all] [--quick] [--json FILE]
+    python -m bench [--scenario a|b|c|d|e|idle|all] [--quick] [--json FILE]
 
 Each side of a scenario gets a simulator of its own with the same seed, so both meet the
 same codes after the same delays, and its own API key, Redis and database. Sides run one
@@ -30,6 +30,7 @@ from rich.console import Console
 
 from bench.bound import lower_bound
 from bench.codes import codes_scenario, run_codes
+from bench.idle import idle_lines, idle_scenario, run_idle
 from bench.infra import database_for_run, redis_for_run
 from bench.metrics import summarize
 from bench.orchestrated import Deployment, run_orchestrator
@@ -53,7 +54,8 @@ from orchestrator.logs import configure_logging
 from orchestrator.sandbox.server import SandboxServer
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
-ALL_GROUPS = (*GROUPS, "e")  # (e), codes over countries, lives in bench/codes.py
+# (e), codes over countries, lives in bench/codes.py; (i), an idle worker, in bench/idle.py.
+ALL_GROUPS = (*GROUPS, "e", "idle")
 REPEAT_A = 3  # pairs of runs for (a): its verdicts are on the median of the pairs' ratios
 # Wide enough for the tables when the output goes to a file or a pipe.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -228,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         for group in groups:
             if group == "e":
                 runs = [run_codes(codes_scenario(quick=opts.quick, codes=opts.numbers), opts, root)]
+            elif group == "idle":
+                runs = [run_idle(idle_scenario(quick=opts.quick), opts, root)]
             else:
                 chosen = scenarios(group, quick=opts.quick, numbers=opts.numbers)
                 runs = [run_repeated(s, opts, root) for s in chosen]
@@ -256,6 +260,11 @@ def show_group(group: str, runs: list[dict[str, Any]], targets: list[dict[str, A
     if group == "e":
         for run in runs:
             console.print(codes_table(run))
+            print_targets(console, run["targets"])
+        return
+    if group == "idle":
+        for run in runs:
+            console.print("\n".join(idle_lines(run)), markup=False)
             print_targets(console, run["targets"])
         return
     for run in runs:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -25,7 +26,15 @@ from orchestrator.lifecycle.purchase import place
 from orchestrator.lifecycle.settle import cancel
 from orchestrator.lifecycle.sweep import sweep
 from orchestrator.sandbox.config import SandboxConfig
-from tests.inprocess import FakeClock, FakeLimit, inprocess_runtime, plan_job, run_broker
+from orchestrator.sandbox.simulator import Simulator
+from tests.inprocess import (
+    FakeClock,
+    FakeLimit,
+    inprocess_runtime,
+    plan_job,
+    run_broker,
+    simulator_transport,
+)
 
 RATE = 0.5
 PROVIDER = SandboxConfig(
@@ -169,3 +178,47 @@ class _Busy:
 
     def pause(self, seconds: float) -> None:
         raise AssertionError("no 429 expected")
+
+
+def test_a_cancel_whose_answer_was_lost_goes_again_within_seconds_and_its_refusal_is_the_refund(
+    tmp_path: Path,
+) -> None:
+    """The provider cancels and refunds, but its answer is lost on the way. The read shows the
+    order still waiting (/status cannot tell cancelled from waiting), and the cancel goes
+    again: within seconds, not at a refusal's pace, so that the provider's refusal of it comes
+    well before its expiry and reads as the refund it was, never as a maybe-expired order."""
+    no_codes = replace(PROVIDER, never_ratio=1.0)
+    clock = FakeClock()
+    limit = FakeLimit(clock, RATE)
+    polled = {**SETTINGS, "poll_interval": 5}
+    with inprocess_runtime(tmp_path, no_codes, throttle=limit, clock=clock, **polled) as (
+        rt,
+        sim,
+        _,
+    ):
+        rt.client._transport = _FirstCancelAnswerLost(sim)
+        [slot_id] = plan_job(rt.engine, quantity=1, code_timeout=6)
+        run_broker(rt, clock, [Nudge(Action.PLACE, slot_id)], horizon=600)
+
+        [row] = _rows(rt.engine, 1)
+        assert row.state is State.CANCELLED, row.error
+        [order] = sim.ledger.orders()
+        assert order.refunded
+        sent = [t for t, e, _ in sim.ledger.requests() if e == "POST /set_status"]
+        assert len(sent) == 2, sent  # the lost one, then the one the provider refused
+        assert sent[1] - sent[0] < 10, sent  # not the 15 s a refusal waits
+
+
+class _FirstCancelAnswerLost(httpx.BaseTransport):
+    """The simulator acts on every request; the answer to the first cancel never arrives."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._inner = simulator_transport(sim)
+        self._lost = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.url.path.endswith("/set_status") and not self._lost:
+            self._lost = True
+            raise httpx.ReadTimeout("the answer never came", request=request)
+        return response

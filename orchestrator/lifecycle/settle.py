@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 CANCEL_PACE = 15.0  # after a refusal and a read showing no code, cancel again this much later
 CANCEL_PACE_MAX = 120.0  # ...doubling with each refusal, up to this (see _cancel_pace)
+LOST_ANSWER_PACE = 2.0  # after a cancel whose answer was lost (not refused), cancel again soon
 RETRY_SHARE = 0.25  # of the rate limit that cancels sent again (and their reads) plan to use
 READ_RETRY_SECONDS = 5.0  # a reconciling read that got no usable answer is tried this much later
 
@@ -310,11 +311,18 @@ def _cancel_pace(rt: Runtime, act: Activation) -> float:
 
     The provider's refusal lasts minutes, not milliseconds: the wait doubles with each refusal
     (from ``CANCEL_PACE`` up to ``CANCEL_PACE_MAX``). Under a rate limit, the cancels sent
-    again and their reads plan to use at most ``RETRY_SHARE`` of it all together, so refused
-    cancels never starve other jobs' orders and polls. Either wait gives way to the provider's
-    expiry: the last tries come at most half the time left before it.
+    again after a refusal and their reads plan to use at most ``RETRY_SHARE`` of it all
+    together, so refused cancels never starve other jobs' orders and polls. A lost answer is
+    no refusal: that cancel goes again soon (``LOST_ANSWER_PACE``, doubling up to
+    ``CANCEL_PACE``), while the provider's refusal of it can still be told from its expiry
+    (before it, the refusal means the lost cancel took; past it, either, counted as spent).
+    Every wait gives way to the provider's expiry: the last tries come at most half the time
+    left before it.
     """
-    pace = min(CANCEL_PACE * 2 ** max(0, act.cancel_attempts - 1), CANCEL_PACE_MAX)
+    doubling = 2 ** max(0, act.cancel_attempts - 1)
+    if act.cancel_answer == CancelAnswer.UNCONFIRMED:
+        return _until_expiry(rt, act, min(LOST_ANSWER_PACE * doubling, CANCEL_PACE))
+    pace = min(CANCEL_PACE * doubling, CANCEL_PACE_MAX)
     rate = rt.settings.rate_limit
     if rate > 0:
         calls_per_retry = 2  # the cancel and its read

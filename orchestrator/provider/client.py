@@ -270,7 +270,15 @@ class LegitSMSClient:
             wait=self._wait,
             reraise=True,
         )
-        return retrying(attempt)
+        try:
+            return retrying(attempt)
+        except (NotSent, RateLimited) as exc:
+            if again is cancel_again and "unknown" in attempts:
+                # The last try never reached the provider, but an earlier one did and its
+                # answer was lost: that cancel may have acted (and refunded). A read's lost
+                # answer changes nothing: it keeps its Throttled, to wait its turn.
+                raise OutcomeUnknown(f"{path}: an earlier try got no answer; then {exc}") from exc
+            raise
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

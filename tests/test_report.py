@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -388,7 +389,10 @@ def _scroll_width(page: str, width: int, folder: Path) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("REQUIRE_CHROMIUM"),
+    reason="Chromium is not installed",
+)
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_report_lays_out_without_sideways_overflow_on_a_laptop_and_a_phone(
     width: int, tmp_path: Path

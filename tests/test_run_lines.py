@@ -166,3 +166,21 @@ def test_submit_shows_a_spinner_on_a_terminal_and_nothing_of_it_off_one(
     assert f"submitting {job}" in drawn
     assert piped.returncode == ExitCode.OK, piped.stderr
     assert "submitting" not in piped.stderr
+
+
+def test_the_summary_says_the_codes_beyond_a_target_beside_the_capped_count() -> None:
+    """A quantity target of 4 numbers got 3 codes; a codes: 3 target got 4 (a number still
+    waiting when it was met brought one): 6 of 7 wanted, and 7 received, which it says."""
+    counts = dict.fromkeys(State, 0)
+    counts |= {State.RECEIVED: 7, State.CANCELLED: 4}
+    progress = Progress(
+        JobStatus.FINISHED,
+        counts,
+        Decimal("12.05"),
+        Decimal("20"),
+        goals=((3, 4), (4, 3)),
+        asks_codes=True,
+    )
+
+    assert progress.line().startswith("codes 6/7 (+1 beyond a target); 11/11 ended: 7 received")
+    assert progress.codes_missing == 1

@@ -49,6 +49,13 @@ class Progress:
         return sum(max(0, wanted - got) for got, wanted in self.goals)
 
     @property
+    def codes_beyond(self) -> int:
+        """Codes past a target's want: a number still waiting when its target was met may
+        bring one (paid for). Said beside the capped count, so "codes 6/7" and "7 received"
+        are no riddle."""
+        return sum(max(0, got - wanted) for got, wanted in self.goals)
+
+    @property
     def total(self) -> int:
         return sum(self.counts.values())
 
@@ -72,7 +79,9 @@ class Progress:
         budget = f" of {shown(self.budget)}" if self.budget is not None else ""
         wanted = ""
         if self.asks_codes:
-            wanted = "codes {}/{}; ".format(*self.codes)
+            got, want = self.codes
+            extra = f" (+{self.codes_beyond} beyond a target)" if self.codes_beyond else ""
+            wanted = f"codes {got}/{want}{extra}; "
         return (
             f"{wanted}{self.ended}/{self.total} ended: {c[State.RECEIVED]} received, "
             f"{c[State.CANCELLED]} cancelled, {c[State.EXPIRED]} expired, "

@@ -372,8 +372,10 @@ def _problem(path: Path, error: ErrorDetails) -> str:
     from_env = isinstance(variable, str) and variable.upper() in {k.upper() for k in os.environ}
     if from_env and error["type"] != "extra_forbidden":  # only the file can hold unknown keys
         where = f"environment variable {variable}"
-    else:
+    elif name:
         where = f"{path}: {name}"
+    else:  # a rule between settings: its message names them
+        where = str(path)
     if error["type"] == "extra_forbidden":
         close = difflib.get_close_matches(name, list(Settings.model_fields), n=1)
         hint = (

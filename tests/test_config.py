@@ -82,8 +82,9 @@ def test_a_duration_written_as_2m_is_120_seconds(tmp_path: Path) -> None:
 
 def test_an_expiry_margin_under_two_sweep_intervals_is_refused(tmp_path: Path) -> None:
     settings_file = _write(tmp_path / "settings.yaml", "sweep_interval: 1m\n")
-    with pytest.raises(ConfigError, match="at least twice sweep_interval"):
+    with pytest.raises(ConfigError, match="at least twice sweep_interval") as caught:
         load_settings(settings_file)
+    assert str(caught.value).startswith(f"{settings_file}: expiry_margin (90s) must be")
 
 
 def test_the_api_key_is_a_secret_that_its_repr_hides(monkeypatch: pytest.MonkeyPatch) -> None:

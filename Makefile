@@ -25,7 +25,8 @@ typecheck: install
 	$(BIN)/mypy
 
 test: lint typecheck  ## everything CI runs
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 -m "not serial"
+	$(BIN)/pytest -m serial
 
 # Validate docker-compose.yml with the real compose binary (no Docker engine needed): it must
 # pass with the required settings and fail without them.

@@ -23,7 +23,18 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-_redis_dbs = itertools.cycle(range(1, 16))
+
+
+def _own_redis_dbs() -> Iterator[int]:
+    """Databases 1-15 of the test Redis, split between pytest-xdist's processes (each
+    flushes the database a test gets: two processes must never get the same one)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    mine = [db for db in range(1, 16) if db % count == int(worker) % count]
+    return itertools.cycle(mine)
+
+
+_redis_dbs = _own_redis_dbs()
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
 from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 BUDGET = Decimal("180.00")
 JOB = f"""\

@@ -24,7 +24,7 @@ from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
 from orchestrator.sandbox.server import SandboxServer
 from tests.support import Orchestrator, settled_ledger, submitted_job_id, write_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 RATE = 4.0  # requests per second: the provider's 0.5, scaled so a run takes a minute
 FIRST = """\

@@ -21,6 +21,9 @@ from redis.exceptions import RedisError
 from orchestrator.errors import Throttled
 from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
 
+# Rates measured on the clock: run alone (make test), not beside other tests' processes.
+pytestmark = pytest.mark.serial
+
 HOST, PORT = "127.0.0.1", 6379
 
 LimiterFactory = Callable[..., SharedRateLimiter]

@@ -23,7 +23,7 @@ from orchestrator.sandbox.server import SandboxServer
 from orchestrator.sandbox.simulator import Headers, Reply, Simulator
 from tests.support import Orchestrator, submitted_job_id, write_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 RATE = 4.0  # requests per second, for both processes together
 WINDOWS = (1.0, 2.0, 5.0)

@@ -401,7 +401,7 @@ def _throttled(rt: Runtime, act: Activation, retry_after: float) -> list[Nudge]:
 
 def _later(rt: Runtime, act: Activation, delay: float, *, spread: bool = False) -> list[Nudge]:
     if spread:
-        # Throttled orders come back spread out, not all at the limiter's next free slot.
+        # Slots put off together (a held gate, a busy read) come back spread, not all at once.
         delay *= 1 + random.random()
     return defer(rt, act, Action.PLACE, delay)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.lifecycle.polling import (
+    MAX_POLLS,
     MIN_SAMPLES,
     MIN_WAIT,
     POLL_SHARE,
@@ -13,6 +14,8 @@ from orchestrator.lifecycle.polling import (
     ArrivalModel,
     budget_floor,
     next_poll,
+    poll_wait,
+    polls_afforded,
 )
 
 
@@ -41,13 +44,61 @@ def test_polls_are_dense_where_codes_arrive_and_sparse_where_they_rarely_do() ->
     assert inside_burst >= MIN_WAIT
 
 
-def test_polls_cover_the_distribution_in_a_handful_of_steps() -> None:
+def poll_ages(model: ArrivalModel, polls: int) -> list[float]:
+    """The ages at which an order that never gets its code is polled, up to the slowest code."""
+    ages, age = [], 0.0
+    while age < model.delays[-1]:
+        age += next_poll(model, age, interval=5.0, polls=polls)
+        ages.append(age)
+    return ages
+
+
+def test_an_order_gets_k_polls_each_reading_the_same_share_of_the_codes() -> None:
     model = uniform(5.0, 60.0)
-    age, polls = 0.0, 0
-    while age < 60.0:
-        age += next_poll(model, age, interval=5.0)
-        polls += 1
-    assert 6 <= polls <= 12
+    ages = poll_ages(model, 3)
+    assert len(ages) == 3
+    # Each poll reads a third of the codes: the share that arrived since the poll before.
+    shares = [model.share_by(a) for a in ages]
+    assert shares == pytest.approx([1 / 3, 2 / 3, 1.0], abs=0.02)
+    assert ages[-1] == model.delays[-1]  # the last on the slowest code: every code is read
+
+
+def test_polls_follow_the_hazard_close_together_where_codes_crowd() -> None:
+    # Half the codes within a second at 10 s, the other half spread over 20-60 s.
+    crowded = ArrivalModel(
+        tuple([10.0 + i * 0.02 for i in range(50)] + [20.0 + i * 0.8 for i in range(51)])
+    )
+    ages = poll_ages(crowded, 2)
+    assert ages[0] == pytest.approx(11.0, abs=0.1)  # by then half the codes have come
+    assert ages[1] == crowded.delays[-1]
+
+
+def test_a_tight_limit_leaves_one_poll_per_order_at_the_end_of_its_window() -> None:
+    # The real limit: 0.48 requests/s for 30 orders waiting, a 55 s window.
+    model = uniform(5.0, 60.0)
+    assert polls_afforded(30, 0.48, model.window) == 1
+    wait = poll_wait(model, 0.0, interval=5.0, waiting=30, rate=0.48, buying=True)
+    assert wait == pytest.approx(60.0)  # not the 125 s budget floor of 30 orders
+    assert budget_floor(30, 0.48) > 100
+
+
+def test_spare_budget_buys_more_polls_per_order_up_to_a_few() -> None:
+    window = 55.0
+    counts = [polls_afforded(n, 4.8, window, buying=False) for n in (300, 100, 60, 20, 1)]
+    assert counts == sorted(counts)  # fewer orders waiting: more polls each
+    assert counts[0] == 1 and counts[-1] == MAX_POLLS
+    assert polls_afforded(1, 0.0, window) == MAX_POLLS  # no limit of our own
+    # While numbers remain to be bought, orders keep their share: fewer polls.
+    assert polls_afforded(60, 4.8, window) < polls_afforded(60, 4.8, window, buying=False)
+
+
+def test_orders_without_a_model_or_past_the_window_keep_to_the_polls_share() -> None:
+    model = uniform(5.0, 60.0)
+    floor = budget_floor(100, 5.0)
+    assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0, buying=True) == floor
+    tail = poll_wait(model, 61.0, interval=5.0, waiting=100, rate=5.0, buying=True)
+    assert tail == pytest.approx(max(floor, 61.0 / 2))
+    assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=0.0, buying=False) == 5.0
 
 
 def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:

@@ -22,8 +22,7 @@ from orchestrator.lifecycle.polling import (
     HISTORY,
     ArrivalCache,
     CachedCount,
-    budget_floor,
-    next_poll,
+    poll_wait,
 )
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.quiet import QuietGate
@@ -151,14 +150,15 @@ class Runtime:
 
     def poll_wait(self, service_id: int, country_id: int, age: float) -> float:
         """Seconds until the next poll of an order ``age`` seconds old (policy: polling.py)."""
-        model = self.arrivals.model(service_id, country_id)
-        wait = next_poll(model, age, interval=self.settings.poll_interval)
-        if self.settings.rate_limit <= 0:
-            return wait
-        floor = budget_floor(
-            self.waiting.get(), self.settings.rate_limit, buying=self.to_buy.get() > 0
+        rate = self.settings.rate_limit
+        return poll_wait(
+            self.arrivals.model(service_id, country_id),
+            age,
+            interval=self.settings.poll_interval,
+            waiting=self.waiting.get() if rate > 0 else 0,
+            rate=rate,
+            buying=rate > 0 and self.to_buy.get() > 0,
         )
-        return max(wait, floor)
 
     def is_due(self, when: datetime | None) -> bool:
         """Whether a nudge for ``when`` may act now; an early one is a stale duplicate."""

@@ -13,10 +13,14 @@ The policy (documented in the README, pictured in bench/README.md):
   spans at most two ``MIN_WAIT``, a single poll at its end covers it.
 * ``k`` is what the rate budget affords (:func:`polls_afforded`): the polls' share of the
   limit, spread over the orders waiting, times the window's length; at least one, at most
-  ``MAX_POLLS`` (beyond that a poll finds a code too rarely to pay for its call). The share is
-  ``POLL_SHARE`` while numbers remain to be bought (orders and cancels keep the rest) and
-  ``POLL_SHARE_ALONE`` once nothing is left to buy. A tight limit thus moves an order's polls
-  to the end of its window, where one poll reads every code, and away from the buying.
+  ``MAX_POLLS`` (beyond that a poll finds a code too rarely to pay for its call). A tight
+  limit thus moves an order's polls to the end of its window, where one poll reads every code.
+* The polls' share is spare budget, never wall time (:func:`poll_share`). While numbers remain
+  to be bought, the batch ends about a code timeout after its last purchase, so polls may
+  take only the share that stretches the buying by at most ``WALL_SLACK`` of what is left of
+  the batch (the numbers left at the full rate, plus the code timeout): little at the start
+  of a large purchase, more as it ends, ``POLL_SHARE`` at most. Once nothing is left to buy
+  they take ``POLL_SHARE_ALONE``, leaving the rest to cancels.
 * Past the slowest code seen, the order is probably one that never gets a code: it is polled
   ever more rarely (half its age) until the cancel, which reads a late code anyway.
 * Orders polled at the configured interval (no model yet) or in the tail are polled no more
@@ -40,7 +44,8 @@ REFRESH = 15.0  # seconds a learnt model is reused before the history is read ag
 # towards the slow codes as the first orders age: a stale model calls them late, past its end)
 REFRESH_LEARNING = 2.0  # ...and while it has too few samples to be used (a cheap query)
 TAIL_SHARE = 2  # past the slowest code seen, wait age / TAIL_SHARE: mostly orders never served
-POLL_SHARE = 0.5  # of the rate limit that polls plan to use; orders and cancels keep the rest
+WALL_SLACK = 0.03  # share of the batch's remaining time that polls may add to it while buying
+POLL_SHARE = 0.5  # of the rate limit that polls plan to use while buying, at most
 POLL_SHARE_ALONE = 0.9  # ...and once nothing is left to buy; cancels keep the rest
 COUNT_REFRESH = 2.0  # seconds a count of waiting orders is reused
 
@@ -95,41 +100,55 @@ def poll_wait(
     interval: float,
     waiting: int,
     rate: float,
-    buying: bool,
+    to_buy: int = 0,
+    give_up: float = 0.0,
 ) -> float:
     """The policy whole: seconds until the next poll of an order ``age`` seconds old, with
-    ``waiting`` orders sharing ``rate`` requests per second (0: no limit)."""
+    ``waiting`` orders sharing ``rate`` requests per second (0: no limit) while ``to_buy``
+    numbers are still to be bought, each given up ``give_up`` seconds after its purchase."""
+    share = poll_share(to_buy, rate, give_up)
     learnt = model is not None and len(model.delays) >= MIN_SAMPLES
     if not learnt or rate <= 0:
         polls = MAX_POLLS
     else:
         assert model is not None
-        polls = polls_afforded(waiting, rate, model.window, buying=buying)
+        polls = polls_afforded(waiting, rate * share, model.window)
     wait = next_poll(model, age, interval=interval, polls=polls)
     if learnt and model is not None and age < model.delays[-1]:
         return wait  # within the window: ``polls`` already fits the budget
-    return max(wait, budget_floor(waiting, rate, buying=buying))
+    return max(wait, budget_floor(waiting, rate * share))
 
 
-def polls_afforded(waiting: int, rate: float, window: float, *, buying: bool = True) -> int:
+def poll_share(to_buy: int, rate: float, give_up: float) -> float:
+    """The share of ``rate`` requests per second that polls may plan to use while ``to_buy``
+    numbers are left to buy, each given up ``give_up`` seconds after its purchase.
+
+    With polls at share s the purchases left take 1 / (1 - s) times their time at the full
+    rate, b = to_buy / rate; the batch, about b + give_up from now, may grow by WALL_SLACK of
+    it: b s / (1 - s) <= WALL_SLACK (b + give_up), so s = x / (1 + x), x = WALL_SLACK (b +
+    give_up) / b.
+    """
+    if to_buy <= 0 or rate <= 0:
+        return POLL_SHARE_ALONE
+    buying = to_buy / rate
+    x = WALL_SLACK * (buying + give_up) / buying
+    return min(POLL_SHARE, x / (1 + x))
+
+
+def polls_afforded(waiting: int, poll_rate: float, window: float) -> int:
     """Polls per order across an arrival window of ``window`` seconds that keep all ``waiting``
-    orders' polls within their share of ``rate`` requests per second (no limit: ``MAX_POLLS``).
-    """
-    if rate <= 0:
+    orders' polls within ``poll_rate`` requests per second (no limit: ``MAX_POLLS``)."""
+    if poll_rate <= 0:
         return MAX_POLLS
-    share = POLL_SHARE if buying else POLL_SHARE_ALONE
-    return max(1, min(MAX_POLLS, int(window * rate * share / max(waiting, 1))))
+    return max(1, min(MAX_POLLS, int(window * poll_rate / max(waiting, 1))))
 
 
-def budget_floor(waiting: int, rate: float, *, buying: bool = True) -> float:
+def budget_floor(waiting: int, poll_rate: float) -> float:
     """The shortest wait between two polls of one order that keeps all ``waiting`` orders'
-    polls within their share of ``rate`` requests per second (0: no limit, no floor).
-
-    The share is ``POLL_SHARE`` while numbers are still ``buying``, else ``POLL_SHARE_ALONE``.
-    """
-    if rate <= 0:
+    polls within ``poll_rate`` requests per second (0: no limit, no floor)."""
+    if poll_rate <= 0:
         return 0.0
-    return waiting / (rate * (POLL_SHARE if buying else POLL_SHARE_ALONE))
+    return waiting / poll_rate
 
 
 class CachedCount:

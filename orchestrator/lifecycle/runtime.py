@@ -148,8 +148,9 @@ class Runtime:
         with reading(self.engine) as session:
             return queries.count_in_state(session, state)
 
-    def poll_wait(self, service_id: int, country_id: int, age: float) -> float:
-        """Seconds until the next poll of an order ``age`` seconds old (policy: polling.py)."""
+    def poll_wait(self, service_id: int, country_id: int, age: float, *, give_up: float) -> float:
+        """Seconds until the next poll of an order ``age`` seconds old, to be given up
+        ``give_up`` seconds after its purchase (policy: polling.py)."""
         rate = self.settings.rate_limit
         return poll_wait(
             self.arrivals.model(service_id, country_id),
@@ -157,7 +158,8 @@ class Runtime:
             interval=self.settings.poll_interval,
             waiting=self.waiting.get() if rate > 0 else 0,
             rate=rate,
-            buying=rate > 0 and self.to_buy.get() > 0,
+            to_buy=self.to_buy.get() if rate > 0 else 0,
+            give_up=give_up,
         )
 
     def is_due(self, when: datetime | None) -> bool:

@@ -20,7 +20,13 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.lifecycle.cancels import SKEW_SECONDS, cancel_allowed_at, cancel_at, start_cancel
+from orchestrator.lifecycle.cancels import (
+    SKEW_SECONDS,
+    cancel_allowed_at,
+    cancel_at,
+    give_up_after,
+    start_cancel,
+)
 from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.runtime import Runtime, defer
@@ -146,7 +152,7 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bo
         return _later(rt, act, _until(rt, deadline, rt.settings.poll_interval))
     if status.code is not None:
         return _received(rt, act, status.code)
-    return _later(rt, act, _until(rt, deadline, _poll_wait(rt, act)))
+    return _later(rt, act, _until(rt, deadline, _poll_wait(rt, act, job)))
 
 
 def _later(rt: Runtime, act: Activation, delay: float) -> Write:
@@ -160,10 +166,11 @@ def _later(rt: Runtime, act: Activation, delay: float) -> Write:
     return write
 
 
-def _poll_wait(rt: Runtime, act: Activation) -> float:
+def _poll_wait(rt: Runtime, act: Activation, job: Job) -> float:
     assert act.ordered_at is not None and act.country_id is not None
     age = (rt.now() - act.ordered_at).total_seconds()
-    return rt.poll_wait(act.service_id, act.country_id, age)
+    give_up = give_up_after(rt.settings, job.code_timeout)
+    return rt.poll_wait(act.service_id, act.country_id, age, give_up=give_up)
 
 
 def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:

@@ -115,7 +115,7 @@ def test_while_buying_polls_stretch_the_batch_by_at_most_the_slack() -> None:
     for to_buy, rate, give_up in [(200, 4.8, 120.0), (40, 0.48, 300.0), (10_000, 4.8, 600.0)]:
         assert stretch(to_buy, rate, give_up) == pytest.approx(WALL_SLACK)
     # A large purchase leaves polls little; its last numbers leave them up to POLL_SHARE.
-    assert poll_share(10_000, 4.8, 600.0) < 0.05
+    assert poll_share(10_000, 4.8, 600.0) < 0.1
     assert poll_share(200, 4.8, 120.0) < 0.2
     assert poll_share(5, 4.8, 120.0) == POLL_SHARE
     assert stretch(5, 4.8, 120.0) < WALL_SLACK
@@ -129,6 +129,15 @@ def test_once_nothing_is_left_to_buy_polls_take_all_but_the_cancels_share() -> N
     alone = poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0, to_buy=0, give_up=120)
     assert alone < buying
     assert 100 / alone == pytest.approx(5.0 * POLL_SHARE_ALONE)
+
+
+def test_a_poll_put_off_for_the_purchases_comes_back_when_they_should_be_done() -> None:
+    # 150 numbers left at 5/s take 30 s at the full rate; the polls' small share would put
+    # the next poll of each of 100 orders minutes away, past the purchases' end.
+    share = poll_share(150, 5.0, 120.0)
+    assert budget_floor(100, 5.0 * share) >= 100
+    wait = poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0, to_buy=150, give_up=120)
+    assert wait == pytest.approx(150 / 5.0 / (1 - share))
 
 
 def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:

@@ -37,14 +37,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 HISTORY = 500  # most recent codes per (service, country) that the model learns from
-MIN_SAMPLES = 20  # below this, the history says too little: poll at the configured interval
+MIN_SAMPLES = 10  # below this, the history says too little: poll at the configured interval
 MAX_POLLS = 3  # polls per order across the arrival window, at most, however much budget is left
 MIN_WAIT = 0.5  # seconds: never poll one order more often than this
 REFRESH = 15.0  # seconds a learnt model is reused before the history is read again (it grows
 # towards the slow codes as the first orders age: a stale model calls them late, past its end)
 REFRESH_LEARNING = 2.0  # ...and while it has too few samples to be used (a cheap query)
 TAIL_SHARE = 2  # past the slowest code seen, wait age / TAIL_SHARE: mostly orders never served
-WALL_SLACK = 0.03  # share of the batch's remaining time that polls may add to it while buying
+WALL_SLACK = 0.05  # share of the batch's remaining time that polls may add to it while buying
 POLL_SHARE = 0.5  # of the rate limit that polls plan to use while buying, at most
 POLL_SHARE_ALONE = 0.9  # ...and once nothing is left to buy; cancels keep the rest
 COUNT_REFRESH = 2.0  # seconds a count of waiting orders is reused
@@ -116,7 +116,12 @@ def poll_wait(
     wait = next_poll(model, age, interval=interval, polls=polls)
     if learnt and model is not None and age < model.delays[-1]:
         return wait  # within the window: ``polls`` already fits the budget
-    return max(wait, budget_floor(waiting, rate * share))
+    floor = budget_floor(waiting, rate * share)
+    if to_buy > 0 and rate > 0:
+        # Put off for the purchases, a poll comes back when they should be done, to be
+        # planned again with the budget they leave (a delayed message cannot be called back).
+        floor = min(floor, max(interval, to_buy / rate / (1 - share)))
+    return max(wait, floor)
 
 
 def poll_share(to_buy: int, rate: float, give_up: float) -> float:

@@ -138,6 +138,7 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bo
     if pace.busy:
         return _later(rt, act, _until(rt, deadline, pace.wait()))
     try:
+        rt.admit_poll(give_up=give_up_after(rt.settings, job.code_timeout))
         status = rt.client.status(act.order_id)
     except Throttled as exc:
         pace.refused(exc.retry_after)

@@ -20,7 +20,10 @@ The policy (documented in the README, pictured in bench/README.md):
   take only the share that stretches the buying by at most ``WALL_SLACK`` of what is left of
   the batch (the numbers left at the full rate, plus the code timeout): little at the start
   of a large purchase, more as it ends, ``POLL_SHARE`` at most. Once nothing is left to buy
-  they take ``POLL_SHARE_ALONE``, leaving the rest to cancels.
+  they take ``POLL_SHARE_ALONE``, leaving the rest to cancels. While buying, a share gate in
+  Redis holds every process's polls to :func:`poll_share` (``Runtime.admit_poll``), and a
+  poll put off for the purchases is put off no further than their expected end, then planned
+  again with the budget they leave.
 * Past the slowest code seen, the order is probably one that never gets a code: it is polled
   ever more rarely (half its age) until the cancel, which reads a late code anyway.
 * Orders polled at the configured interval (no model yet) or in the tail are polled no more

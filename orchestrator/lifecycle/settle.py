@@ -373,8 +373,10 @@ def _received(rt: Runtime, act: Activation, code: str) -> Write:
     """Keep the code: the slot ends ``received``, as of now."""
     at = rt.now()
     log.info("code_received", activation_id=act.id, order_id=act.order_id)
+    # The row's last write was the poll before this one (or the purchase): the code came since.
+    after = act.updated_at
     return lambda session: end_slot(
-        rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at
+        rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at, code_after=after
     )
 
 

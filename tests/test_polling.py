@@ -8,6 +8,7 @@ from orchestrator.lifecycle.polling import (
     MAX_POLLS,
     MIN_SAMPLES,
     MIN_WAIT,
+    NO_MORE,
     POLL_SHARE,
     POLL_SHARE_ALONE,
     WALL_SLACK,
@@ -98,7 +99,7 @@ def test_orders_without_a_model_or_past_the_window_keep_to_the_polls_share() -> 
     assert floor == pytest.approx(100 / (5.0 * POLL_SHARE_ALONE))
     assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0) == pytest.approx(floor)
     tail = poll_wait(model, 61.0, interval=5.0, waiting=100, rate=5.0)
-    assert tail == pytest.approx(max(floor, 61.0 / 2))
+    assert tail == pytest.approx(max(floor, 120.0 - 61.0))
     assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=0.0) == 5.0  # no limit
     assert budget_floor(100, 0.0) == 0.0
 
@@ -148,10 +149,12 @@ def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:
     assert next_poll(model, 59.2, interval=5.0) == pytest.approx(0.8)
 
 
-def test_past_the_slowest_code_an_order_is_polled_ever_more_rarely() -> None:
+def test_past_the_slowest_code_an_order_gets_one_more_look_then_waits_for_its_cancel() -> None:
     model = uniform(5.0, 60.0)
+    assert next_poll(model, 60.0, interval=5.0) == pytest.approx(60.0)  # a look at 120 s
     assert next_poll(model, 80.0, interval=5.0) == pytest.approx(40.0)
-    assert next_poll(model, 200.0, interval=5.0) == pytest.approx(100.0)
+    assert next_poll(model, 120.0, interval=5.0) >= NO_MORE  # the cancel reads a late code
+    assert next_poll(model, 200.0, interval=5.0) >= NO_MORE
 
 
 def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:

@@ -24,8 +24,9 @@ The policy (documented in the README, pictured in bench/README.md):
   Redis holds every process's polls to :func:`poll_share` (``Runtime.admit_poll``), and a
   poll put off for the purchases is put off no further than their expected end, then planned
   again with the budget they leave.
-* Past the slowest code seen, the order is probably one that never gets a code: it is polled
-  ever more rarely (half its age) until the cancel, which reads a late code anyway.
+* Past the slowest code seen, the order is probably one that never gets a code: it gets one
+  more look at ``TAIL_LOOK`` times the slowest code's age (in case the model, learnt from the
+  codes already in, is short), then none: the cancel at the give-up time reads a late code.
 * Orders polled at the configured interval (no model yet) or in the tail are polled no more
   often than the polls' share allows (:func:`budget_floor`) when the limit is tight. The
   shared rate limit has the last word: a poll that finds no slot comes back later.
@@ -46,7 +47,8 @@ MIN_WAIT = 0.5  # seconds: never poll one order more often than this
 REFRESH = 15.0  # seconds a learnt model is reused before the history is read again (it grows
 # towards the slow codes as the first orders age: a stale model calls them late, past its end)
 REFRESH_LEARNING = 2.0  # ...and while it has too few samples to be used (a cheap query)
-TAIL_SHARE = 2  # past the slowest code seen, wait age / TAIL_SHARE: mostly orders never served
+TAIL_LOOK = 2  # past the slowest code seen, one more look at TAIL_LOOK x its age, then none
+NO_MORE = 1e9  # seconds: no poll planned; the cancel at the give-up time reads a late code
 WALL_SLACK = 0.05  # share of the batch's remaining time that polls may add to it while buying
 POLL_SHARE = 0.5  # of the rate limit that polls plan to use while buying, at most
 POLL_SHARE_ALONE = 0.9  # ...and once nothing is left to buy; cancels keep the rest
@@ -83,7 +85,10 @@ def next_poll(
         return interval
     slowest = model.delays[-1]
     if age >= slowest:
-        return max(interval, age / TAIL_SHARE)
+        # Mostly orders never served: one look in case the model's slowest is too short
+        # (it learns from codes already in), then the cancel reads whatever came.
+        look = TAIL_LOOK * slowest - age
+        return max(interval, look) if look > MIN_WAIT else NO_MORE
     if slowest - age <= 2 * MIN_WAIT:
         # What is left fits in two of the shortest waits: one poll at its end reads every
         # code; splitting it would spend a second poll on most of them to save < MIN_WAIT.

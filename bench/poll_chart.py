@@ -6,8 +6,8 @@ For two arrival distributions (the benchmark's uniform 5-60 s, and a skewed one 
 codes early and a long tail), it draws the share of codes arriving at each age, the hazard
 (the chance a code still to come arrives in that second, with the orders that never get one
 counted as still to come), and the ages at which ``orchestrator.lifecycle.polling`` polls an
-order that has not got its code, for 1, 2 and 3 polls across the window (what the rate budget
-affords: one under a tight limit, up to three with room to spare).
+order that has not got its code, for 1 to 4 polls across the window (what the rate budget
+affords: one under a tight limit, up to four with room to spare).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 HISTORY = 500  # most recent codes per (service, country) that the model learns from
 MIN_SAMPLES = 10  # below this, the history says too little: poll at the configured interval
-MAX_POLLS = 3  # polls per order across the arrival window, at most, however much budget is left
+MAX_POLLS = 4  # polls per order across the arrival window, at most, however much budget is left
 MIN_WAIT = 0.5  # seconds: never poll one order more often than this
 REFRESH = 15.0  # seconds a learnt model is reused before the history is read again (it grows
 # towards the slow codes as the first orders age: a stale model calls them late, past its end)

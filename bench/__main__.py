@@ -32,10 +32,12 @@ from bench.bound import lower_bound
 from bench.codes import codes_scenario, run_codes
 from bench.idle import idle_lines, idle_scenario, run_idle
 from bench.infra import database_for_run, redis_for_run
+from bench.latency_bound import best_latency
 from bench.metrics import summarize
 from bench.orchestrated import Deployment, run_orchestrator
 from bench.processes import Environment
 from bench.report import (
+    MAX_CALLS,
     codes_table,
     growth_table,
     growth_targets,
@@ -177,6 +179,9 @@ def run_scenario(scenario: Scenario, opts: argparse.Namespace, root: Path) -> di
     }
     if scenario.rate_limit > 0:
         result["lower_bound"] = asdict(lower_bound(scenario))
+        best = best_latency(scenario, max_calls=MAX_CALLS.get(scenario.group))
+        if best is not None:
+            result["latency_bound"] = asdict(best)
     result["targets"] = scenario_targets(result)
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,26 @@ def slot_order(engine: Engine, slot_id: int) -> str:
         act = queries.get_activation(session, slot_id)
         assert act is not None and act.order_id is not None
         return act.order_id
+
+
+def test_arrival_delays_count_to_the_middle_of_the_span_the_code_came_in(tmp_path: Path) -> None:
+    # Under a tight limit the poll that reads a code may come long after it: learning from it
+    # would teach the policy its own poll times (and keep polls late for ever).
+    with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600) as (rt, _simulator, _clock):
+        ids = plan_job(rt.engine, quantity=2, code_timeout=60)
+        with Session(rt.engine) as session:
+            for slot_id, seen_empty_at in zip(ids, (40.0, None), strict=True):
+                row = session.get(Activation, slot_id)
+                assert row is not None
+                start = rt.now()
+                row.state, row.order_id, row.country_id = State.RECEIVED, f"o{slot_id}", 16
+                row.ordered_at, row.code_at = start, start + timedelta(seconds=60)
+                if seen_empty_at is not None:
+                    row.code_after = start + timedelta(seconds=seen_empty_at)
+                session.add(row)
+            session.commit()
+        with reading(rt.engine) as session:
+            service = queries.get_activations(session, ids)[0].service_id
+        with reading(rt.engine) as session:
+            delays = sorted(queries.arrival_delays(session, service, 16, limit=10))
+        assert delays == pytest.approx([50.0, 60.0])  # the middle of 40-60 s; no span: the read

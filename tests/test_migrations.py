@@ -29,6 +29,7 @@ COLUMNS_ADDED_SINCE = (
     ("activation", "attempt"),
     ("activation", "quoted_micros"),
     ("activation", "settle_pending"),
+    ("activation", "code_after"),
 )
 
 BROKEN_REVISION = """

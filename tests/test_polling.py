@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.lifecycle.polling import (
+    MAX_POLLS,
     MIN_SAMPLES,
     MIN_WAIT,
+    NO_MORE,
     POLL_SHARE,
     POLL_SHARE_ALONE,
+    WALL_SLACK,
     ArrivalCache,
     ArrivalModel,
     budget_floor,
     next_poll,
+    poll_share,
+    poll_wait,
+    polls_afforded,
 )
 
 
@@ -41,13 +47,98 @@ def test_polls_are_dense_where_codes_arrive_and_sparse_where_they_rarely_do() ->
     assert inside_burst >= MIN_WAIT
 
 
-def test_polls_cover_the_distribution_in_a_handful_of_steps() -> None:
+def poll_ages(model: ArrivalModel, polls: int) -> list[float]:
+    """The ages at which an order that never gets its code is polled, up to the slowest code."""
+    ages, age = [], 0.0
+    while age < model.delays[-1]:
+        age += next_poll(model, age, interval=5.0, polls=polls)
+        ages.append(age)
+    return ages
+
+
+def test_an_order_gets_k_polls_each_reading_the_same_share_of_the_codes() -> None:
     model = uniform(5.0, 60.0)
-    age, polls = 0.0, 0
-    while age < 60.0:
-        age += next_poll(model, age, interval=5.0)
-        polls += 1
-    assert 6 <= polls <= 12
+    ages = poll_ages(model, 3)
+    assert len(ages) == 3
+    # Each poll reads a third of the codes: the share that arrived since the poll before.
+    shares = [model.share_by(a) for a in ages]
+    assert shares == pytest.approx([1 / 3, 2 / 3, 1.0], abs=0.02)
+    assert ages[-1] == model.delays[-1]  # the last on the slowest code: every code is read
+
+
+def test_polls_follow_the_hazard_close_together_where_codes_crowd() -> None:
+    # Half the codes within a second at 10 s, the other half spread over 20-60 s.
+    crowded = ArrivalModel(
+        tuple([10.0 + i * 0.02 for i in range(50)] + [20.0 + i * 0.8 for i in range(51)])
+    )
+    ages = poll_ages(crowded, 2)
+    assert ages[0] == pytest.approx(11.0, abs=0.1)  # by then half the codes have come
+    assert ages[1] == crowded.delays[-1]
+
+
+def test_a_tight_limit_leaves_one_poll_per_order_at_the_end_of_its_window() -> None:
+    # The real limit: 0.48 requests/s for 30 orders waiting, a 55 s window, nothing to buy.
+    model = uniform(5.0, 60.0)
+    assert polls_afforded(30, 0.48 * POLL_SHARE_ALONE, model.window) == 1
+    wait = poll_wait(model, 0.0, interval=5.0, waiting=30, rate=0.48)
+    assert wait == pytest.approx(60.0)  # not the ~70 s budget floor of 30 orders
+    assert budget_floor(30, 0.48 * POLL_SHARE_ALONE) > 65
+
+
+def test_spare_budget_buys_more_polls_per_order_up_to_a_few() -> None:
+    window = 55.0
+    counts = [polls_afforded(n, 4.3, window) for n in (300, 100, 60, 20, 1)]
+    assert counts == sorted(counts)  # fewer orders waiting: more polls each
+    assert counts[0] == 1 and counts[-1] == MAX_POLLS
+    assert polls_afforded(1, 0.0, window) == MAX_POLLS  # no limit of our own
+
+
+def test_orders_without_a_model_or_past_the_window_keep_to_the_polls_share() -> None:
+    model = uniform(5.0, 60.0)
+    floor = budget_floor(100, 5.0 * POLL_SHARE_ALONE)
+    assert floor == pytest.approx(100 / (5.0 * POLL_SHARE_ALONE))
+    assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0) == pytest.approx(floor)
+    tail = poll_wait(model, 61.0, interval=5.0, waiting=100, rate=5.0)
+    assert tail == pytest.approx(max(floor, 120.0 - 61.0))
+    assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=0.0) == 5.0  # no limit
+    assert budget_floor(100, 0.0) == 0.0
+
+
+def stretch(to_buy: int, rate: float, give_up: float) -> float:
+    """How much longer the purchases left take with polls at their share, over the batch left."""
+    at_full_rate = to_buy / rate
+    share = poll_share(to_buy, rate, give_up)
+    return (at_full_rate / (1 - share) - at_full_rate) / (at_full_rate + give_up)
+
+
+def test_while_buying_polls_stretch_the_batch_by_at_most_the_slack() -> None:
+    # (b): 200 numbers at 4.8/s, given up after 120 s; (d): 40 at 0.48/s, after 300 s.
+    for to_buy, rate, give_up in [(200, 4.8, 120.0), (40, 0.48, 300.0), (10_000, 4.8, 600.0)]:
+        assert stretch(to_buy, rate, give_up) == pytest.approx(WALL_SLACK)
+    # A large purchase leaves polls little; its last numbers leave them up to POLL_SHARE.
+    assert poll_share(10_000, 4.8, 600.0) < 0.1
+    assert poll_share(200, 4.8, 120.0) < 0.2
+    assert poll_share(5, 4.8, 120.0) == POLL_SHARE
+    assert stretch(5, 4.8, 120.0) < WALL_SLACK
+
+
+def test_once_nothing_is_left_to_buy_polls_take_all_but_the_cancels_share() -> None:
+    assert poll_share(0, 4.8, 120.0) == POLL_SHARE_ALONE
+    assert poll_share(1, 4.8, 120.0) <= POLL_SHARE < POLL_SHARE_ALONE
+    # The same 100 orders waiting: polled far more often once every number is bought.
+    buying = poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0, to_buy=150, give_up=120)
+    alone = poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0, to_buy=0, give_up=120)
+    assert alone < buying
+    assert 100 / alone == pytest.approx(5.0 * POLL_SHARE_ALONE)
+
+
+def test_a_poll_put_off_for_the_purchases_comes_back_when_they_should_be_done() -> None:
+    # 150 numbers left at 5/s take 30 s at the full rate; the polls' small share would put
+    # the next poll of each of 100 orders minutes away, past the purchases' end.
+    share = poll_share(150, 5.0, 120.0)
+    assert budget_floor(100, 5.0 * share) >= 100
+    wait = poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0, to_buy=150, give_up=120)
+    assert wait == pytest.approx(150 / 5.0 / (1 - share))
 
 
 def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:
@@ -58,10 +149,12 @@ def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:
     assert next_poll(model, 59.2, interval=5.0) == pytest.approx(0.8)
 
 
-def test_past_the_slowest_code_an_order_is_polled_ever_more_rarely() -> None:
+def test_past_the_slowest_code_an_order_gets_one_more_look_then_waits_for_its_cancel() -> None:
     model = uniform(5.0, 60.0)
+    assert next_poll(model, 60.0, interval=5.0) == pytest.approx(60.0)  # a look at 120 s
     assert next_poll(model, 80.0, interval=5.0) == pytest.approx(40.0)
-    assert next_poll(model, 200.0, interval=5.0) == pytest.approx(100.0)
+    assert next_poll(model, 120.0, interval=5.0) >= NO_MORE  # the cancel reads a late code
+    assert next_poll(model, 200.0, interval=5.0) >= NO_MORE
 
 
 def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:
@@ -76,18 +169,3 @@ def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:
     assert model == ArrivalModel((1.0, 2.0, 3.0))
     assert cache.model(1003, 16) is model
     assert calls == [(1003, 16)]
-
-
-def test_polls_plan_to_use_at_most_their_share_of_the_rate_limit() -> None:
-    # 100 orders waiting under 5 requests/s: each is polled at most every 40 s, so polls
-    # take 2.5 requests/s and new orders and cancels keep the rest.
-    assert budget_floor(100, 5.0) == pytest.approx(100 / (5.0 * POLL_SHARE))
-    assert 100 / budget_floor(100, 5.0) == pytest.approx(5.0 * POLL_SHARE)
-    assert budget_floor(100, 0.0) == 0.0  # no limit of our own, no floor
-
-
-def test_once_nothing_is_left_to_buy_polls_take_all_but_the_cancels_share() -> None:
-    # The same 100 orders with every number bought: 4.5 of the 5 requests/s go to polls.
-    alone = budget_floor(100, 5.0, buying=False)
-    assert 100 / alone == pytest.approx(5.0 * POLL_SHARE_ALONE)
-    assert alone < budget_floor(100, 5.0)

@@ -214,6 +214,9 @@ class Activation(SQLModel, table=True):
     # In doubt and due for settling at a wallet checkpoint (``exclusive_key``): the job is not
     # finished until that is tried (migration 0006).
     settle_pending: bool = False
+    # The last moment the order was seen without its code (the poll before the one that read
+    # it, or the purchase): the code came between this and ``code_at`` (migration 0007).
+    code_after: datetime | None = _ts()
 
 
 class Event(SQLModel, table=True):

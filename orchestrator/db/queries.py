@@ -176,9 +176,13 @@ def active_job_named(session: Session, name: str) -> Job | None:
 def arrival_delays(
     session: Session, service_id: int, country_id: int, *, limit: int
 ) -> list[float]:
-    """Seconds from purchase to code of the most recent codes for a service and country."""
+    """Seconds from purchase to code of the most recent codes for a service and country.
+
+    A code came between the last look that found none (``code_after``) and the poll that read
+    it (``code_at``): the delay counts to the middle of that span when it is known.
+    """
     query = (
-        select(col(Activation.ordered_at), col(Activation.code_at))
+        select(col(Activation.ordered_at), col(Activation.code_at), col(Activation.code_after))
         .where(
             col(Activation.service_id) == service_id,
             col(Activation.country_id) == country_id,
@@ -189,9 +193,13 @@ def arrival_delays(
         .order_by(col(Activation.code_at).desc())
         .limit(limit)
     )
-    return [
-        (code_at - ordered_at).total_seconds() for ordered_at, code_at in session.execute(query)
-    ]
+    delays = []
+    for ordered_at, code_at, code_after in session.execute(query):
+        seen = code_at
+        if code_after is not None and ordered_at <= code_after < code_at:
+            seen = code_after + (code_at - code_after) / 2
+        delays.append((seen - ordered_at).total_seconds())
+    return delays
 
 
 def jobs_matching(

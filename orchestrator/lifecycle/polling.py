@@ -1,23 +1,35 @@
 """When to poll a waiting order next: where codes for its service and country tend to arrive.
 
-The policy (documented in the README):
+The policy (documented in the README, pictured in bench/README.md):
 
 * This installation's history says how long codes took for each (service, country): the
   delays of the last ``HISTORY`` codes received, refreshed every ``REFRESH`` seconds.
 * With fewer than ``MIN_SAMPLES`` codes on record, an order is polled every ``poll_interval``.
-* Otherwise polls are spaced so that each one covers the same share (``STEP``) of the codes
-  that will arrive: dense where codes usually come, sparse where they rarely do, none before
-  the fastest code seen. The wait is kept between ``MIN_WAIT`` and ``poll_interval`` x 6.
-* When what is left of the arrivals (up to the slowest code seen) spans at most two
-  ``MIN_WAIT``, a single poll at its end covers it.
-* Past the slowest code seen, the order is probably one that never gets a code: it is polled
-  ever more rarely (half its age) until the cancel, which reads a late code anyway.
-* Polls plan to use at most ``POLL_SHARE`` of the shared rate limit while numbers remain to
-  be bought: with N orders waiting and a limit of R requests/s, no order is polled more often
-  than every N / (R x POLL_SHARE) seconds, so new orders and cancels keep the rest of the
-  budget (polls still win a slot over an order when both want it now). Once nothing is left
-  to buy, polls plan to use ``POLL_SHARE_ALONE`` of it, leaving the rest to cancels.
-* The shared rate limit has the last word: a poll that finds no slot comes back later.
+* Otherwise an order gets ``k`` polls across the arrival window (from the fastest code seen to
+  the slowest), at the ages by which 1/k, 2/k, ... k/k of the codes had arrived: each poll
+  reads the same share of the codes, so polls are dense where the hazard of arrival is high
+  and none is spent before the fastest code seen; the last falls on the slowest code seen,
+  so every code that comes is read within the window. When what is left of the arrivals
+  spans at most two ``MIN_WAIT``, a single poll at its end covers it.
+* ``k`` is what the rate budget affords (:func:`polls_afforded`): the polls' share of the
+  limit, spread over the orders waiting, times the window's length; at least one, at most
+  ``MAX_POLLS`` (beyond that a poll finds a code too rarely to pay for its call). A tight
+  limit thus moves an order's polls to the end of its window, where one poll reads every code.
+* The polls' share is spare budget, never wall time (:func:`poll_share`). While numbers remain
+  to be bought, the batch ends about a code timeout after its last purchase, so polls may
+  take only the share that stretches the buying by at most ``WALL_SLACK`` of what is left of
+  the batch (the numbers left at the full rate, plus the code timeout): little at the start
+  of a large purchase, more as it ends, ``POLL_SHARE`` at most. Once nothing is left to buy
+  they take ``POLL_SHARE_ALONE``, leaving the rest to cancels. While buying, a share gate in
+  Redis holds every process's polls to :func:`poll_share` (``Runtime.admit_poll``), and a
+  poll put off for the purchases is put off no further than their expected end, then planned
+  again with the budget they leave.
+* Past the slowest code seen, the order is probably one that never gets a code: it gets one
+  more look at ``TAIL_LOOK`` times the slowest code's age (in case the model, learnt from the
+  codes already in, is short), then none: the cancel at the give-up time reads a late code.
+* Orders polled at the configured interval (no model yet) or in the tail are polled no more
+  often than the polls' share allows (:func:`budget_floor`) when the limit is tight. The
+  shared rate limit has the last word: a poll that finds no slot comes back later.
 """
 
 from __future__ import annotations
@@ -29,14 +41,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 HISTORY = 500  # most recent codes per (service, country) that the model learns from
-MIN_SAMPLES = 20  # below this, the history says too little: poll at the configured interval
-STEP = 0.12  # share of the arrival distribution one poll covers (about 8 polls across it)
+MIN_SAMPLES = 10  # below this, the history says too little: poll at the configured interval
+MAX_POLLS = 4  # polls per order across the arrival window, at most, however much budget is left
 MIN_WAIT = 0.5  # seconds: never poll one order more often than this
-REFRESH = 60.0  # seconds a learnt model is reused before the history is read again
+REFRESH = 15.0  # seconds a learnt model is reused before the history is read again (it grows
+# towards the slow codes as the first orders age: a stale model calls them late, past its end)
 REFRESH_LEARNING = 2.0  # ...and while it has too few samples to be used (a cheap query)
-MAX_STRETCH = 6  # the longest wait, in poll intervals, while codes are still expected
-TAIL_SHARE = 2  # past the slowest code seen, wait age / TAIL_SHARE: mostly orders never served
-POLL_SHARE = 0.5  # of the rate limit that polls plan to use; orders and cancels keep the rest
+TAIL_LOOK = 2  # past the slowest code seen, one more look at TAIL_LOOK x its age, then none
+NO_MORE = 1e9  # seconds: no poll planned; the cancel at the give-up time reads a late code
+WALL_SLACK = 0.05  # share of the batch's remaining time that polls may add to it while buying
+POLL_SHARE = 0.5  # of the rate limit that polls plan to use while buying, at most
 POLL_SHARE_ALONE = 0.9  # ...and once nothing is left to buy; cancels keep the rest
 COUNT_REFRESH = 2.0  # seconds a count of waiting orders is reused
 
@@ -51,37 +65,103 @@ class ArrivalModel:
         """The share of codes that had arrived by ``age`` seconds (the empirical CDF)."""
         return bisect.bisect_right(self.delays, age) / len(self.delays)
 
+    @property
+    def window(self) -> float:
+        """Seconds from the fastest code seen to the slowest."""
+        return self.delays[-1] - self.delays[0]
+
     def age_at(self, share: float) -> float:
         """The age by which ``share`` of the codes had arrived (an empirical quantile)."""
         index = min(len(self.delays) - 1, max(0, int(share * len(self.delays)) - 1))
         return self.delays[index]
 
 
-def next_poll(model: ArrivalModel | None, age: float, *, interval: float) -> float:
-    """Seconds to wait before polling an order that is ``age`` seconds old and still waiting."""
+def next_poll(
+    model: ArrivalModel | None, age: float, *, interval: float, polls: int = MAX_POLLS
+) -> float:
+    """Seconds to wait before polling an order that is ``age`` seconds old and still waiting,
+    with ``polls`` polls across the arrival window (see :func:`polls_afforded`)."""
     if model is None or len(model.delays) < MIN_SAMPLES:
         return interval
     slowest = model.delays[-1]
     if age >= slowest:
-        return max(interval, age / TAIL_SHARE)
+        # Mostly orders never served: one look in case the model's slowest is too short
+        # (it learns from codes already in), then the cancel reads whatever came.
+        look = TAIL_LOOK * slowest - age
+        return max(interval, look) if look > MIN_WAIT else NO_MORE
     if slowest - age <= 2 * MIN_WAIT:
         # What is left fits in two of the shortest waits: one poll at its end reads every
         # code; splitting it would spend a second poll on most of them to save < MIN_WAIT.
         return max(slowest - age, MIN_WAIT)
-    target = min(1.0, model.share_by(age) + STEP)
-    wait = model.age_at(target) - age
-    return min(max(wait, MIN_WAIT), interval * MAX_STRETCH)
+    k = max(1, polls)
+    for j in range(1, k + 1):
+        at = model.age_at(j / k)  # the age by which j/k of the codes had arrived
+        if at - age >= MIN_WAIT:
+            return at - age
+    return max(slowest - age, MIN_WAIT)
 
 
-def budget_floor(waiting: int, rate: float, *, buying: bool = True) -> float:
-    """The shortest wait between two polls of one order that keeps all ``waiting`` orders'
-    polls within their share of ``rate`` requests per second (0: no limit, no floor).
+def poll_wait(
+    model: ArrivalModel | None,
+    age: float,
+    *,
+    interval: float,
+    waiting: int,
+    rate: float,
+    to_buy: int = 0,
+    give_up: float = 0.0,
+) -> float:
+    """The policy whole: seconds until the next poll of an order ``age`` seconds old, with
+    ``waiting`` orders sharing ``rate`` requests per second (0: no limit) while ``to_buy``
+    numbers are still to be bought, each given up ``give_up`` seconds after its purchase."""
+    share = poll_share(to_buy, rate, give_up)
+    learnt = model is not None and len(model.delays) >= MIN_SAMPLES
+    if not learnt or rate <= 0:
+        polls = MAX_POLLS
+    else:
+        assert model is not None
+        polls = polls_afforded(waiting, rate * share, model.window)
+    wait = next_poll(model, age, interval=interval, polls=polls)
+    if learnt and model is not None and age < model.delays[-1]:
+        return wait  # within the window: ``polls`` already fits the budget
+    floor = budget_floor(waiting, rate * share)
+    if to_buy > 0 and rate > 0:
+        # Put off for the purchases, a poll comes back when they should be done, to be
+        # planned again with the budget they leave (a delayed message cannot be called back).
+        floor = min(floor, max(interval, to_buy / rate / (1 - share)))
+    return max(wait, floor)
 
-    The share is ``POLL_SHARE`` while numbers are still ``buying``, else ``POLL_SHARE_ALONE``.
+
+def poll_share(to_buy: int, rate: float, give_up: float) -> float:
+    """The share of ``rate`` requests per second that polls may plan to use while ``to_buy``
+    numbers are left to buy, each given up ``give_up`` seconds after its purchase.
+
+    With polls at share s the purchases left take 1 / (1 - s) times their time at the full
+    rate, b = to_buy / rate; the batch, about b + give_up from now, may grow by WALL_SLACK of
+    it: b s / (1 - s) <= WALL_SLACK (b + give_up), so s = x / (1 + x), x = WALL_SLACK (b +
+    give_up) / b.
     """
-    if rate <= 0:
+    if to_buy <= 0 or rate <= 0:
+        return POLL_SHARE_ALONE
+    buying = to_buy / rate
+    x = WALL_SLACK * (buying + give_up) / buying
+    return min(POLL_SHARE, x / (1 + x))
+
+
+def polls_afforded(waiting: int, poll_rate: float, window: float) -> int:
+    """Polls per order across an arrival window of ``window`` seconds that keep all ``waiting``
+    orders' polls within ``poll_rate`` requests per second (no limit: ``MAX_POLLS``)."""
+    if poll_rate <= 0:
+        return MAX_POLLS
+    return max(1, min(MAX_POLLS, int(window * poll_rate / max(waiting, 1))))
+
+
+def budget_floor(waiting: int, poll_rate: float) -> float:
+    """The shortest wait between two polls of one order that keeps all ``waiting`` orders'
+    polls within ``poll_rate`` requests per second (0: no limit, no floor)."""
+    if poll_rate <= 0:
         return 0.0
-    return waiting / (rate * (POLL_SHARE if buying else POLL_SHARE_ALONE))
+    return waiting / poll_rate
 
 
 class CachedCount:

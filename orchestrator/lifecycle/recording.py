@@ -13,7 +13,7 @@ from orchestrator.db import queries, store
 from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import UnpricedOrder, UnusableOrder
-from orchestrator.lifecycle.cancels import cancel_at
+from orchestrator.lifecycle.cancels import cancel_at, give_up_after
 from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.lifecycle.targets import end_slot
@@ -40,7 +40,8 @@ def record_order(rt: Runtime, act: Activation, job: Job, order: Order) -> Write:
         error = f"charged {shown(order.cost)} above the cap {shown(from_micros(act.cap_micros))}"
         return record_for_cancel(rt, act, "order_over_cap", "over_cap", error, cost, fields)
     # Read the arrival history now, not in the transaction that holds SQLite's write lock.
-    wait = rt.poll_wait(act.service_id, act.country_id or 0, 0.0)
+    give_up = give_up_after(rt.settings, job.code_timeout)
+    wait = rt.poll_wait(act.service_id, act.country_id or 0, 0.0, give_up=give_up)
     # The first check, like every later one, comes no later than the order's cancel time:
     # with a long poll_interval a short code_timeout would be cancelled late, and an order
     # could even expire (unrefunded) before its first look.

@@ -22,12 +22,12 @@ from orchestrator.lifecycle.polling import (
     HISTORY,
     ArrivalCache,
     CachedCount,
-    budget_floor,
-    next_poll,
+    poll_share,
+    poll_wait,
 )
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.quiet import QuietGate
-from orchestrator.provider.ratelimit import key_fingerprint
+from orchestrator.provider.ratelimit import ShareGate, key_fingerprint
 from orchestrator.provider.types import Price
 from orchestrator.provider.wallet import WalletGuard
 
@@ -63,6 +63,7 @@ class Runtime:
     throttle: Throttle | None = None
     wallet: WalletGuard | None = None  # the key's buying pause and balance floor (wallet.py)
     quiet: QuietGate | None = None  # the key's calls that move its wallet (quiet.py)
+    poll_gate: ShareGate | None = None  # the polls' share of the limit while buying (polling.py)
     clock: Callable[[], datetime] = utcnow
     prices: PriceCache = field(init=False)
     arrivals: ArrivalCache = field(init=False)
@@ -149,16 +150,29 @@ class Runtime:
         with reading(self.engine) as session:
             return queries.count_in_state(session, state)
 
-    def poll_wait(self, service_id: int, country_id: int, age: float) -> float:
-        """Seconds until the next poll of an order ``age`` seconds old (policy: polling.py)."""
-        model = self.arrivals.model(service_id, country_id)
-        wait = next_poll(model, age, interval=self.settings.poll_interval)
-        if self.settings.rate_limit <= 0:
-            return wait
-        floor = budget_floor(
-            self.waiting.get(), self.settings.rate_limit, buying=self.to_buy.get() > 0
+    def poll_wait(self, service_id: int, country_id: int, age: float, *, give_up: float) -> float:
+        """Seconds until the next poll of an order ``age`` seconds old, to be given up
+        ``give_up`` seconds after its purchase (policy: polling.py)."""
+        rate = self.settings.rate_limit
+        return poll_wait(
+            self.arrivals.model(service_id, country_id),
+            age,
+            interval=self.settings.poll_interval,
+            waiting=self.waiting.get() if rate > 0 else 0,
+            rate=rate,
+            to_buy=self.to_buy.get() if rate > 0 else 0,
+            give_up=give_up,
         )
-        return max(wait, floor)
+
+    def admit_poll(self, *, give_up: float) -> None:
+        """While numbers remain to be bought, a poll needs a slot of the polls' share too
+        (polling.poll_share), so purchases keep the rest: raises Throttled when it has none."""
+        rate = self.settings.rate_limit
+        if self.poll_gate is None or rate <= 0:
+            return
+        to_buy = self.to_buy.get()
+        if to_buy > 0:
+            self.poll_gate.admit(rate * poll_share(to_buy, rate, give_up))
 
     def is_due(self, when: datetime | None) -> bool:
         """Whether a nudge for ``when`` may act now; an early one is a stale duplicate."""

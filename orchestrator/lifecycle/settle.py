@@ -20,7 +20,13 @@ from orchestrator.errors import (
     RateLimited,
     Throttled,
 )
-from orchestrator.lifecycle.cancels import SKEW_SECONDS, cancel_allowed_at, cancel_at, start_cancel
+from orchestrator.lifecycle.cancels import (
+    SKEW_SECONDS,
+    cancel_allowed_at,
+    cancel_at,
+    give_up_after,
+    start_cancel,
+)
 from orchestrator.lifecycle.nudges import Action, Nudge, Write
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.runtime import Runtime, defer
@@ -132,6 +138,7 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bo
     if pace.busy:
         return _later(rt, act, _until(rt, deadline, pace.wait()))
     try:
+        rt.admit_poll(give_up=give_up_after(rt.settings, job.code_timeout))
         status = rt.client.status(act.order_id)
     except Throttled as exc:
         pace.refused(exc.retry_after)
@@ -146,7 +153,7 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bo
         return _later(rt, act, _until(rt, deadline, rt.settings.poll_interval))
     if status.code is not None:
         return _received(rt, act, status.code)
-    return _later(rt, act, _until(rt, deadline, _poll_wait(rt, act)))
+    return _later(rt, act, _until(rt, deadline, _poll_wait(rt, act, job)))
 
 
 def _later(rt: Runtime, act: Activation, delay: float) -> Write:
@@ -160,10 +167,11 @@ def _later(rt: Runtime, act: Activation, delay: float) -> Write:
     return write
 
 
-def _poll_wait(rt: Runtime, act: Activation) -> float:
+def _poll_wait(rt: Runtime, act: Activation, job: Job) -> float:
     assert act.ordered_at is not None and act.country_id is not None
     age = (rt.now() - act.ordered_at).total_seconds()
-    return rt.poll_wait(act.service_id, act.country_id, age)
+    give_up = give_up_after(rt.settings, job.code_timeout)
+    return rt.poll_wait(act.service_id, act.country_id, age, give_up=give_up)
 
 
 def cancel(rt: Runtime, activation_id: int) -> list[Nudge]:
@@ -365,8 +373,10 @@ def _received(rt: Runtime, act: Activation, code: str) -> Write:
     """Keep the code: the slot ends ``received``, as of now."""
     at = rt.now()
     log.info("code_received", activation_id=act.id, order_id=act.order_id)
+    # The row's last write was the poll before this one (or the purchase): the code came since.
+    after = act.updated_at
     return lambda session: end_slot(
-        rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at
+        rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at, code_after=after
     )
 
 

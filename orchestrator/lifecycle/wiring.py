@@ -15,7 +15,12 @@ from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.quiet import QuietGate
-from orchestrator.provider.ratelimit import Priority, SharedRateLimiter, key_fingerprint
+from orchestrator.provider.ratelimit import (
+    Priority,
+    SharedRateLimiter,
+    ShareGate,
+    key_fingerprint,
+)
 from orchestrator.provider.wallet import WalletGuard
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -123,6 +128,11 @@ def make_runtime(settings: Settings, redis_url: str, *, patient: bool = False) -
         quiet=QuietGate(
             _redis(redis_url), settings.require_api_key(), call_lease=call_lease(settings)
         ),
+        poll_gate=ShareGate(
+            _redis(redis_url), key_id=key_fingerprint(settings.require_api_key()), name="polls"
+        )
+        if settings.rate_limit > 0
+        else None,
     )
 
 

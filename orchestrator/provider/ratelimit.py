@@ -14,7 +14,7 @@ from redis import Redis
 from orchestrator.errors import Throttled
 from orchestrator.metrics import RATELIMIT_DEFERRED, RATELIMIT_WAIT
 
-__all__ = ["Priority", "SharedRateLimiter", "horizon", "key_fingerprint"]
+__all__ = ["Priority", "ShareGate", "SharedRateLimiter", "horizon", "key_fingerprint"]
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -186,3 +186,29 @@ class SharedRateLimiter:
             return
         self._clear_until = 0.0
         self._pause(keys=self._keys[1:], args=[int(seconds * 1_000_000)])
+
+
+class ShareGate:
+    """A share of one API key's limit kept for one kind of call, across processes and hosts.
+
+    Each call admitted books the share's next slot (a GCRA like the limiter's, at the rate
+    given with the call, which may change from one call to the next); a call whose slot is
+    not yet due is refused with :class:`Throttled`, nothing booked. It comes on top of the
+    shared limiter, never instead: what it admits still waits for a slot of the whole limit.
+    """
+
+    def __init__(self, redis: Redis, *, key_id: str, name: str) -> None:
+        if not _KEY_ID.fullmatch(key_id) or not _KEY_ID.fullmatch(name):
+            raise ValueError("key_id and name must be 1-64 of [A-Za-z0-9_.-]")
+        prefix = f"legitsms:ratelimit:{{{key_id}}}:share:{name}"
+        self._keys = [f"{prefix}:tat", f"{prefix}:paused_until"]  # the second is never set
+        self._acquire = redis.register_script(_ACQUIRE)
+
+    def admit(self, rate: float) -> None:
+        """Book the share's next slot at ``rate`` calls per second, or raise Throttled."""
+        if rate <= 0:
+            return
+        reply = self._acquire(keys=self._keys, args=[int(1_000_000 / rate), 0])
+        granted, micros = int(reply[0]), int(reply[1])
+        if not granted:
+            raise Throttled(max(micros / 1_000_000, _MIN_RETRY))

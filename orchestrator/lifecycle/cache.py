@@ -25,10 +25,15 @@ class TtlCache(Generic[K, V]):
             entry = self._entries.get(key)
             if entry is not None and time.monotonic() - entry[0] < self._ttl:
                 return entry[1]
-        value = self._fetch(key)
+        value, read_at = self._load(key)
         with self._lock:
-            self._entries[key] = (time.monotonic(), value)
+            self._entries[key] = (read_at, value)
         return value
+
+    def _load(self, key: K) -> tuple[V, float]:
+        """A value for ``key`` and when it counts as read (``time.monotonic()``)."""
+        value = self._fetch(key)
+        return value, time.monotonic()
 
     def cached(self, key: K) -> V | None:
         """The last value fetched for ``key``, however old, without a fetch."""

@@ -28,6 +28,7 @@ from orchestrator.lifecycle.polling import (
 from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.quiet import QuietGate
 from orchestrator.provider.ratelimit import ShareGate, key_fingerprint
+from orchestrator.provider.shared_prices import SharedPrices
 from orchestrator.provider.types import Price
 from orchestrator.provider.wallet import WalletGuard
 
@@ -41,10 +42,29 @@ DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ t
 
 
 class PriceCache(TtlCache[int, dict[int, Price]]):
-    """Live prices per service, kept ``ttl`` seconds: a batch costs one /prices call per service."""
+    """Live prices per service, kept ``ttl`` seconds: a batch costs one /prices call per service.
+
+    With ``shared`` (Redis), one call per service per ``ttl`` across every process of the key
+    (shared_prices.py); each process's copy expires with the shared entry. Without it (tests
+    in one process) each process reads its own.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[int], dict[int, Price]],
+        ttl: float,
+        shared: SharedPrices | None = None,
+    ) -> None:
+        super().__init__(fetch, ttl)
+        self._shared = shared if ttl > 0 else None
+
+    def _load(self, key: int) -> tuple[dict[int, Price], float]:
+        if self._shared is None:
+            return super()._load(key)
+        return self._shared.get(key, self._fetch)
 
     def mark_out_of_stock(self, service_id: int, country_id: int) -> None:
-        """Remember a no_stock answer until the next refresh."""
+        """Remember a no_stock answer until the next refresh (in this process only)."""
         with self._lock:
             entry = self._entries.get(service_id)
             if entry is not None and country_id in entry[1]:
@@ -64,6 +84,7 @@ class Runtime:
     wallet: WalletGuard | None = None  # the key's buying pause and balance floor (wallet.py)
     quiet: QuietGate | None = None  # the key's calls that move its wallet (quiet.py)
     poll_gate: ShareGate | None = None  # the polls' share of the limit while buying (polling.py)
+    shared_prices: SharedPrices | None = None  # the key's prices, read once for all processes
     clock: Callable[[], datetime] = utcnow
     prices: PriceCache = field(init=False)
     arrivals: ArrivalCache = field(init=False)
@@ -78,7 +99,9 @@ class Runtime:
     _lock: threading.Lock = field(init=False)
 
     def __post_init__(self) -> None:
-        self.prices = PriceCache(self.client.prices, self.settings.price_cache_ttl)
+        self.prices = PriceCache(
+            self.client.prices, self.settings.price_cache_ttl, self.shared_prices
+        )
         self.arrivals = ArrivalCache(self._arrival_delays)
         self.waiting = CachedCount(lambda: self._count(State.WAITING))
         self.to_buy = CachedCount(lambda: self._count(State.PLANNED))

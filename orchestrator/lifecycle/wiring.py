@@ -21,6 +21,7 @@ from orchestrator.provider.ratelimit import (
     ShareGate,
     key_fingerprint,
 )
+from orchestrator.provider.shared_prices import SharedPrices
 from orchestrator.provider.wallet import WalletGuard
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -133,6 +134,9 @@ def make_runtime(settings: Settings, redis_url: str, *, patient: bool = False) -
         )
         if settings.rate_limit > 0
         else None,
+        shared_prices=SharedPrices(
+            _redis(redis_url), settings.require_api_key(), ttl=settings.price_cache_ttl
+        ),
     )
 
 

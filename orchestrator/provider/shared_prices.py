@@ -3,8 +3,9 @@
 Each process keeps its prices a while (lifecycle's ``PriceCache``); without this, N processes
 read ``GET /prices`` N times per TTL per service, calls taken from orders and polls under the
 provider's limit. Here the first process to need a service's prices after the TTL reads them
-and stores the parsed answer in Redis for ``ttl`` seconds; the others use it, and expire their
-copy when the Redis entry expires, so no price used is older than ``ttl``.
+and stores the parsed answer in Redis until ``ttl`` seconds after the read began; the others
+use it, and expire their copy when the Redis entry expires, so no price used is older than
+``ttl``.
 
 A short lock (SET NX with a lease) stops a stampede: the others wait for the holder's answer,
 polling Redis. A holder whose read fails releases the lock (the next waiter reads); one that
@@ -71,7 +72,8 @@ class SharedPrices:
                 return found
             if lock.acquire():
                 try:
-                    return self._fetch(key, service_id, read)
+                    # Stored by a holder between our look and our lock: no second read.
+                    return self._cached(key) or self._fetch(key, service_id, read)
                 finally:
                     lock.release()
             if time.monotonic() >= deadline:  # the holder is slow: read for ourselves
@@ -81,9 +83,13 @@ class SharedPrices:
     def _fetch(
         self, key: str, service_id: int, read: Callable[[int], dict[int, Price]]
     ) -> tuple[dict[int, Price], float]:
-        read_at = time.monotonic()  # before the call: the copy errs towards expiring early
+        # Timed from before the call, the entry (and every copy) expires no later than
+        # ``ttl`` after the provider answered.
+        read_at = time.monotonic()
         prices = read(service_id)
-        self._redis.set(key, _dump(prices), px=self._ttl_ms)
+        left_ms = self._ttl_ms - int((time.monotonic() - read_at) * 1000)
+        if left_ms > 0:
+            self._redis.set(key, _dump(prices), px=left_ms)
         return prices, read_at
 
     def _cached(self, key: str) -> tuple[dict[int, Price], float] | None:

@@ -17,7 +17,7 @@ from orchestrator.db.engine import create_tables, make_engine
 from orchestrator.errors import ProviderError
 from orchestrator.lifecycle.runtime import Runtime
 from orchestrator.provider.client import LegitSMSClient
-from orchestrator.provider.shared_prices import SharedPrices
+from orchestrator.provider.shared_prices import SharedCatalog, SharedPrices
 from orchestrator.provider.types import Price
 from orchestrator.sandbox.config import DEMO_API_KEY, SandboxConfig
 from orchestrator.sandbox.simulator import Simulator
@@ -176,4 +176,12 @@ def test_a_no_stock_mark_stays_in_its_process(tmp_path: Path, redis_url: str) ->
         first.prices.mark_out_of_stock(TELEGRAM, country)
         assert first.prices.get(TELEGRAM)[country].count == 0
         assert second.prices.get(TELEGRAM)[country].count > 0
+        assert provider.calls == {"prices": 1}
+
+
+def test_the_prices_a_submit_read_serve_the_workers(tmp_path: Path, redis_url: str) -> None:
+    with runtimes(tmp_path, redis_url, 2) as ([submit, worker], provider):
+        shared = SharedPrices(redis.Redis.from_url(redis_url), DEMO_API_KEY, ttl=TTL)
+        catalog = SharedCatalog(submit.client, shared)
+        assert catalog.prices(TELEGRAM) == worker.prices.get(TELEGRAM)
         assert provider.calls == {"prices": 1}

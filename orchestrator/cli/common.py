@@ -39,7 +39,12 @@ from orchestrator.errors import (
 from orchestrator.jobs.spec import JobLimits, load_job_spec
 from orchestrator.jobs.submit import submit_job_file
 from orchestrator.lifecycle.nudges import Nudge
-from orchestrator.lifecycle.wiring import make_client, make_runtime, make_throttle
+from orchestrator.lifecycle.wiring import (
+    make_client,
+    make_runtime,
+    make_shared_prices,
+    make_throttle,
+)
 from orchestrator.logs import configure_logging
 from orchestrator.provider.client import LegitSMSClient
 from orchestrator.redact import for_terminal
@@ -263,6 +268,7 @@ def submit_file(
         send=send_nudges,
         allow_overlap=allow_overlap,
         before_commit=before,
+        shared_prices=make_shared_prices(settings, redis_url),
     )
 
 

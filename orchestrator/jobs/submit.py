@@ -25,6 +25,7 @@ from orchestrator.lifecycle.planner import rank_countries
 from orchestrator.lifecycle.wiring import make_database
 from orchestrator.money import to_micros
 from orchestrator.provider.client import LegitSMSClient
+from orchestrator.provider.shared_prices import SharedCatalog, SharedPrices
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlmodel import Session
@@ -40,8 +41,13 @@ def submit_job_file(
     send: Callable[[list[Nudge]], None],
     allow_overlap: bool,
     before_commit: Callable[[], None] = lambda: None,
+    shared_prices: SharedPrices | None = None,
 ) -> tuple[int, int]:
-    """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots)."""
+    """Validate, resolve and plan the job, and nudge its slots; returns (job id, slots).
+
+    ``shared_prices``: the prices read to resolve the job are shared with the workers
+    (provider/shared_prices.py), and shared ones are used.
+    """
     limits = JobLimits.of(settings)
     # Read once, within max_job_file_bytes: what is validated is what is stored. A bad file
     # stops here, before any network call.
@@ -51,7 +57,8 @@ def submit_job_file(
         log.warning("budget_short", job=spec.name, file=str(job_file), message=short)
     engine = make_database(settings)
     with open_client() as client:
-        resolved = resolve_job(spec, client, str(job_file))
+        catalog = client if shared_prices is None else SharedCatalog(client, shared_prices)
+        resolved = resolve_job(spec, catalog, str(job_file))
     before_commit()
     with transaction(engine) as session:
         plan = job_plan(resolved, first_numbers(session, resolved))

@@ -134,10 +134,15 @@ def make_runtime(settings: Settings, redis_url: str, *, patient: bool = False) -
         )
         if settings.rate_limit > 0
         else None,
-        shared_prices=SharedPrices(
-            _redis(redis_url), settings.require_api_key(), ttl=settings.price_cache_ttl
-        ),
+        shared_prices=make_shared_prices(settings, redis_url),
     )
+
+
+def make_shared_prices(settings: Settings, redis_url: str) -> SharedPrices | None:
+    """The key's prices shared by its processes (None: ``price_cache_ttl`` 0, nothing kept)."""
+    if settings.price_cache_ttl <= 0:
+        return None
+    return SharedPrices(_redis(redis_url), settings.require_api_key(), ttl=settings.price_cache_ttl)
 
 
 def make_wallet(settings: Settings, redis_url: str, client: LegitSMSClient) -> WalletGuard:

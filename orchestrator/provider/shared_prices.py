@@ -27,10 +27,10 @@ from typing import Final
 from redis import Redis
 
 from orchestrator.provider.ratelimit import key_fingerprint
-from orchestrator.provider.types import Price
+from orchestrator.provider.types import Catalog, Price, Service
 from orchestrator.redis_lock import RedisLock
 
-__all__ = ["LOCK_LEASE", "SharedPrices"]
+__all__ = ["LOCK_LEASE", "SharedCatalog", "SharedPrices"]
 
 LOCK_LEASE: Final = 10.0  # seconds one process has to read a service's prices before another may
 _POLL: Final = 0.05  # seconds between a waiter's looks at Redis
@@ -104,6 +104,21 @@ class SharedPrices:
         if prices is None:
             return None
         return prices, asked_at - (self._ttl_ms - min(left_ms, self._ttl_ms)) / 1000
+
+
+class SharedCatalog:
+    """A catalogue whose prices go through the shared entries: the prices a submit reads
+    serve the workers' first purchases, and a submit within the TTL reads none."""
+
+    def __init__(self, catalog: Catalog, shared: SharedPrices) -> None:
+        self._catalog = catalog
+        self._shared = shared
+
+    def services(self) -> list[Service]:
+        return self._catalog.services()
+
+    def prices(self, service_id: int) -> dict[int, Price]:
+        return self._shared.get(service_id, self._catalog.prices)[0]
 
 
 def _dump(prices: dict[int, Price]) -> str:

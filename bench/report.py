@@ -65,7 +65,7 @@ ROWS: list[Row] = [
     ("  POST /order", _calls("POST /order")),
     ("  GET /status", _calls("GET /status")),
     ("  POST /set_status", _calls("POST /set_status")),
-    ("  other (/services, /prices)", _others),
+    ("  other (/services, /prices, /balance)", _others),
     ("429s received", lambda s: f"{s['rate_limited']:,}"),
     ("code latency p50 (s)", _latency("p50")),
     ("code latency p95 (s)", _latency("p95")),

@@ -27,6 +27,11 @@ The policy (documented in the README, pictured in bench/README.md):
 * Past the slowest code seen, the order is probably one that never gets a code: it gets one
   more look at ``TAIL_LOOK`` times the slowest code's age (in case the model, learnt from the
   codes already in, is short), then none: the cancel at the give-up time reads a late code.
+  That holds only once an order of the service and country has been seen still without its
+  code at ``TAIL_LOOK`` times the slowest code's age. Until then the model is censored
+  (:attr:`ArrivalModel.censored`): the first codes in are the fastest, as no order has yet
+  been watched longer, so its slowest says nothing of the tail, and an order past it is
+  polled at ``poll_interval``, as without a model.
 * Orders polled at the configured interval (no model yet) or in the tail are polled no more
   often than the polls' share allows (:func:`budget_floor`) when the limit is tight. The
   shared rate limit has the last word: a poll that finds no slot comes back later.
@@ -35,6 +40,7 @@ The policy (documented in the README, pictured in bench/README.md):
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -57,9 +63,11 @@ COUNT_REFRESH = 2.0  # seconds a count of waiting orders is reused
 
 @dataclass(frozen=True)
 class ArrivalModel:
-    """The observed delays from purchase to code, sorted, for one service and country."""
+    """The observed delays from purchase to code, sorted, for one service and country, and
+    the oldest age at which an order was seen without its code (none seen: no cut-off)."""
 
     delays: tuple[float, ...]
+    seen_waiting: float = math.inf
 
     def share_by(self, age: float) -> float:
         """The share of codes that had arrived by ``age`` seconds (the empirical CDF)."""
@@ -69,6 +77,14 @@ class ArrivalModel:
     def window(self) -> float:
         """Seconds from the fastest code seen to the slowest."""
         return self.delays[-1] - self.delays[0]
+
+    @property
+    def censored(self) -> bool:
+        """Whether the slowest code seen may be far from the slowest to come: the delays are
+        cut off at the age to which orders have been watched, and none has yet been seen
+        without its code at ``TAIL_LOOK`` times the slowest delay (so the model would claim
+        a tail it has not observed)."""
+        return self.seen_waiting < TAIL_LOOK * self.delays[-1]
 
     def age_at(self, share: float) -> float:
         """The age by which ``share`` of the codes had arrived (an empirical quantile)."""
@@ -85,6 +101,8 @@ def next_poll(
         return interval
     slowest = model.delays[-1]
     if age >= slowest:
+        if model.censored:
+            return interval  # the model knows nothing past its slowest code yet
         # Mostly orders never served: one look in case the model's slowest is too short
         # (it learns from codes already in), then the cancel reads whatever came.
         look = TAIL_LOOK * slowest - age
@@ -184,9 +202,12 @@ class CachedCount:
 
 
 class ArrivalCache:
-    """Models per (service, country), learnt from the database and reused for ``REFRESH`` s."""
+    """Models per (service, country), learnt from the database and reused for ``REFRESH`` s.
 
-    def __init__(self, load: Callable[[int, int], Sequence[float]]) -> None:
+    ``load`` gives the delays on record and the oldest age at which an order was seen waiting.
+    """
+
+    def __init__(self, load: Callable[[int, int], tuple[Sequence[float], float]]) -> None:
         self._load = load
         self._lock = threading.Lock()
         self._models: dict[tuple[int, int], tuple[float, ArrivalModel | None]] = {}
@@ -197,8 +218,9 @@ class ArrivalCache:
             entry = self._models.get(key)
             if entry is not None and time.monotonic() - entry[0] < _ttl(entry[1]):
                 return entry[1]
-        delays = sorted(d for d in self._load(service_id, country_id) if d >= 0)
-        model = ArrivalModel(tuple(delays)) if delays else None
+        loaded, seen_waiting = self._load(service_id, country_id)
+        delays = sorted(d for d in loaded if d >= 0)
+        model = ArrivalModel(tuple(delays), seen_waiting) if delays else None
         with self._lock:
             self._models[key] = (time.monotonic(), model)
         return model

@@ -176,14 +176,16 @@ def test_a_model_of_the_first_codes_in_claims_no_tail_it_has_not_watched() -> No
     assert next_poll(watched, 50.0, interval=10.0) >= NO_MORE
 
 
-def test_a_censored_tail_under_a_tight_limit_keeps_to_the_polls_share() -> None:
-    # As without a model: never more often than the share spread over the orders waiting.
+def test_under_a_limit_a_censored_tail_gets_the_one_look_all_the_same() -> None:
+    # (d), the real limit: polls until the give-up time would cost calls per number.
     young = ArrivalModel(uniform(5.0, 30.0).delays, seen_waiting=40.0)
     assert young.censored
-    floor = budget_floor(30, 0.48 * POLL_SHARE_ALONE)
-    assert poll_wait(young, 31.0, interval=5.0, waiting=30, rate=0.48) == pytest.approx(floor)
-    # Within the window nothing changes: one poll at the slowest code seen.
-    assert poll_wait(young, 0.0, interval=5.0, waiting=30, rate=0.48) == pytest.approx(30.0)
+    assert next_poll(young, 31.0, interval=5.0, limited=True) == pytest.approx(60.0 - 31.0)
+    assert next_poll(young, 60.0, interval=5.0, limited=True) >= NO_MORE
+    floor = budget_floor(2, 0.48 * POLL_SHARE_ALONE)  # 4.6 s: under the interval
+    assert poll_wait(young, 31.0, interval=5.0, waiting=2, rate=0.48) == pytest.approx(29.0)
+    assert poll_wait(young, 31.0, interval=5.0, waiting=2, rate=0.0) == 5.0  # no limit
+    assert floor < 5.0
 
 
 def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:

@@ -181,3 +181,32 @@ def test_arrival_delays_count_to_the_middle_of_the_span_the_code_came_in(tmp_pat
         with reading(rt.engine) as session:
             delays = sorted(queries.arrival_delays(session, service, 16, limit=10))
         assert delays == pytest.approx([50.0, 60.0])  # the middle of 40-60 s; no span: the read
+
+
+def test_the_longest_seen_waiting_is_the_oldest_age_an_order_was_seen_without_its_code(
+    tmp_path: Path,
+) -> None:
+    # What censors the arrival model: codes slower than this could not have been seen yet.
+    with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600) as (rt, _simulator, _clock):
+        ids = plan_job(rt.engine, quantity=4, code_timeout=60)
+        rows = [  # state, country, seconds from purchase to the row's last write
+            (State.WAITING, 16, 30.0),  # polled at 30 s, no code
+            (State.CANCELLED, 16, 70.0),  # refunded at 70 s: no code by then
+            (State.RECEIVED, 16, 90.0),  # had its code: not a look without one
+            (State.WAITING, 22, 80.0),  # another country
+        ]
+        service = 0
+        with Session(rt.engine) as session:
+            for slot_id, (state, country, seen) in zip(ids, rows, strict=True):
+                row = session.get(Activation, slot_id)
+                assert row is not None
+                start = rt.now()
+                row.state, row.order_id, row.country_id = state, f"o{slot_id}", country
+                row.ordered_at, row.updated_at = start, start + timedelta(seconds=seen)
+                service = row.service_id
+                session.add(row)
+            session.commit()
+        with reading(rt.engine) as session:
+            assert queries.longest_seen_waiting(session, service, 16, limit=10) == 70.0
+            assert queries.longest_seen_waiting(session, service, 16, limit=1) == 70.0
+            assert queries.longest_seen_waiting(session, service, 99, limit=10) == 0.0

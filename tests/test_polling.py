@@ -11,6 +11,7 @@ from orchestrator.lifecycle.polling import (
     NO_MORE,
     POLL_SHARE,
     POLL_SHARE_ALONE,
+    TAIL_LOOK,
     WALL_SLACK,
     ArrivalCache,
     ArrivalModel,
@@ -150,22 +151,53 @@ def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:
 
 
 def test_past_the_slowest_code_an_order_gets_one_more_look_then_waits_for_its_cancel() -> None:
-    model = uniform(5.0, 60.0)
+    model = ArrivalModel(uniform(5.0, 60.0).delays, seen_waiting=300.0)  # a cancel at 300 s
+    assert not model.censored
     assert next_poll(model, 60.0, interval=5.0) == pytest.approx(60.0)  # a look at 120 s
     assert next_poll(model, 80.0, interval=5.0) == pytest.approx(40.0)
     assert next_poll(model, 120.0, interval=5.0) >= NO_MORE  # the cancel reads a late code
     assert next_poll(model, 200.0, interval=5.0) >= NO_MORE
 
 
+def test_a_model_of_the_first_codes_in_claims_no_tail_it_has_not_watched() -> None:
+    # (c) --quick: codes after 20-40 s, every order bought at once and polled at 10, 20, 30 s.
+    # At 30 s the codes in are those of 20-30 s (counted to ~25 s): the fastest, necessarily.
+    first_in = uniform(20.0, 25.0, n=50)
+    young = ArrivalModel(first_in.delays, seen_waiting=30.0)
+    assert young.censored
+    # The orders still waiting at 30 s, whose codes come at 30-40 s, are read at 40 s, not at
+    # the one look at 2 x 25 s: the model has not seen the tail it would claim is empty.
+    assert next_poll(young, 30.0, interval=10.0) == 10.0
+    assert poll_wait(young, 30.0, interval=10.0, waiting=500, rate=0.0) == 10.0
+    # Once an order has been watched to TAIL_LOOK x the slowest code, the one look holds.
+    watched = ArrivalModel(first_in.delays, seen_waiting=TAIL_LOOK * 25.0)
+    assert not watched.censored
+    assert next_poll(watched, 30.0, interval=10.0) == pytest.approx(20.0)
+    assert next_poll(watched, 50.0, interval=10.0) >= NO_MORE
+
+
+def test_under_a_limit_a_censored_tail_gets_the_one_look_all_the_same() -> None:
+    # (d), the real limit: polls until the give-up time would cost calls per number.
+    young = ArrivalModel(uniform(5.0, 30.0).delays, seen_waiting=40.0)
+    assert young.censored
+    assert next_poll(young, 31.0, interval=5.0, limited=True) == pytest.approx(60.0 - 31.0)
+    assert next_poll(young, 60.0, interval=5.0, limited=True) >= NO_MORE
+    floor = budget_floor(2, 0.48 * POLL_SHARE_ALONE)  # 4.6 s: under the interval
+    assert poll_wait(young, 31.0, interval=5.0, waiting=2, rate=0.48) == pytest.approx(29.0)
+    assert poll_wait(young, 31.0, interval=5.0, waiting=2, rate=0.0) == 5.0  # no limit
+    assert floor < 5.0
+
+
 def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:
     calls: list[tuple[int, int]] = []
 
-    def load(service: int, country: int) -> list[float]:
+    def load(service: int, country: int) -> tuple[list[float], float]:
         calls.append((service, country))
-        return [-1.0, 3.0, 1.0, 2.0]
+        return [-1.0, 3.0, 1.0, 2.0], 4.5
 
     cache = ArrivalCache(load)
     model = cache.model(1003, 16)
-    assert model == ArrivalModel((1.0, 2.0, 3.0))
+    assert model == ArrivalModel((1.0, 2.0, 3.0), seen_waiting=4.5)
+    assert model is not None and model.censored  # 4.5 s < TAIL_LOOK x 3 s
     assert cache.model(1003, 16) is model
     assert calls == [(1003, 16)]

@@ -202,6 +202,35 @@ def arrival_delays(
     return delays
 
 
+def longest_seen_waiting(
+    session: Session, service_id: int, country_id: int, *, limit: int
+) -> float:
+    """The oldest age, in seconds, at which one of the most recently touched orders of a
+    service and country was seen without its code: how far past purchase the codes on record
+    could have been observed (0.0 if none was).
+
+    A waiting order's last write is the poll that found no code (``reschedule``; a poll the
+    limiter turned away counts too, as it does for ``code_after``); a cancelled one was
+    refunded, so no code had come by then.
+    """
+    query = (
+        select(col(Activation.ordered_at), col(Activation.updated_at))
+        .where(
+            col(Activation.service_id) == service_id,
+            col(Activation.country_id) == country_id,
+            or_(
+                col(Activation.state) == State.WAITING,
+                col(Activation.state) == State.CANCELLED,
+            ),
+            col(Activation.ordered_at).is_not(None),
+        )
+        .order_by(col(Activation.updated_at).desc())
+        .limit(limit)
+    )
+    ages = [(seen - ordered).total_seconds() for ordered, seen in session.execute(query)]
+    return max(ages, default=0.0)
+
+
 def jobs_matching(
     session: Session,
     *,

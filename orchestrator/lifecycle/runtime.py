@@ -165,9 +165,11 @@ class Runtime:
             )
         return {country: breaker for (_, country), breaker in found.items()}
 
-    def _arrival_delays(self, service_id: int, country_id: int) -> list[float]:
+    def _arrival_delays(self, service_id: int, country_id: int) -> tuple[list[float], float]:
         with reading(self.engine) as session:
-            return queries.arrival_delays(session, service_id, country_id, limit=HISTORY)
+            delays = queries.arrival_delays(session, service_id, country_id, limit=HISTORY)
+            seen = queries.longest_seen_waiting(session, service_id, country_id, limit=HISTORY)
+        return delays, seen
 
     def _count(self, state: State) -> int:
         with reading(self.engine) as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.poll_chart import poll_ages  # the ages the picture in bench/README shows
 from orchestrator.lifecycle.polling import (
     MAX_POLLS,
     MIN_SAMPLES,
@@ -46,15 +47,6 @@ def test_polls_are_dense_where_codes_arrive_and_sparse_where_they_rarely_do() ->
     in_the_tail = next_poll(bursty, 41.0, interval=5.0)
     assert inside_burst < in_the_tail
     assert inside_burst >= MIN_WAIT
-
-
-def poll_ages(model: ArrivalModel, polls: int) -> list[float]:
-    """The ages at which an order that never gets its code is polled, up to the slowest code."""
-    ages, age = [], 0.0
-    while age < model.delays[-1]:
-        age += next_poll(model, age, interval=5.0, polls=polls)
-        ages.append(age)
-    return ages
 
 
 def test_an_order_gets_k_polls_each_reading_the_same_share_of_the_codes() -> None:

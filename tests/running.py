@@ -86,9 +86,13 @@ class Run:
         return cls(proc, out, err)
 
     def look(self) -> None:
-        """Remember every process under the run (to check later that none is left)."""
+        """Remember every process under the run (to check later that none is left).
+
+        A process seen again at the same start time is the same one: its command line is
+        read again, since one seen between fork and exec still showed its parent's."""
         for pid in descendants(self.proc.pid):
-            if pid not in self.seen and (seen := identity(pid)) is not None:
+            seen = identity(pid)
+            if seen is not None and (pid not in self.seen or self.seen[pid][1] == seen[1]):
                 self.seen[pid] = seen
 
     def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 30) -> None:

@@ -131,46 +131,49 @@ def throughput(numbers: int) -> Scenario:
 def rate_limited(numbers: int, *, quick: bool) -> Scenario:
     """(b) The provider's real constraint: 5 requests per second per key."""
     delay, min_age, timeout = ((2.0, 15.0), 10.0, 30.0) if quick else ((5.0, 60.0), 30.0, 120.0)
-    return Scenario(
-        name=f"b-{numbers}",
-        group="b",
-        title=(
-            f"(b) 5 requests/s, {numbers} numbers, codes after {delay[0]:g}-{delay[1]:g} s, "
-            f"20% never, cancel allowed after {min_age:g} s, code_timeout {timeout:g} s"
-        ),
-        numbers=numbers,
-        sandbox=_sandbox(
-            seed=202, code_delay=delay, never=0.2, rate=5, cancel_min_age=min_age, expiry=1200
-        ),
-        code_timeout=timeout,
-        poll_interval=5.0,
-        # Just under the provider's 5/s: network jitter must never turn into a 429.
-        orchestrator_env=_env(rate=4.8, poll=5.0, cancel_min_age=min_age, expiry=1200),
-        concurrent=True,
-        time_limit=1800,
+    return _under_limit(
+        numbers, "b", 5, seed=202, delay=delay, min_age=min_age, timeout=timeout, time_limit=1800
     )
 
 
 def real_limit(numbers: int, *, quick: bool) -> Scenario:
     """(d) The provider's real limit, 0.5 requests/s: every call costs two seconds of wall time."""
     delay, min_age, timeout = ((2.0, 15.0), 30.0, 60.0) if quick else ((5.0, 60.0), 120.0, 300.0)
+    return _under_limit(
+        numbers, "d", 0.5, seed=404, delay=delay, min_age=min_age, timeout=timeout, time_limit=2400
+    )
+
+
+def _under_limit(
+    numbers: int,
+    group: str,
+    rate: float,
+    *,
+    seed: int,
+    delay: tuple[float, float],
+    min_age: float,
+    timeout: float,
+    time_limit: float,
+) -> Scenario:
+    """A batch under the provider's ``rate`` limit: 20% of codes never come, poll every 5 s."""
     return Scenario(
-        name=f"d-{numbers}",
-        group="d",
+        name=f"{group}-{numbers}",
+        group=group,
         title=(
-            f"(d) 0.5 requests/s, {numbers} numbers, codes after {delay[0]:g}-{delay[1]:g} s, "
-            f"20% never, cancel allowed after {min_age:g} s, code_timeout {timeout:g} s"
+            f"({group}) {rate:g} requests/s, {numbers} numbers, codes after "
+            f"{delay[0]:g}-{delay[1]:g} s, 20% never, cancel allowed after {min_age:g} s, "
+            f"code_timeout {timeout:g} s"
         ),
         numbers=numbers,
         sandbox=_sandbox(
-            seed=404, code_delay=delay, never=0.2, rate=0.5, cancel_min_age=min_age, expiry=1200
+            seed=seed, code_delay=delay, never=0.2, rate=rate, cancel_min_age=min_age, expiry=1200
         ),
         code_timeout=timeout,
         poll_interval=5.0,
-        # Just under the provider's 0.5/s, as in (b).
-        orchestrator_env=_env(rate=0.48, poll=5.0, cancel_min_age=min_age, expiry=1200),
+        # Just under the provider's limit: network jitter must never turn into a 429.
+        orchestrator_env=_env(rate=rate * 0.96, poll=5.0, cancel_min_age=min_age, expiry=1200),
         concurrent=True,
-        time_limit=2400,
+        time_limit=time_limit,
     )
 
 

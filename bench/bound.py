@@ -1,9 +1,13 @@
 """The lower bound on a batch's wall time under the provider's rate limit.
 
-The ideal client places every order as early as the rate allows, reads each code once, the
-moment it arrives, and cancels each code-less order exactly at its timeout; reads and cancels
-that fall due take the next free request before a new order does. Which orders get a code,
-and after how long, is fixed by the simulator's seed: the bound replays the same draws.
+The ideal client places every order as early as the rate allows, before any other call,
+then reads each code once, as soon after it arrives as the rate allows, and cancels each
+code-less order exactly at its timeout. No client ends sooner: an order placed later, to make
+room for a read, can only end later, and reads and cancels cannot come before they are due.
+(Until November 2026 reads took the next free request before a new order did: that is the
+best wall for a client that reads every code the moment it comes, but not a lower bound, and
+the naive script, which reads late, beat it in scenario (d).) Which orders get a code, and
+after how long, is fixed by the simulator's seed: the bound replays the same draws.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def lower_bound(scenario: Scenario) -> Bound:
     while placed < len(delays) or due:
         # The moment the bucket next holds a whole token (now, without a limit).
         ready = now + max(0.0, 1 - tokens) / rate if rate > 0 else now
-        if placed < len(delays) and not (due and due[0][0] <= ready):
+        if placed < len(delays):
             at, kind = ready, None
         else:
             at, kind = max(ready, due[0][0]), heapq.heappop(due)[1]

@@ -17,7 +17,7 @@ from unittest.mock import patch
 
 import pytest
 
-from orchestrator.lifecycle.wiring import WORKER_MAX_WAIT
+from orchestrator.lifecycle.wiring import worker_max_wait
 from orchestrator.sandbox.config import SandboxConfig
 from orchestrator.sandbox.server import SandboxServer
 from orchestrator.sandbox.simulator import Headers, Reply, Simulator
@@ -37,7 +37,7 @@ PROVIDER = SandboxConfig(
 RETRY_AFTER = 3  # seconds; the simulator's own 429s say 1, inside what booked slots may use
 # A slot booked just before the 429 arrived may still be sent: its caller sleeps at most
 # the limiter's max_wait for it. Beyond that (and a little latency) nothing may arrive.
-BOOKED_GRACE = WORKER_MAX_WAIT + 0.1
+BOOKED_GRACE = worker_max_wait(RATE) + 0.1
 
 JOB = """\
 name: shared-limit

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from orchestrator.config import Settings
-from orchestrator.db import store, wallet_ledger
+from orchestrator.db import queries, store, wallet_ledger
 from orchestrator.db.engine import transaction
 from orchestrator.db.models import (
     Activation,
@@ -176,6 +176,32 @@ def _audit(orch: Orchestrator) -> tuple[int, dict[str, object]]:
     result = orch.run("audit", "--json")
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
+
+
+def test_the_checkpoint_submit_takes_opens_the_job_so_workers_read_no_balance_again(
+    tmp_path: Path, redis_url: str, sqlite_url: str
+) -> None:
+    # Each balance read is two seconds of the key's time at the real limit: the job's start
+    # is read once, by submit, before the job is committed and anything of it bought.
+    job = """\
+name: opened
+targets:
+  - service: Telegram
+    country: 16
+    quantity: 1
+    max_price: 2.00
+"""
+    with SandboxServer(SandboxConfig(seed=5)) as sandbox:
+        orch = Orchestrator(tmp_path, _env(sandbox, redis_url, sqlite_url, tmp_path))
+        submitted = orch.run("submit", str(write_job(tmp_path, job)))
+        assert submitted.returncode == 0, submitted.stderr
+        balance_reads = sandbox.ledger.snapshot(time.time())["requests"].get("GET /balance")
+    with Session(orch.engine) as session:
+        checkpoints = list(session.exec(select(WalletCheckpoint)).all())
+        assert [c.reason for c in checkpoints] == ["job_started"]
+        assert balance_reads == 1
+        # What a worker's sweep asks next: nothing changed since that checkpoint.
+        assert queries.jobs_changed_since(session, checkpoints[0].at) is None
 
 
 def test_lost_answers_are_settled_from_the_wallet_and_every_cent_is_explained(

@@ -301,3 +301,6 @@ class JobPlan:
     budget_micros: int | None
     code_timeout: float
     targets: Sequence[TargetPlan]
+    # When the submit began: set before the wallet checkpoint that opens the job's first audit
+    # interval, so the job counts as started before it (none: now).
+    submitted_at: datetime | None = None

@@ -350,6 +350,7 @@ def create_job(session: Session, job: JobPlan, *, source: str) -> tuple[Job, lis
         source=mask(source),
         budget_micros=job.budget_micros,
         code_timeout=job.code_timeout,
+        created_at=job.submitted_at or utcnow(),
     )
     session.add(row)
     session.flush()

@@ -7,6 +7,7 @@ is opened and how nudges travel (the Dramatiq broker) is theirs to say.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,9 +60,14 @@ def submit_job_file(
     with open_client() as client:
         catalog = client if shared_prices is None else SharedCatalog(client, shared_prices)
         resolved = resolve_job(spec, catalog, str(job_file))
+    # Submitted before the wallet checkpoint before_commit() may take: a job created after the
+    # last checkpoint has the workers read the balance again ("job_started"), a call for nothing.
+    submitted_at = utcnow()
     before_commit()
     with transaction(engine) as session:
-        plan = job_plan(resolved, first_numbers(session, resolved))
+        plan = replace(
+            job_plan(resolved, first_numbers(session, resolved)), submitted_at=submitted_at
+        )
         job, slot_ids = store.submit_job(session, plan, source=source, allow_overlap=allow_overlap)
     send([Nudge(Action.PLACE, slot_id) for slot_id in slot_ids])
     assert job.id is not None

@@ -164,9 +164,12 @@ def test_arrival_delays_count_to_the_middle_of_the_span_the_code_came_in(tmp_pat
     # Under a tight limit the poll that reads a code may come long after it: learning from it
     # would teach the policy its own poll times (and keep polls late for ever).
     with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600) as (rt, _simulator, _clock):
-        ids = plan_job(rt.engine, quantity=2, code_timeout=60)
+        ids = plan_job(rt.engine, quantity=3, code_timeout=60)
+        # The third was read by its cancel (refused: the code had come), its row last moved
+        # by the cancel at 58 s: when its code came is not known, and it is not learnt.
+        looks = ((40.0, None), (None, None), (58.0, "timeout"))
         with Session(rt.engine) as session:
-            for slot_id, seen_empty_at in zip(ids, (40.0, None), strict=True):
+            for slot_id, (seen_empty_at, cancel_reason) in zip(ids, looks, strict=True):
                 row = session.get(Activation, slot_id)
                 assert row is not None
                 start = rt.now()
@@ -174,6 +177,7 @@ def test_arrival_delays_count_to_the_middle_of_the_span_the_code_came_in(tmp_pat
                 row.ordered_at, row.code_at = start, start + timedelta(seconds=60)
                 if seen_empty_at is not None:
                     row.code_after = start + timedelta(seconds=seen_empty_at)
+                row.cancel_reason = cancel_reason
                 session.add(row)
             session.commit()
         with reading(rt.engine) as session:

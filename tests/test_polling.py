@@ -91,27 +91,36 @@ def test_orders_without_a_model_or_past_the_window_keep_to_the_polls_share() -> 
     floor = budget_floor(100, 5.0 * POLL_SHARE_ALONE)
     assert floor == pytest.approx(100 / (5.0 * POLL_SHARE_ALONE))
     assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=5.0) == pytest.approx(floor)
-    tail = poll_wait(model, 61.0, interval=5.0, waiting=100, rate=5.0)
+    young = ArrivalModel(model.delays, seen_waiting=61.0)  # its tail not yet watched
+    tail = poll_wait(young, 61.0, interval=5.0, waiting=100, rate=5.0)
     assert tail == pytest.approx(max(floor, 120.0 - 61.0))
     assert poll_wait(None, 0.0, interval=5.0, waiting=100, rate=0.0) == 5.0  # no limit
     assert budget_floor(100, 0.0) == 0.0
 
 
-def stretch(to_buy: int, rate: float, give_up: float) -> float:
-    """How much longer the purchases left take with polls at their share, over the batch left."""
-    at_full_rate = to_buy / rate
-    share = poll_share(to_buy, rate, give_up)
-    return (at_full_rate / (1 - share) - at_full_rate) / (at_full_rate + give_up)
+def stretch(batch: int, rate: float, give_up: float) -> float:
+    """How much longer a batch's purchases take with polls at their share, one number after
+    another, over the batch's time at the full rate."""
+    at_full_rate = batch / rate
+    with_polls = sum(
+        1 / (rate * (1 - poll_share(left, rate, give_up, batch=batch)))
+        for left in range(batch, 0, -1)
+    )
+    return (with_polls - at_full_rate) / (at_full_rate + give_up)
 
 
 def test_while_buying_polls_stretch_the_batch_by_at_most_the_slack() -> None:
     # (b): 200 numbers at 4.8/s, given up after 120 s; (d): 40 at 0.48/s, after 300 s.
-    for to_buy, rate, give_up in [(200, 4.8, 120.0), (40, 0.48, 300.0), (10_000, 4.8, 600.0)]:
-        assert stretch(to_buy, rate, give_up) == pytest.approx(WALL_SLACK)
-    # A large purchase leaves polls little; its last numbers leave them up to POLL_SHARE.
-    assert poll_share(10_000, 4.8, 600.0) < 0.1
-    assert poll_share(200, 4.8, 120.0) < 0.2
-    assert poll_share(5, 4.8, 120.0) == POLL_SHARE
+    for batch, rate, give_up in [(200, 4.8, 120.0), (40, 0.48, 300.0), (10_000, 4.8, 600.0)]:
+        assert stretch(batch, rate, give_up) == pytest.approx(WALL_SLACK)
+        # The same share for its last numbers as for its first: shares that grew as the
+        # numbers left shrank added up to several times the slack.
+        first = poll_share(batch, rate, give_up, batch=batch)
+        assert poll_share(1, rate, give_up, batch=batch) == first
+    # A large purchase leaves polls little; a small one up to POLL_SHARE, within the slack.
+    assert poll_share(10_000, 4.8, 600.0, batch=10_000) < 0.1
+    assert poll_share(200, 4.8, 120.0, batch=200) < 0.2
+    assert poll_share(5, 4.8, 120.0, batch=5) == POLL_SHARE
     assert stretch(5, 4.8, 120.0) < WALL_SLACK
 
 
@@ -178,6 +187,17 @@ def test_under_a_limit_a_censored_tail_gets_the_one_look_all_the_same() -> None:
     assert poll_wait(young, 31.0, interval=5.0, waiting=2, rate=0.48) == pytest.approx(29.0)
     assert poll_wait(young, 31.0, interval=5.0, waiting=2, rate=0.0) == 5.0  # no limit
     assert floor < 5.0
+
+
+def test_under_a_limit_a_watched_tail_gets_no_look_the_cancel_reads_a_late_code() -> None:
+    # (d): a look past the slowest code finds, mostly, an order that never gets one; at
+    # 0.5 requests/s it costs two seconds of the key's time for each such order.
+    watched = ArrivalModel(uniform(5.0, 60.0).delays, seen_waiting=300.0)
+    assert not watched.censored
+    assert next_poll(watched, 60.0, interval=5.0, limited=True) >= NO_MORE
+    assert poll_wait(watched, 60.0, interval=5.0, waiting=10, rate=0.48) >= NO_MORE
+    # Without a limit of our own the one look stays (test above): it costs no wall time.
+    assert next_poll(watched, 60.0, interval=5.0) == pytest.approx(60.0)
 
 
 def test_the_cache_learns_from_history_and_ignores_impossible_delays() -> None:

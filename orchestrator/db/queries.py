@@ -179,7 +179,10 @@ def arrival_delays(
     """Seconds from purchase to code of the most recent codes for a service and country.
 
     A code came between the last look that found none (``code_after``) and the poll that read
-    it (``code_at``): the delay counts to the middle of that span when it is known.
+    it (``code_at``): the delay counts to the middle of that span when it is known. A code
+    read once its order was being cancelled is left out: the cancel moved the row, so when it
+    came is known only to within the whole wait, and counted at the cancel's age it would
+    teach the model to poll no earlier than the give-up time.
     """
     query = (
         select(col(Activation.ordered_at), col(Activation.code_at), col(Activation.code_after))
@@ -189,6 +192,7 @@ def arrival_delays(
             col(Activation.state) == State.RECEIVED,
             col(Activation.code_at).is_not(None),
             col(Activation.ordered_at).is_not(None),
+            col(Activation.cancel_reason).is_(None),
         )
         .order_by(col(Activation.code_at).desc())
         .limit(limit)
@@ -258,6 +262,17 @@ def last_event(session: Session, job_id: int, kind: str) -> Event | None:
         .limit(1)
     )
     return session.execute(query).scalars().first()
+
+
+def count_in_active_jobs(session: Session) -> int:
+    """How many slots, in any state, the jobs under way have: the batch being worked."""
+    query = (
+        select(func.count())
+        .select_from(Activation)
+        .join(Job, col(Job.id) == col(Activation.job_id))
+        .where(col(Job.status) == JobStatus.ACTIVE)
+    )
+    return int(session.execute(query).scalar_one())
 
 
 def count_in_state(session: Session, state: State) -> int:

@@ -90,6 +90,7 @@ class Runtime:
     arrivals: ArrivalCache = field(init=False)
     waiting: CachedCount = field(init=False)
     to_buy: CachedCount = field(init=False)
+    batch: CachedCount = field(init=False)
     cancelling: CachedCount = field(init=False)
     _outcomes: TtlCache[int, dict[int, Outcomes]] = field(init=False)
     _waiting_by_country: TtlCache[int, dict[int, int]] = field(init=False)
@@ -105,6 +106,7 @@ class Runtime:
         self.arrivals = ArrivalCache(self._arrival_delays)
         self.waiting = CachedCount(lambda: self._count(State.WAITING))
         self.to_buy = CachedCount(lambda: self._count(State.PLANNED))
+        self.batch = CachedCount(self._count_batch)
         self.cancelling = CachedCount(lambda: self._count(State.CANCELLING))
         self._outcomes = TtlCache(self._read_outcomes, TTL)
         self._waiting_by_country = TtlCache(self._read_waiting, WAITING_TTL)
@@ -175,6 +177,10 @@ class Runtime:
         with reading(self.engine) as session:
             return queries.count_in_state(session, state)
 
+    def _count_batch(self) -> int:
+        with reading(self.engine) as session:
+            return queries.count_in_active_jobs(session)
+
     def poll_wait(self, service_id: int, country_id: int, age: float, *, give_up: float) -> float:
         """Seconds until the next poll of an order ``age`` seconds old, to be given up
         ``give_up`` seconds after its purchase (policy: polling.py)."""
@@ -186,6 +192,7 @@ class Runtime:
             waiting=self.waiting.get() if rate > 0 else 0,
             rate=rate,
             to_buy=self.to_buy.get() if rate > 0 else 0,
+            batch=self.batch.get() if rate > 0 else 0,
             give_up=give_up,
         )
 
@@ -197,7 +204,8 @@ class Runtime:
             return
         to_buy = self.to_buy.get()
         if to_buy > 0:
-            self.poll_gate.admit(rate * poll_share(to_buy, rate, give_up))
+            share = poll_share(to_buy, rate, give_up, batch=self.batch.get())
+            self.poll_gate.admit(rate * share)
 
     def is_due(self, when: datetime | None) -> bool:
         """Whether a nudge for ``when`` may act now; an early one is a stale duplicate."""

@@ -153,7 +153,9 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bo
         return _later(rt, act, _until(rt, deadline, rt.settings.poll_interval))
     if status.code is not None:
         return _received(rt, act, status.code)
-    return _later(rt, act, _until(rt, deadline, _poll_wait(rt, act, job)))
+    wait = _until(rt, deadline, _poll_wait(rt, act, job))
+    log.debug("order_polled", activation_id=act.id, next_poll_in=round(wait, 2))
+    return _later(rt, act, wait)
 
 
 def _later(rt: Runtime, act: Activation, delay: float) -> Write:

@@ -126,6 +126,35 @@ def test_polls_the_limit_turns_away_come_back_one_after_another(tmp_path: Path) 
             assert low <= nudge.delay < low + spacing, (position, nudge)
 
 
+def test_a_code_is_learnt_from_the_last_poll_that_looked_not_from_one_turned_away(
+    tmp_path: Path,
+) -> None:
+    # Under a tight limit polls are turned away often; one that never looked says nothing of
+    # when the code came (counted as a look, it put (d)'s learnt delays at up to 137 s, not 60).
+    settings = {"price_cache_ttl": 3600, "rate_limit": 4, "poll_interval": 1}
+    with inprocess_runtime(tmp_path, PROVIDER, **settings) as (rt, _simulator, clock):
+        ids = plan_job(rt.engine, quantity=4, code_timeout=60)
+        for slot_id in ids:
+            place(rt, slot_id)
+        clock.advance(1)  # codes come at 3 s: none yet
+        check_many(rt, ids)
+        looked_at = rt.now()
+        clock.advance(1)
+        throttle, rt.client._throttle = rt.client._throttle, Busy()
+        check_many(rt, ids)  # turned away: no look
+        rt.client._throttle = throttle
+        clock.advance(2)
+        check_many(rt, ids)  # 4 s: every code that comes is in
+
+        with reading(rt.engine) as session:
+            acts = queries.get_activations(session, ids)
+            received = [act for act in acts if act.state is State.RECEIVED]
+            assert received and all(act.code_after == looked_at for act in received)
+            service = acts[0].service_id
+            delays = queries.arrival_delays(session, service, acts[0].country_id or 0, limit=10)
+        assert delays == pytest.approx([2.5] * len(received))  # the middle of 1-4 s
+
+
 def test_one_order_failing_to_poll_loses_none_of_the_others(tmp_path: Path) -> None:
     with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600) as (rt, simulator, clock):
         ids = plan_job(rt.engine, quantity=6, code_timeout=60)
@@ -192,25 +221,28 @@ def test_the_longest_seen_waiting_is_the_oldest_age_an_order_was_seen_without_it
 ) -> None:
     # What censors the arrival model: codes slower than this could not have been seen yet.
     with inprocess_runtime(tmp_path, PROVIDER, price_cache_ttl=3600) as (rt, _simulator, _clock):
-        ids = plan_job(rt.engine, quantity=4, code_timeout=60)
-        rows = [  # state, country, seconds from purchase to the row's last write
-            (State.WAITING, 16, 30.0),  # polled at 30 s, no code
-            (State.CANCELLED, 16, 70.0),  # refunded at 70 s: no code by then
-            (State.RECEIVED, 16, 90.0),  # had its code: not a look without one
-            (State.WAITING, 22, 80.0),  # another country
+        ids = plan_job(rt.engine, quantity=5, code_timeout=60)
+        rows = [  # state, country, seconds from purchase to the last look, and the last write
+            (State.WAITING, 16, 30.0, 30.0),  # polled at 30 s, no code
+            (State.WAITING, 16, 20.0, 95.0),  # polls turned away by the limiter until 95 s
+            (State.CANCELLED, 16, 40.0, 70.0),  # refunded at 70 s: no code by then
+            (State.RECEIVED, 16, 50.0, 90.0),  # had its code: not a look without one
+            (State.WAITING, 22, 80.0, 80.0),  # another country
         ]
         service = 0
         with Session(rt.engine) as session:
-            for slot_id, (state, country, seen) in zip(ids, rows, strict=True):
+            for slot_id, (state, country, looked, written) in zip(ids, rows, strict=True):
                 row = session.get(Activation, slot_id)
                 assert row is not None
                 start = rt.now()
                 row.state, row.order_id, row.country_id = state, f"o{slot_id}", country
-                row.ordered_at, row.updated_at = start, start + timedelta(seconds=seen)
+                row.ordered_at, row.updated_at = start, start + timedelta(seconds=written)
+                row.code_after = start + timedelta(seconds=looked)
                 service = row.service_id
                 session.add(row)
             session.commit()
         with reading(rt.engine) as session:
             assert queries.longest_seen_waiting(session, service, 16, limit=10) == 70.0
-            assert queries.longest_seen_waiting(session, service, 16, limit=1) == 70.0
+            # The most recently touched: its last look was at 20 s, whatever was written since.
+            assert queries.longest_seen_waiting(session, service, 16, limit=1) == 20.0
             assert queries.longest_seen_waiting(session, service, 99, limit=10) == 0.0

@@ -213,12 +213,17 @@ def longest_seen_waiting(
     service and country was seen without its code: how far past purchase the codes on record
     could have been observed (0.0 if none was).
 
-    A waiting order's last write is the poll that found no code (``reschedule``; a poll the
-    limiter turned away counts too, as it does for ``code_after``); a cancelled one was
-    refunded, so no code had come by then.
+    A waiting order was last seen without its code at ``code_after`` (a poll the limiter
+    turned away saw nothing, and does not count); a cancelled one was refunded, so no code
+    had come by its last write.
     """
     query = (
-        select(col(Activation.ordered_at), col(Activation.updated_at))
+        select(
+            col(Activation.ordered_at),
+            col(Activation.state),
+            col(Activation.code_after),
+            col(Activation.updated_at),
+        )
         .where(
             col(Activation.service_id) == service_id,
             col(Activation.country_id) == country_id,
@@ -231,7 +236,11 @@ def longest_seen_waiting(
         .order_by(col(Activation.updated_at).desc())
         .limit(limit)
     )
-    ages = [(seen - ordered).total_seconds() for ordered, seen in session.execute(query)]
+    ages = [
+        ((looked if state == State.WAITING else updated) - ordered).total_seconds()
+        for ordered, state, looked, updated in session.execute(query)
+        if looked is not None or state != State.WAITING
+    ]
     return max(ages, default=0.0)
 
 

@@ -252,10 +252,15 @@ def mark_cancel_sent(session: Session, act: Activation, when: datetime) -> bool:
     return moved
 
 
-def reschedule(session: Session, act: Activation, when: datetime) -> bool:
-    """Note when the slot's next nudge is due, if it is still in the state it was read in."""
+def reschedule(
+    session: Session, act: Activation, when: datetime, *, looked_at: datetime | None = None
+) -> bool:
+    """Note when the slot's next nudge is due, if it is still in the state it was read in;
+    ``looked_at``: when a poll read the order still without its code (``code_after``)."""
     assert act.id is not None
-    changes = {"next_action_at": when, "updated_at": utcnow()}
+    changes: dict[str, Any] = {"next_action_at": when, "updated_at": utcnow()}
+    if looked_at is not None:
+        changes["code_after"] = looked_at
     moved = _move_row(session, act.id, [act.state], act.reserved_micros, changes)
     act.next_action_at = when
     return moved

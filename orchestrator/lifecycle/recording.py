@@ -35,6 +35,7 @@ def record_order(rt: Runtime, act: Activation, job: Job, order: Order) -> Write:
         "phone": order.phone,
         "cost_micros": cost,
         "ordered_at": ordered_at,
+        "code_after": ordered_at,  # no code yet: a poll that finds one learns it came since
     }
     if cost > act.cap_micros:
         error = f"charged {shown(order.cost)} above the cap {shown(from_micros(act.cap_micros))}"

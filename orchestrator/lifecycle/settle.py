@@ -155,16 +155,19 @@ def _poll(rt: Runtime, act: Activation, job: Job, pace: _Pace, *, target_met: bo
         return _received(rt, act, status.code)
     wait = _until(rt, deadline, _poll_wait(rt, act, job))
     log.debug("order_polled", activation_id=act.id, next_poll_in=round(wait, 2))
-    return _later(rt, act, wait)
+    return _later(rt, act, wait, looked=True)
 
 
-def _later(rt: Runtime, act: Activation, delay: float) -> Write:
-    """Poll again after ``delay`` seconds, if the slot is still where it was read."""
+def _later(rt: Runtime, act: Activation, delay: float, *, looked: bool = False) -> Write:
+    """Poll again after ``delay`` seconds, if the slot is still where it was read; ``looked``:
+    a poll just read the order without its code (the arrival model learns from when)."""
     when = rt.after(delay)
+    looked_at = rt.now() if looked else None
 
     def write(session: Session) -> list[Nudge]:
         assert act.id is not None
-        return [Nudge(Action.CHECK, act.id, delay)] if store.reschedule(session, act, when) else []
+        moved = store.reschedule(session, act, when, looked_at=looked_at)
+        return [Nudge(Action.CHECK, act.id, delay)] if moved else []
 
     return write
 
@@ -375,10 +378,10 @@ def _received(rt: Runtime, act: Activation, code: str) -> Write:
     """Keep the code: the slot ends ``received``, as of now."""
     at = rt.now()
     log.info("code_received", activation_id=act.id, order_id=act.order_id)
-    # The row's last write was the poll before this one (or the purchase): the code came since.
-    after = act.updated_at
+    # The row's code_after, the last look that found none (or the purchase), stays: the code
+    # came between it and now.
     return lambda session: end_slot(
-        rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at, code_after=after
+        rt, session, act, State.RECEIVED, "code_received", code=code, code_at=at
     )
 
 

@@ -131,8 +131,9 @@ def test_a_code_is_learnt_from_the_last_poll_that_looked_not_from_one_turned_awa
 ) -> None:
     # Under a tight limit polls are turned away often; one that never looked says nothing of
     # when the code came (counted as a look, it put (d)'s learnt delays at up to 137 s, not 60).
-    settings = {"price_cache_ttl": 3600, "rate_limit": 4, "poll_interval": 1}
-    with inprocess_runtime(tmp_path, PROVIDER, **settings) as (rt, _simulator, clock):
+    with inprocess_runtime(
+        tmp_path, PROVIDER, price_cache_ttl=3600, rate_limit=4, poll_interval=1
+    ) as (rt, _simulator, clock):
         ids = plan_job(rt.engine, quantity=4, code_timeout=60)
         for slot_id in ids:
             place(rt, slot_id)

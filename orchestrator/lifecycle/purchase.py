@@ -187,8 +187,8 @@ def _claim_and_send(
     """Claim the slot and send its order; None once sent (its outcome is owed, with
     ``token``), else what the slot does instead."""
     if rt.throttle is not None:
-        # An order waits for its slot at most a quarter of the limiter's max_wait: what is
-        # owed can wait that long with it.
+        # An order waits for its slot at most one interval (and a quarter of the limiter's
+        # max_wait): what is owed can wait that long with it.
         try:
             rt.throttle.acquire(Priority.ORDER)
         except Throttled as exc:

@@ -86,7 +86,7 @@ def worker_max_wait(rate: float) -> float:
     booked by its time is lost. At the provider's real limit (an interval of about 2 s) a
     fixed second left orders a quarter-second window, which orders refused and sent back at
     random often missed (bench (d): 2.75 s per number against the 2.1 s interval). Scaled to
-    SLOTS_AHEAD intervals the window is half an interval, and every horizon keeps its rank.
+    SLOTS_AHEAD intervals the window is one interval, and every horizon keeps its rank.
     """
     if rate <= 0:
         return WORKER_MAX_WAIT

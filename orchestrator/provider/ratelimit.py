@@ -96,7 +96,7 @@ def horizon(priority: Priority, *, interval: float, max_wait: float) -> float:
         return max_wait
     if priority == Priority.POLL:
         return min(2 * interval, max_wait / 2)
-    return min(interval / 2, max_wait / 4)
+    return min(interval, max_wait / 4)
 
 
 class SharedRateLimiter:
@@ -109,7 +109,7 @@ class SharedRateLimiter:
 
         CANCEL  m                   any slot the caller is willing to sleep for
         POLL    min(2 i, m / 2)
-        ORDER   min(i / 2, m / 4)   only when a slot is (nearly) free
+        ORDER   min(i, m / 4)       only the next slot, when it is free
 
     Under saturation the booked backlog runs ahead of now, so only the longest horizon
     still reaches a slot: pending cancels keep it deeper than polls may book, and polls

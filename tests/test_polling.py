@@ -143,6 +143,22 @@ def test_a_poll_put_off_for_the_purchases_comes_back_when_they_should_be_done() 
     assert wait == pytest.approx(150 / 5.0 / (1 - share))
 
 
+def test_polls_put_off_for_the_purchases_come_back_oldest_order_first() -> None:
+    # (d): 40 numbers at 0.48/s, 10 left to buy, 30 orders waiting without a model. Those put
+    # off all fall due when the buying ends, and take a minute at the polls' share alone: the
+    # order bought first (its code, if any, has waited longest) is polled first.
+    buying = 10 / 0.48 / (1 - poll_share(10, 0.48, 300.0, batch=40))
+
+    def wait(age: float) -> float:
+        return poll_wait(
+            None, age, interval=5.0, waiting=30, rate=0.48, to_buy=10, batch=40, give_up=300.0
+        )
+
+    oldest, younger, youngest = wait(60.0), wait(30.0), wait(1.0)
+    assert buying <= oldest < younger < youngest  # none before the buying's end
+    assert youngest - buying < 30 / (0.48 * POLL_SHARE_ALONE)  # within the drain
+
+
 def test_a_short_rest_of_the_arrivals_is_read_by_one_poll_at_its_end() -> None:
     quick = uniform(0.2, 1.0)  # all of it within two of the shortest waits
     assert next_poll(quick, 0.0, interval=0.5) == pytest.approx(1.0)

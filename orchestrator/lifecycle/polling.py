@@ -22,8 +22,9 @@ The policy (documented in the README, pictured in bench/README.md):
   ``POLL_SHARE`` at most. Once nothing is left to buy
   they take ``POLL_SHARE_ALONE``, leaving the rest to cancels. While buying, a share gate in
   Redis holds every process's polls to :func:`poll_share` (``Runtime.admit_poll``), and a
-  poll put off for the purchases is put off no further than their expected end, then planned
-  again with the budget they leave.
+  poll put off for the purchases is put off to about their expected end, then planned again
+  with the budget they leave; those put off come back spread over the time they take at the
+  polls' share alone, the oldest order first (its code, if any, has waited longest).
 * Past the slowest code seen, the order is probably one that never gets a code: it gets one
   more look at ``TAIL_LOOK`` times the slowest code's age (in case the model, learnt from the
   codes already in, is short), then none: the cancel at the give-up time reads a late code.
@@ -163,7 +164,13 @@ def poll_wait(
     if to_buy > 0 and rate > 0:
         # Put off for the purchases, a poll comes back when they should be done, to be
         # planned again with the budget they leave (a delayed message cannot be called back).
-        floor = min(floor, max(interval, to_buy / rate / (1 - share)))
+        # The polls put off all fall due then, and take a while at the polls' share alone:
+        # the orders that will then be oldest come first, as their codes have waited longest.
+        buying = to_buy / rate / (1 - share)
+        first_age = max(batch, to_buy) / rate / (1 - share)  # the batch's first order's, then
+        younger = max(0.0, 1 - (age + buying) / first_age)
+        drain = waiting / (rate * POLL_SHARE_ALONE)
+        floor = min(floor, max(interval, buying + younger * drain))
     return max(wait, floor)
 
 

@@ -7,16 +7,20 @@ simulator enforcing the same limit.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, col, select
 
+from orchestrator.db import store
 from orchestrator.db.models import Activation
 from orchestrator.errors import Throttled
 from orchestrator.lifecycle import polling
 from orchestrator.lifecycle.nudges import Action, Nudge
+from orchestrator.lifecycle.purchase import place
 from orchestrator.provider.ratelimit import Priority
 from orchestrator.sandbox.config import SandboxConfig
 from tests.inprocess import FakeClock, FakeLimit, inprocess_runtime, plan_job, run_broker
@@ -81,3 +85,50 @@ def test_orders_waiting_for_the_rate_limit_are_refused_a_few_times_each_and_fill
     assert limit.refused[Priority.ORDER] <= 10 * NUMBERS
     # The slots still filled: the last order within 10% of the earliest it could go.
     assert ordered[-1] - start <= 1.1 * NUMBERS / RATE
+
+
+class RecordingLimit:
+    """Grants every slot at once; notes each priority asked for, and each POST's place."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def acquire(self, priority: Priority) -> None:
+        self.asked.append(priority.name)
+
+    def pause(self, seconds: float) -> None:
+        raise AssertionError("no 429 here")
+
+
+@pytest.mark.parametrize(("claim_seconds", "last"), [(0.0, ["ORDER"]), (0.2, ["ORDER", "POLL"])])
+def test_an_order_whose_claim_outlasted_its_slot_takes_another_before_it_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claim_seconds: float, last: list[str]
+) -> None:
+    # Sent late, the POST would come less than an interval before the request booked after
+    # it: a strict provider (0.5 requests/s, one token) answers that one 429.
+    limit = RecordingLimit()
+    claim = store.claim
+
+    def slow_claim(*args: Any, **kwargs: Any) -> store.Claim:
+        time.sleep(claim_seconds)  # the database's write lock held by another writer
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim", slow_claim)
+    with inprocess_runtime(
+        tmp_path, PROVIDER, throttle=limit, rate_limit=0.5, price_cache_ttl=3600
+    ) as (rt, sim, _):
+        (slot,) = plan_job(rt.engine, quantity=1, code_timeout=600)
+        sent: list[list[str]] = []
+        order = rt.client.order
+
+        def order_noting(*args: Any, **kwargs: Any) -> Any:
+            sent.append(list(limit.asked))
+            return order(*args, **kwargs)
+
+        monkeypatch.setattr(rt.client, "order", order_noting)
+        place(rt, slot)
+    assert len(sim.ledger.orders()) == 1
+    # The slots taken by the time the POST went (a price read took one before the order's).
+    (taken,) = sent
+    assert taken[-len(last) :] == last
+    assert taken.count("POLL") == len(last) - 1

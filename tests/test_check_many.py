@@ -15,6 +15,8 @@ from orchestrator.db import queries, store
 from orchestrator.db.engine import reading, transaction
 from orchestrator.db.models import Activation, State
 from orchestrator.errors import Throttled
+from orchestrator.lifecycle import polling
+from orchestrator.lifecycle.cancels import give_up_after
 from orchestrator.lifecycle.nudges import Action
 from orchestrator.lifecycle.polling import POLL_SHARE
 from orchestrator.lifecycle.purchase import place
@@ -154,6 +156,58 @@ def test_a_code_is_learnt_from_the_last_poll_that_looked_not_from_one_turned_awa
             service = acts[0].service_id
             delays = queries.arrival_delays(session, service, acts[0].country_id or 0, limit=10)
         assert delays == pytest.approx([2.5] * len(received))  # the middle of 1-4 s
+
+
+def test_under_a_limit_a_tail_look_the_model_no_longer_plans_is_not_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (d): an order's one look past the slowest code was planned while the model was young;
+    # another order has since been watched to twice that age without a code. The look would
+    # find, mostly, an order that never gets one: no call, the cancel at give-up reads a code.
+    monkeypatch.setattr(polling, "REFRESH_LEARNING", 0.0)  # the history written below, at once
+    with inprocess_runtime(
+        tmp_path, PROVIDER, price_cache_ttl=3600, rate_limit=0.5, provider_expiry=1200
+    ) as (rt, _simulator, _clock):
+        ids = plan_job(rt.engine, quantity=13, code_timeout=600)
+        place(rt, ids[0])
+        now = rt.now()
+        with Session(rt.engine) as session:
+            looked = session.get(Activation, ids[0])
+            assert looked is not None and looked.state is State.WAITING
+            service, country = looked.service_id, looked.country_id or 0
+            looked.ordered_at = now - timedelta(seconds=100)
+            looked.code_after = now - timedelta(seconds=40)  # its poll at 60 s found nothing
+            looked.next_action_at = now  # its look, planned at twice a young model's slowest
+            session.add(looked)
+            for n, slot_id in enumerate(ids[1:]):
+                row = session.get(Activation, slot_id)
+                assert row is not None
+                row.order_id, row.country_id = f"o{slot_id}", country
+                row.ordered_at = row.code_after = now - timedelta(seconds=300)
+                if n < 11:  # codes after 10-110 s, counted to the middle: 5-55 s
+                    row.state = State.RECEIVED
+                    row.code_at = row.ordered_at + timedelta(seconds=10 + 10 * n)
+                else:  # watched to 130 s without a code
+                    row.state = State.WAITING
+                    row.code_after = row.ordered_at + timedelta(seconds=130)
+                session.add(row)
+            session.commit()
+        model = rt.arrivals.model(service, country)
+        assert model is not None and not model.censored and model.delays[-1] == 55.0
+        asked: list[str] = []
+        status = rt.client.status
+
+        def status_noting(order_id: str, **kwargs: Any) -> CodeStatus:
+            asked.append(order_id)
+            return status(order_id, **kwargs)
+
+        rt.client.status = status_noting  # type: ignore[method-assign]
+        nudges = check_many(rt, [ids[0]])
+
+        assert asked == []
+        (nudge,) = nudges  # next: its cancel, at the give-up time
+        give_up = give_up_after(rt.settings, 600)
+        assert nudge.action is Action.CHECK and nudge.delay == pytest.approx(give_up - 100)
 
 
 def test_one_order_failing_to_poll_loses_none_of_the_others(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ The policy (documented in the README, pictured in bench/README.md):
   to be bought, the batch ends about a code timeout after its last purchase, so polls may
   take only the share that stretches the buying by at most ``WALL_SLACK`` of the batch (its
   numbers at the full rate, plus the code timeout): little in a large purchase,
-  ``POLL_SHARE`` at most. Once nothing is left to buy
-  they take ``POLL_SHARE_ALONE``, leaving the rest to cancels. While buying, a share gate in
+  ``POLL_SHARE`` at most. Once nothing is left to buy they take ``POLL_SHARE_ALONE``,
+  leaving the rest to cancels. While buying, a share gate in
   Redis holds every process's polls to :func:`poll_share` (``Runtime.admit_poll``), and a
   poll put off for the purchases is put off to about their expected end, then planned again
   with the budget they leave; those put off come back spread over the time they take at the
@@ -39,7 +39,9 @@ The policy (documented in the README, pictured in bench/README.md):
   (bench (d): 4.25 calls per number, not 3.1). Once the tail was watched (the model is no
   longer censored), an order past the slowest code gets no look at all under a limit: most
   such orders never get a code, and a look at each would cost a fifth of a call per number
-  in bench (d), where every call is two seconds of the key's time.
+  in bench (d), where every call is two seconds of the key's time. A look planned before
+  then is not sent either: under a limit a poll falling due asks the policy again first
+  (``settle._poll``).
 * Orders polled at the configured interval (no model yet) or in the tail are polled no more
   often than the polls' share allows (:func:`budget_floor`) when the limit is tight. The
   shared rate limit has the last word: a poll that finds no slot comes back later.

@@ -245,6 +245,8 @@ def _still_on_time(rt: Runtime, slot_at: float | None) -> None:
     one in 41 orders, once slots were booked back to back). The slot booked is lost; the new
     one is taken at a poll's priority, as the order's own turn had already come. None soon:
     the POST goes as it is, and a 429 provably bought nothing (the client tries again).
+    The wait, a poll's horizon (at most half of wiring.MAX_WAIT_CAP), fits in the slack that
+    Runtime.claim_lease keeps beyond the longest POST, so the claim does not lapse meanwhile.
     """
     if rt.throttle is None or slot_at is None or time.monotonic() - slot_at <= LATE_SEND:
         return

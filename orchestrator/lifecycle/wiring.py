@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # types only: SQL runs in db/
     from sqlalchemy import Engine
 
 WORKER_MAX_WAIT = 1.0  # a worker thread sleeps at most this long for a rate-limit slot...
-SLOTS_AHEAD = 4  # ...or this many of the limit's intervals, when they are longer (see below),
+SLOTS_AHEAD = 4  # ...or this many of the limit's intervals, when they are longer (see below)
 MAX_WAIT_CAP = 10.0  # ...but never longer than this: a claimed order may wait too (purchase.py)
 # Reads (and cancels) that meet timeouts or 502/503/504 begin new attempts for this long. The
 # CLI has nothing else to do, and a cron submit that gives up at the first slow answer fails

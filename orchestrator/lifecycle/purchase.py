@@ -260,10 +260,11 @@ def _choose(
     """The country to buy the slot in, at its live price; or, when there is none now, what
     the slot does instead (tried later, or ended with each country's reason)."""
     countries = [(int(c), str(n)) for c, n in json.loads(target.countries)]
-    if not rt.prices.fresh(act.service_id):
+    country_ids = [country_id for country_id, _ in countries]
+    if not rt.prices.fresh_for(act.service_id, country_ids):
         purchases.flush()  # the price refresh may wait on the network
     try:
-        prices = rt.prices.get(act.service_id)
+        prices = rt.prices.for_countries(act.service_id, country_ids)
     except ProviderError as exc:
         return _read_failed(rt, act, exc, "prices_unavailable")
 
@@ -330,6 +331,7 @@ def _send_order(
             rt, session, act, State.IN_DOUBT, "order_in_doubt", error=error
         )
     log.info("order_placed", activation_id=act.id, order_id=order.order_id, cost=shown(order.cost))
+    rt.prices.bought(act.service_id, choice.country_id, order.cost)
     _give_back(rt, held, spent=to_micros(order.cost))
     return record_order(rt, act, job, order)
 

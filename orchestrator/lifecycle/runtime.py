@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from orchestrator.db.models import Activation, State, utcnow
 from orchestrator.lifecycle.breaker import Breaker, open_breakers
 from orchestrator.lifecycle.cache import TtlCache
 from orchestrator.lifecycle.estimate import TTL, Outcomes, read_outcomes
+from orchestrator.lifecycle.live_prices import PriceCache
 from orchestrator.lifecycle.nudges import Action, Nudge
 from orchestrator.lifecycle.polling import (
     HISTORY,
@@ -29,7 +30,6 @@ from orchestrator.provider.client import LegitSMSClient, Throttle
 from orchestrator.provider.quiet import QuietGate
 from orchestrator.provider.ratelimit import ShareGate, key_fingerprint
 from orchestrator.provider.shared_prices import SharedPrices
-from orchestrator.provider.types import Price
 from orchestrator.provider.wallet import WalletGuard
 
 if TYPE_CHECKING:  # types only: SQL runs in db/
@@ -39,38 +39,6 @@ log = structlog.get_logger(__name__)
 
 WAITING_TTL = 1.0  # seconds a count of numbers waiting per country is kept (purchases add theirs)
 DUE_TOLERANCE = 0.5  # seconds: host clocks and the broker's delays may differ this much
-
-
-class PriceCache(TtlCache[int, dict[int, Price]]):
-    """Live prices per service, kept ``ttl`` seconds: a batch costs one /prices call per service.
-
-    With ``shared`` (Redis), one call per service per ``ttl`` across every process of the key
-    (shared_prices.py); each process's copy expires with the shared entry. Without it (tests
-    in one process) each process reads its own.
-    """
-
-    def __init__(
-        self,
-        fetch: Callable[[int], dict[int, Price]],
-        ttl: float,
-        shared: SharedPrices | None = None,
-    ) -> None:
-        super().__init__(fetch, ttl)
-        self._shared = shared if ttl > 0 else None
-
-    def _load(self, key: int) -> tuple[dict[int, Price], float]:
-        if self._shared is None:
-            return super()._load(key)
-        return self._shared.get(key, self._fetch)
-
-    def mark_out_of_stock(self, service_id: int, country_id: int) -> None:
-        """Remember a no_stock answer until the next refresh (in this process only)."""
-        with self._lock:
-            entry = self._entries.get(service_id)
-            if entry is not None and country_id in entry[1]:
-                prices = dict(entry[1])
-                prices[country_id] = replace(prices[country_id], count=0)
-                self._entries[service_id] = (entry[0], prices)
 
 
 @dataclass

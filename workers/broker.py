@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 
 from workers import NAMESPACE
+from workers.prompt_delays import PromptDelaysBroker
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:
-    """The Redis broker at ``url``."""
+    """The Redis broker at ``url`` (its delayed messages acted on when due: prompt_delays.py)."""
     if not url:
         raise RuntimeError("REDIS_URL is not set: run workers through `orchestrator worker`")
-    return RedisBroker(  # type: ignore[no-untyped-call]
-        url=url, namespace=NAMESPACE, heartbeat_timeout=15_000
-    )
+    return PromptDelaysBroker(url=url, namespace=NAMESPACE, heartbeat_timeout=15_000)
 
 
 broker = make_broker(os.environ.get("REDIS_URL"))

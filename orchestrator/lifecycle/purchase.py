@@ -248,8 +248,12 @@ def _still_on_time(rt: Runtime, slot_at: float | None) -> None:
     The wait, a poll's horizon (at most half of wiring.MAX_WAIT_CAP), fits in the slack that
     Runtime.claim_lease keeps beyond the longest POST, so the claim does not lapse meanwhile.
     """
-    if rt.throttle is None or slot_at is None or time.monotonic() - slot_at <= LATE_SEND:
+    if rt.throttle is None or slot_at is None:
         return
+    late = time.monotonic() - slot_at
+    if late <= LATE_SEND:
+        return
+    log.debug("order_slot_missed", late=round(late, 3))
     with contextlib.suppress(Throttled):
         rt.throttle.acquire(Priority.POLL)
 

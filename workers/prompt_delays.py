@@ -12,6 +12,11 @@ Here no consumer of a queue sleeps past the earliest delayed message this proces
 it: the delay-queue thread wakes when it is due, the queue's consumer just after. With nothing
 held the back-off is Dramatiq's, so an idle worker costs what it did (bench ``--scenario
 idle``). A ``worker_timeout`` of 100 ms did as well for (b) and cost five times the idle CPU.
+
+It reads two things of Dramatiq 2.x that are not its API: the consumer thread's
+``delay_queue`` (items ordered by their ``priority``, the eta in ms) and the Redis consumer's
+``timeout``. Should they change, the back-off stays Dramatiq's (nothing is lost, messages are
+late again) and tests/test_prompt_delays.py fails.
 """
 
 from __future__ import annotations
@@ -77,8 +82,8 @@ class _WakeWhenDue(Consumer):
         if held is None:
             return self._timeout
         with held.mutex:  # the delay-queue thread pushes and pops under it
-            eta = held.queue[0].priority if held.queue else None
-        if eta is None:
+            eta = getattr(held.queue[0], "priority", None) if held.queue else None
+        if not isinstance(eta, int | float):  # none held (or a Dramatiq that keeps them otherwise)
             return self._timeout
         due_in = int(eta) + self._after - current_millis()
         return max(MIN_SLEEP_MS, min(self._timeout, due_in))

@@ -77,8 +77,11 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
 ) -> None:
     # Each "host" has its own working and data folder; only Redis and PostgreSQL are shared.
     # A shared limit of 8 requests a second spreads the job over a few seconds, and a worker
-    # takes from the queue only what its threads can start: with two threads a host holds at
-    # most two of the job's five purchase messages, so the other host finds work.
+    # takes from the queue only what its threads can start: with one thread a host holds one
+    # of the job's five purchase messages at a time and cannot keep up with the limit alone,
+    # so the other host finds work. (With two threads, one host could: a worker that holds
+    # delayed messages wakes when they fall due, workers/prompt_delays.py, and an idle one
+    # backs off up to a second, so the busy host took all 22 numbers in one CI run of four.)
     hosts = [
         Orchestrator(
             workdir=_folder(tmp_path / f"host{i}"),
@@ -90,7 +93,7 @@ def test_two_hosts_sharing_redis_and_postgres_complete_one_job_with_nothing_done
     try:
         # Both workers wait on the queue before the job arrives, as long-lived services do.
         for host in hosts:
-            host.start_worker(threads=2)
+            host.start_worker(threads=1)
         for host in hosts:
             _wait_for_log(host.workdir, '"worker_started"', timeout=30)
         # ...and consume: each worker's broker beats in Redis once its consumers fetch. Without

@@ -92,9 +92,12 @@ def test_a_run_that_ends_first_leaves_the_broker_to_the_run_still_using_it(
 def test_the_brokers_owner_losing_the_overlap_check_leaves_it_to_the_run_that_won(
     orch: Orchestrator, provider: SandboxServer, tmp_path: Path
 ) -> None:
-    job = _job(tmp_path, "nightly", quantity=3, timeout="12s")
+    job = _job(tmp_path, "nightly", quantity=3, timeout="25s")
     # The broker's owner resolves its job slowly (another account with a tight rate limit), so
-    # the run started just after it submits first, as cron's second run of one job may.
+    # the run started just after it submits first, as cron's second run of one job may. The
+    # owner's three reads take about 14 s at 0.15 requests/s; the winner's job must still be
+    # active then (its code-less order is cancelled at the timeout): at 12 s it ended first in
+    # one CI run of four, once workers acted on delayed messages when due.
     slow = {"LEGITSMS_API_KEY": SLOW_KEY, "ORCHESTRATOR_RATE_LIMIT": "0.15"}
     owner = Run.start(orch, job, name="owner", **slow)
     winner = None

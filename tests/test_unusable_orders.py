@@ -194,12 +194,12 @@ def test_an_order_id_answered_for_a_second_slot_puts_it_in_doubt(engine: Engine)
         assert nudges == []
 
 
-def test_a_reused_order_id_the_check_could_not_see_still_ends_in_doubt_not_in_an_error(
+def test_a_reused_order_id_whose_holder_is_not_found_still_ends_in_doubt_not_in_an_error(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another worker records the same id between our check and our write: the unique index
-    refuses it, and only this slot's write is undone (the next claim in the same transaction
-    stands)."""
+    """The unique index refuses the write even when the slot holding the id cannot be named
+    (the lookup after the refusal finds none): this slot ends in doubt, and only its write is
+    undone (the next claim in the same transaction stands)."""
 
     config = provider_charging("1.55")
     with (
@@ -218,7 +218,7 @@ def test_a_reused_order_id_the_check_could_not_see_still_ends_in_doubt_not_in_an
         purchases.finish()
 
         assert row(engine, ids[1]).state is State.IN_DOUBT
-        assert "already recorded" in (row(engine, ids[1]).error or "")
+        assert "already recorded for another slot" in (row(engine, ids[1]).error or "")
         assert row(engine, ids[2]).state is State.WAITING
 
 

@@ -4,8 +4,8 @@ A price is live for ``ttl`` seconds from the read that gave it. A ``POST /order`
 what the number cost, which is its country's live price at that moment: an order is as good a
 read of its own country's price as ``/prices``. So while every country a purchase chooses from
 has been bought in within the TTL, its choice needs no ``/prices`` read. At the provider's real
-limit (0.5 requests/s) a read takes an order's turn: bench (d), 40 numbers bought over 84 s,
-read ``/prices`` four times where one does.
+limit (0.5 requests/s) a read takes an order's turn: bench (d), 40 numbers bought over about
+100 s, read ``/prices`` four times where one does.
 
 Stock and advertised success rates come from ``/prices`` only; an order in a country shows it
 had stock. A country out of stock is not bought in, so its price ages and the next purchase

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
+from typing import Any
 
 import redis
 
-from orchestrator.provider.wallet import NO_HOLD, Hold, WalletGuard
+from orchestrator.provider.wallet import NO_HOLD, PAUSE_READ_TTL, Hold, WalletGuard
 
 
 def _guard(url: str, reads: list[Decimal], *, floor: int = 7_000_000) -> WalletGuard:
@@ -31,6 +33,38 @@ def test_the_first_pause_wins_and_every_process_sees_it(redis_url: str) -> None:
     assert two.pause("insufficient_funds") is None, "only the first sets (and logs) it"
     seen = two.paused()
     assert seen is not None and seen.until == first.until and seen.reason == "insufficient_funds"
+
+
+class CountingRedis(redis.Redis):
+    """Counts the GETs sent, as the pause is read with one."""
+
+    gets = 0
+
+    def get(self, name: Any) -> Any:
+        self.gets += 1
+        return super().get(name)
+
+
+def test_a_pause_read_serves_a_process_for_a_fifth_of_a_second(redis_url: str) -> None:
+    counted = CountingRedis(connection_pool=redis.ConnectionPool.from_url(redis_url))
+    one = WalletGuard(counted, "sk_test_key", pause_seconds=2.0)
+    two = _guard(redis_url, [])
+    assert [one.paused() for _ in range(20)] == [None] * 20
+    assert counted.gets == 1, "twenty purchases in a moment: one read"
+    pause = two.pause("insufficient_funds")
+    assert pause is not None
+    time.sleep(PAUSE_READ_TTL)
+    seen = one.paused()
+    assert seen is not None and seen.until == pause.until, "another process's pause, in time"
+    assert counted.gets == 2
+
+
+def test_a_pause_set_here_is_seen_here_at_once(redis_url: str) -> None:
+    one = _guard(redis_url, [])
+    assert one.paused() is None
+    assert one.pause("min_balance") is not None
+    seen = one.paused()
+    assert seen is not None and seen.reason == "min_balance"
 
 
 def test_purchases_take_their_cap_from_one_balance_read_down_to_the_floor(redis_url: str) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from orchestrator.db import queries, store
+from orchestrator.db.engine import savepoint
 from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import Activation, Job, State
 from orchestrator.errors import UnpricedOrder, UnusableOrder
@@ -135,7 +136,7 @@ def _move_order(rt: Runtime, session: Session, act: Activation, to: State, **val
         # read, a tenth of its CPU in bench (a), for an answer that never comes). A savepoint:
         # a write it refuses undoes this slot's write only, not the transaction's other work
         # (the next slot's claim).
-        with session.begin_nested():
+        with savepoint(session):
             moved = store.move(session, act, to, expect={State.ORDERING, State.IN_DOUBT}, **values)
     except IntegrityError:
         other = queries.slot_holding_order(session, order_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.db import queries, store
-from orchestrator.db.engine import transaction
+from orchestrator.db.engine import savepoint, transaction
 from orchestrator.db.errors import IntegrityError
 from orchestrator.db.models import State
 from orchestrator.errors import ResolveRefused
@@ -50,7 +50,7 @@ def resolve_in_doubt(rt: Runtime, activation_id: int, *, order_id: str | None) -
         if other is not None:
             raise ResolveRefused(_taken(order_id, other))
         try:
-            with session.begin_nested():
+            with savepoint(session):
                 # The cost is not known from the dashboard id alone; the cap stays reserved.
                 store.move(
                     session,

@@ -64,6 +64,9 @@ class Runtime:
     _waiting_by_country: TtlCache[int, dict[int, int]] = field(init=False)
 
     _breakers: TtlCache[int, dict[int, Breaker]] = field(init=False)
+    # Targets seen to ask for numbers, not codes: a target never changes once submitted, so a
+    # slot's end does not read it again to learn that nothing is to be steered (targets.py).
+    quantity_targets: set[int] = field(init=False)
     _breakers_told: set[tuple[int, int, datetime]] = field(init=False)
     _lock: threading.Lock = field(init=False)
 
@@ -81,6 +84,7 @@ class Runtime:
 
         self._breakers = TtlCache(self._read_breakers, TTL)
         self._breakers_told = set()
+        self.quantity_targets = set()
         self._lock = threading.Lock()
 
     @property

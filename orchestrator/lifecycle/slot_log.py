@@ -62,12 +62,12 @@ def about(act: Activation, job: Job | None, target: Target | None) -> Iterator[N
     not after an exception: the line that reports it (``step_failed``) names the slot too;
     the actor clears the context before its next slot."""
     fields = slot_fields(act, job, target)
-    previous = structlog.contextvars.get_contextvars()
-    structlog.contextvars.unbind_contextvars(*(key for key in SLOT_KEYS if key not in fields))
-    structlog.contextvars.bind_contextvars(**fields)
+    # A field this slot does not know is bound to Ellipsis, structlog's mark of an unbound key.
+    tokens = structlog.contextvars.bind_contextvars(
+        **{key: fields.get(key, Ellipsis) for key in SLOT_KEYS}
+    )
     yield  # no try/finally: on an exception the slot's fields stay bound, on purpose
-    structlog.contextvars.unbind_contextvars(*SLOT_KEYS)
-    structlog.contextvars.bind_contextvars(**{k: v for k, v in previous.items() if k in SLOT_KEYS})
+    structlog.contextvars.reset_contextvars(**tokens)
 
 
 def logged(write: Write, act: Activation, job: Job | None, target: Target | None) -> Write:

@@ -62,9 +62,12 @@ def after_slot_ended(
 ) -> list[Nudge]:
     """Steer the slot's codes target (if it is one), then end the job if nothing is live."""
     nudges: list[Nudge] = []
-    target = session.get(Target, act.target_id)
-    if target is not None and target.codes_wanted is not None:
-        nudges = steer(rt, session, target, replace=replace)
+    if act.target_id not in rt.quantity_targets:
+        target = session.get(Target, act.target_id)
+        if target is not None and target.codes_wanted is not None:
+            nudges = steer(rt, session, target, replace=replace)
+        elif target is not None:
+            rt.quantity_targets.add(act.target_id)
     store.finish_job_if_done(session, act.job_id)
     return nudges
 

@@ -191,9 +191,9 @@ def savepoint(session: Session) -> Iterator[None]:
     undone alone, and the transaction's other work stands.
 
     Plain SQL on the session's connection: SQLAlchemy's ``begin_nested`` compiles a new
-    SAVEPOINT and RELEASE statement each time, a fifth of the CPU of recording an order in
-    bench (a). Only Core statements may run inside (store.py's): the session's objects are
-    not told of a rollback to it.
+    SAVEPOINT and RELEASE statement each time, a third of the CPU of recording an order in
+    bench (a) (yappi). Only Core statements may run inside (store.py's): the session's
+    objects are not told of a rollback to it.
     """
     connection = session.connection()
     connection.exec_driver_sql("SAVEPOINT orchestrator_write")

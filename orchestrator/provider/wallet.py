@@ -35,7 +35,7 @@ BALANCE_CHECK_INTERVAL: Final = 60.0  # seconds between two reads of GET /balanc
 _REFRESH_LOCK: Final = 10.0  # seconds one process has to read the balance before another may
 # Seconds one read of the pause serves this process's purchases: a pause set elsewhere is seen
 # this much later at most, when an order sent meanwhile is refused for want of money (bought
-# nothing). Two reads per purchase cost a tenth of its CPU in bench (a), where no pause comes.
+# nothing). Two reads per purchase cost 7% of its CPU in bench (a) (yappi), where none comes.
 PAUSE_READ_TTL: Final = 0.2
 
 # Takes ARGV[1] micros from the cached balance if what is left stays at or above ARGV[2].

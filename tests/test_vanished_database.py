@@ -11,12 +11,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from orchestrator.cli.exit_codes import ExitCode
+from orchestrator.db import engine as engine_module
 from orchestrator.db import queries
 from orchestrator.db.engine import create_tables, make_engine, reading, transaction
 from orchestrator.errors import DatabaseGone
@@ -123,6 +125,32 @@ def test_a_new_file_and_second_engines_on_it_are_no_false_alarm(tmp_path: Path) 
             assert queries.get_job(session, 1).name == "prop"
     finally:
         third.dispose()
+
+
+def test_a_thread_that_finds_no_file_while_another_creates_it_is_no_false_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen once in CI (four threads migrating a new file): one thread's stat found no file,
+    another thread then created and recorded it, and the first took it for one deleted."""
+    path = str(tmp_path / "racing.db")
+    real_stat = os.stat
+    raced: list[str] = []
+
+    def stat_losing_the_race(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if target == path and not raced:
+            raced.append(target)
+            # This stat found nothing; meanwhile the other thread's connection creates the
+            # file, and its BEGIN records it.
+            Path(path).touch()
+            engine_module._check_file(path)
+            raise FileNotFoundError(path)
+        return real_stat(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat_losing_the_race)
+    monkeypatch.setattr(engine_module, "_files", {})
+    engine_module._check_file(path)  # no DatabaseGone: this thread had never seen the file
+    assert raced == [path]
+    engine_module._check_file(path)  # and the file both threads now know is the same one
 
 
 JOB = """\

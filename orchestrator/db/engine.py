@@ -83,10 +83,13 @@ def _check_file(path: str) -> None:
     The first sight of the file records it: an engine may create its file (first connection),
     and any number of engines in a process may share one. Costs one stat (microseconds).
     """
+    # Looked up before the stat: a thread that finds no file while another creates and records
+    # it (a new database's first connections, racing) must not take it for one deleted.
+    known = _files.get(path)
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        if path in _files:
+        if known is not None:
             raise DatabaseGone(
                 f"the database {path} was deleted while in use; stopping rather than going "
                 "on with a copy no other process sees (what was bought since it started is "
@@ -94,7 +97,6 @@ def _check_file(path: str) -> None:
             ) from None
         return
     seen = (info.st_dev, info.st_ino)
-    known = _files.get(path)
     if known is None:
         with _files_lock:
             known = _files.setdefault(path, seen)

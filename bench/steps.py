@@ -80,24 +80,26 @@ def _round(url: str, folder: Path, numbers: int) -> tuple[float, float]:
             provider_expiry=scenario.sandbox.expiry,
         )
         rt = make_runtime(settings, redis_url)
-        ids = _plan(rt, numbers, scenario.code_timeout)
-        start = time.process_time()
-        for first in range(0, numbers, PLACE_BATCH):
-            batch = ids[first : first + PLACE_BATCH]
-            purchases = Purchases(rt, batch)
-            for activation_id in batch:
+        try:
+            ids = _plan(rt, numbers, scenario.code_timeout)
+            start = time.process_time()
+            for first in range(0, numbers, PLACE_BATCH):
+                batch = ids[first : first + PLACE_BATCH]
+                purchases = Purchases(rt, batch)
+                for activation_id in batch:
+                    structlog.contextvars.clear_contextvars()
+                    place(rt, activation_id, purchases=purchases)
+                purchases.finish()
+            bought = time.process_time()
+            time.sleep(scenario.sandbox.code_delay[1] + 0.2)  # every code that comes has come
+            polls_from = time.process_time()
+            for first in range(0, numbers, CHECK_BATCH):
                 structlog.contextvars.clear_contextvars()
-                place(rt, activation_id, purchases=purchases)
-            purchases.finish()
-        bought = time.process_time()
-        time.sleep(scenario.sandbox.code_delay[1] + 0.2)  # every code that comes has come
-        polls_from = time.process_time()
-        for first in range(0, numbers, CHECK_BATCH):
-            structlog.contextvars.clear_contextvars()
-            check_many(rt, ids[first : first + CHECK_BATCH])
-        polled = time.process_time()
-        rt.client.close()
-        rt.engine.dispose()
+                check_many(rt, ids[first : first + CHECK_BATCH])
+            polled = time.process_time()
+        finally:
+            rt.client.close()
+            rt.engine.dispose()
     per = 1000 / numbers
     return (bought - start) * per, (polled - polls_from) * per
 
